@@ -1,0 +1,42 @@
+/*
+ * core.h -- declarations shared by the files of lib/core only (not by
+ * providers, which see provider.h).
+ */
+#ifndef SHOAL_CORE_H
+#define SHOAL_CORE_H
+
+#include "provider.h"
+
+void shoal__evq_fini(struct shoal_evq *q);
+void shoal__evq_drop_ep(shoal_ctx_t *ctx, shoal_ep_t *ep);
+void shoal__queue_op_event(shoal_ctx_t *ctx, struct shoal_op *op,
+                           const char *reason);
+
+/* Descriptor layout (version 1), all little-endian:
+ *   0  u32 magic "SHMR"     4  u16 version     6  u8 transport  7  u8 access
+ *   8  u64 address         16  u64 length     24  u32 key length
+ *  28  key bytes           28+keylen  u32 CRC-32 of everything before it */
+#define SHOAL_DESC_MAGIC   0x524d4853u
+#define SHOAL_DESC_VERSION 1
+#define SHOAL_DESC_HDR     28
+#define SHOAL_DESC_KEY_MAX (SHOAL_DESC_MAX - SHOAL_DESC_HDR - 4)
+
+
+
+struct shoal_op *shoal__op_get(shoal_ctx_t *ctx);
+void shoal__op_put(shoal_ctx_t *ctx, struct shoal_op *op);
+
+void shoal__rmr_detach(shoal_rmr_t *rmr);
+
+/* A descriptor's fields after validation; key points into the input. */
+struct shoal_desc {
+    uint64_t addr, len;
+    unsigned access;
+    uint32_t keylen;
+    const uint8_t *key;
+};
+/* Validate a packed descriptor for @ctx's transport: 0, -EBADMSG (corrupt,
+ * truncated) or -EPROTO (other version or transport), with errmsg set. */
+int shoal__desc_parse(shoal_ctx_t *ctx, const void *buf, size_t len,
+                      struct shoal_desc *d);
+#endif

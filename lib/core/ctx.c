@@ -1,0 +1,162 @@
+/*
+ * ctx.c -- contexts: choosing a provider, creating and destroying its
+ * state, and the pool of operation records.
+ *
+ * Provider choice.  SHOAL_TRANSPORT=verbs or ucx takes that provider or
+ * fails.  auto asks each provider in order of preference whether it is
+ * usable here (probe) and takes the first that says yes, logging the
+ * choice and every refusal's reason at info level.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core.h"
+
+/* In order of preference for auto. */
+static const struct shoal_provider *const providers[] = {
+#ifdef HAVE_VERBS
+    &shoal_verbs_provider,
+#endif
+    &shoal_ucx_provider,
+};
+#define N_PROVIDERS (sizeof(providers) / sizeof(providers[0]))
+
+static int choose_provider(shoal_ctx_t *ctx)
+{
+    char why[256];
+    shoal_transport_t want = ctx->cfg.transport;
+    for (size_t i = 0; i < N_PROVIDERS; i++) {
+        const struct shoal_provider *p = providers[i];
+        if (want != SHOAL_TRANSPORT_AUTO && p->transport != want)
+            continue;
+        why[0] = '\0';
+        int rc = p->probe(&ctx->cfg, why, sizeof(why));
+        if (rc == 0) {
+            ctx->prov = p;
+            shoal__info(ctx, "transport %s selected (%s%s)", p->name,
+                        want == SHOAL_TRANSPORT_AUTO ? "auto: " : "requested",
+                        want == SHOAL_TRANSPORT_AUTO ? why : "");
+            return 0;
+        }
+        if (want != SHOAL_TRANSPORT_AUTO)
+            return shoal__fail(ctx, rc, "transport %s is not usable here: %s",
+                               p->name, why);
+        shoal__info(ctx, "transport %s not usable: %s", p->name, why);
+    }
+    if (want == SHOAL_TRANSPORT_VERBS)
+        return shoal__fail(ctx, -ENODEV,
+                           "transport verbs was not built in (configure --without-verbs)");
+    return shoal__fail(ctx, -ENODEV, "no usable transport");
+}
+
+int shoal_ctx_create(const shoal_config_t *cfg, shoal_ctx_t **ctx_p)
+{
+    if (!ctx_p)
+        return -EINVAL;
+    shoal_ctx_t *ctx = calloc(1, sizeof(*ctx));
+    if (!ctx)
+        return -ENOMEM;
+    if (cfg) {
+        ctx->cfg = *cfg;
+    } else {
+        char err[256];
+        shoal_config_init(&ctx->cfg);
+        int rc = shoal_config_from_env(&ctx->cfg, err, sizeof(err));
+        if (rc) {
+            shoal__error(NULL, "%s", err);
+            free(ctx);
+            return rc;
+        }
+    }
+    if ((unsigned)ctx->cfg.log_level > SHOAL_LOG_TRACE ||
+        (unsigned)ctx->cfg.transport > SHOAL_TRANSPORT_UCX ||
+        ctx->cfg.connect_timeout_ms <= 0 || ctx->cfg.queue_depth <= 0 ||
+        memchr(ctx->cfg.device, '\0', sizeof(ctx->cfg.device)) == NULL) {
+        free(ctx);
+        return -EINVAL;
+    }
+    shoal__list_init(&ctx->eps);
+    shoal__list_init(&ctx->listeners);
+    ctx->next_ep_id = 1;
+    int rc = choose_provider(ctx);
+    if (rc == 0)
+        rc = ctx->prov->ctx_init(ctx);
+    if (rc) {
+        /* Keep the reason visible: the ctx that held it is going away. */
+        if (ctx->errmsg[0])
+            shoal__error(ctx, "%s", ctx->errmsg);
+        free(ctx);
+        return rc;
+    }
+    if (!ctx->describe[0])
+        snprintf(ctx->describe, sizeof(ctx->describe), "%s", ctx->prov->name);
+    *ctx_p = ctx;
+    return 0;
+}
+
+void shoal_ctx_destroy(shoal_ctx_t *ctx)
+{
+    if (!ctx)
+        return;
+    while (!shoal__list_empty(&ctx->listeners))
+        shoal_listener_close(shoal__container_of(ctx->listeners.next,
+                                                 shoal_listener_t, node));
+    while (!shoal__list_empty(&ctx->eps)) {
+        shoal_ep_t *ep = shoal__container_of(ctx->eps.next, shoal_ep_t, node);
+        shoal__warn(ctx, "ctx_destroy: endpoint %s was still open; closing it",
+                    ep->peer);
+        shoal_ep_close(ep);
+    }
+    if (ctx->n_mrs)
+        shoal__warn(ctx, "ctx_destroy: %u memory registrations still live",
+                    ctx->n_mrs);
+    ctx->prov->ctx_fini(ctx);
+    shoal__evq_fini(&ctx->evq);
+    while (ctx->free_ops) {
+        struct shoal_op *op = ctx->free_ops;
+        ctx->free_ops = op->next_free;
+        free(op);
+    }
+    free(ctx);
+}
+
+shoal_transport_t shoal_ctx_transport(const shoal_ctx_t *ctx)
+{
+    return ctx->prov->transport;
+}
+
+const char *shoal_ctx_describe(const shoal_ctx_t *ctx)
+{
+    return ctx->describe;
+}
+
+struct shoal_op *shoal__op_get(shoal_ctx_t *ctx)
+{
+    struct shoal_op *op = ctx->free_ops;
+    if (op)
+        ctx->free_ops = op->next_free;
+    else if (!(op = malloc(sizeof(*op))))
+        return NULL;
+    memset(op, 0, sizeof(*op));
+    return op;
+}
+
+void shoal__op_put(shoal_ctx_t *ctx, struct shoal_op *op)
+{
+    op->next_free = ctx->free_ops;
+    ctx->free_ops = op;
+}
+
+void shoal__op_done(struct shoal_op *op, int status, const char *reason)
+{
+    if (status && !op->status)
+        op->status = status;
+    if (--op->pending > 0)
+        return;
+    shoal_ep_t *ep = op->ep;
+    shoal_ctx_t *ctx = ep->ctx;
+    shoal__queue_op_event(ctx, op, op->status ? reason : NULL);
+    ep->outstanding--;
+    shoal__op_put(ctx, op);
+}

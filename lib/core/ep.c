@@ -1,0 +1,276 @@
+/*
+ * ep.c -- listeners, endpoints, and the checks every operation passes
+ * before a provider sees it.
+ *
+ * The core checks what it can know locally (state, ranges, access granted
+ * in the descriptor, queue depth) so that a bad request fails with a clear
+ * error at the call, the same way on every transport, instead of as a
+ * remote fault later.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core.h"
+
+shoal_ep_t *shoal__ep_new(shoal_ctx_t *ctx)
+{
+    shoal_ep_t *ep = calloc(1, sizeof(*ep));
+    if (!ep)
+        return NULL;
+    ep->ctx = ctx;
+    ep->state = SHOAL_EP_CONNECTING;
+    ep->id = ctx->next_ep_id++;
+    if (ctx->next_ep_id == 0)
+        ctx->next_ep_id = 1;
+    shoal__list_init(&ep->rmrs);
+    shoal__list_add(&ctx->eps, &ep->node);
+    snprintf(ep->peer, sizeof(ep->peer), "?");
+    return ep;
+}
+
+void shoal__ep_connected(shoal_ep_t *ep)
+{
+    if (ep->state == SHOAL_EP_CONNECTING)
+        ep->state = SHOAL_EP_CONNECTED;
+}
+
+static void ep_free(shoal_ep_t *ep)
+{
+    shoal_ctx_t *ctx = ep->ctx;
+    ep->state = SHOAL_EP_CLOSING;
+    while (!shoal__list_empty(&ep->rmrs))
+        shoal__rmr_detach(shoal__container_of(ep->rmrs.next, shoal_rmr_t, node));
+    ctx->prov->ep_close(ep);
+    if (ep->outstanding)
+        shoal__warn(ctx, "endpoint %s closed with %u operations the provider did not complete",
+                    ep->peer, ep->outstanding);
+    shoal__list_del(&ep->node);
+    shoal__evq_drop_ep(ctx, ep);
+    free(ep);
+}
+
+void shoal__ep_discard(shoal_ep_t *ep)
+{
+    ep_free(ep);
+}
+
+void shoal_ep_close(shoal_ep_t *ep)
+{
+    if (ep)
+        ep_free(ep);
+}
+
+const char *shoal_ep_peer(const shoal_ep_t *ep) { return ep->peer; }
+void shoal_ep_set_user(shoal_ep_t *ep, void *user) { ep->user = user; }
+void *shoal_ep_user(const shoal_ep_t *ep) { return ep->user; }
+
+int shoal_listen(shoal_ctx_t *ctx, const char *host, uint16_t port,
+                 shoal_listener_t **l_p)
+{
+    if (!ctx || !l_p)
+        return -EINVAL;
+    shoal_listener_t *l = calloc(1, sizeof(*l));
+    if (!l)
+        return -ENOMEM;
+    l->ctx = ctx;
+    shoal__list_init(&l->ready);
+    int rc = ctx->prov->listen(l, host, port);
+    if (rc) {
+        free(l);
+        return rc;
+    }
+    shoal__list_add(&ctx->listeners, &l->node);
+    shoal__info(ctx, "listening on %s:%u (%s)", host ? host : "*", l->port,
+                ctx->prov->name);
+    *l_p = l;
+    return 0;
+}
+
+uint16_t shoal_listener_port(const shoal_listener_t *l) { return l->port; }
+
+void shoal__listener_ready(shoal_listener_t *l, shoal_ep_t *ep)
+{
+    /* Move the endpoint from the ctx list to the listener's ready list. */
+    shoal__list_del(&ep->node);
+    shoal__list_add(&l->ready, &ep->node);
+    ep->listener = l;
+}
+
+void shoal_listener_close(shoal_listener_t *l)
+{
+    if (!l)
+        return;
+    shoal_ctx_t *ctx = l->ctx;
+    /* Handshaken but unaccepted peers are closed with the listener. */
+    while (!shoal__list_empty(&l->ready)) {
+        shoal_ep_t *ep = shoal__container_of(l->ready.next, shoal_ep_t, node);
+        shoal__list_del(&ep->node);
+        shoal__list_add(&ctx->eps, &ep->node);
+        ep_free(ep);
+    }
+    ctx->prov->listener_close(l);
+    shoal__list_del(&l->node);
+    free(l);
+}
+
+int shoal_accept(shoal_listener_t *l, int timeout_ms, shoal_ep_t **ep_p)
+{
+    if (!l || !ep_p)
+        return -EINVAL;
+    shoal_ctx_t *ctx = l->ctx;
+    uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : shoal__now_ms() + (uint64_t)timeout_ms;
+    for (;;) {
+        int rc = ctx->prov->progress(ctx);
+        if (rc < 0)
+            return rc;
+        while (!shoal__list_empty(&l->ready)) {
+            shoal_ep_t *ep = shoal__container_of(l->ready.next, shoal_ep_t, node);
+            shoal__list_del(&ep->node);
+            shoal__list_add(&ctx->eps, &ep->node);
+            ep->listener = NULL;
+            if (ep->state != SHOAL_EP_CONNECTED) {
+                /* Died between handshake and accept: nobody saw it. */
+                ep_free(ep);
+                continue;
+            }
+            shoal__info(ctx, "accepted %s", ep->peer);
+            *ep_p = ep;
+            return 0;
+        }
+        uint64_t now = shoal__now_ms();
+        if (now >= deadline)
+            return shoal__fail(ctx, -ETIMEDOUT, "accept: no peer within %d ms", timeout_ms);
+        uint64_t left = deadline - now;
+        rc = ctx->prov->wait(ctx, left > 1000000 ? 1000000 : (int)left);
+        if (rc < 0)
+            return rc;
+    }
+}
+
+int shoal_connect(shoal_ctx_t *ctx, const char *host, uint16_t port,
+                  shoal_ep_t **ep_p)
+{
+    if (!ctx || !host || !ep_p)
+        return -EINVAL;
+    if (port == 0)
+        return shoal__fail(ctx, -EINVAL, "connect: port 0 is not a destination");
+    shoal_ep_t *ep = shoal__ep_new(ctx);
+    if (!ep)
+        return -ENOMEM;
+    snprintf(ep->peer, sizeof(ep->peer), "%s:%u", host, port);
+    int rc = ctx->prov->connect(ep, host, port);
+    if (rc == 0 && ep->state != SHOAL_EP_CONNECTED)
+        rc = shoal__fail(ctx, -ECONNRESET, "connect to %s:%u: connection lost in handshake",
+                         host, port);
+    if (rc) {
+        ep_free(ep);
+        return rc;
+    }
+    shoal__info(ctx, "connected to %s", ep->peer);
+    *ep_p = ep;
+    return 0;
+}
+
+/* Checks common to put and get; returns 0 or a negative errno. */
+static int check_rma(shoal_ep_t *ep, const shoal_mr_t *lmr, size_t loff,
+                     const shoal_rmr_t *rmr, size_t roff, size_t len,
+                     unsigned need, const char *what)
+{
+    shoal_ctx_t *ctx = ep->ctx;
+    if (ep->state != SHOAL_EP_CONNECTED)
+        return shoal__fail(ctx, -ENOTCONN, "%s: endpoint %s is not connected", what, ep->peer);
+    if (rmr->ep != ep)
+        return shoal__fail(ctx, -EINVAL, "%s: remote region belongs to another endpoint", what);
+    if (lmr->ctx != ctx)
+        return shoal__fail(ctx, -EINVAL, "%s: local region belongs to another context", what);
+    if (len == 0)
+        return shoal__fail(ctx, -EINVAL, "%s: zero length", what);
+    if (loff > lmr->len || len > lmr->len - loff)
+        return shoal__fail(ctx, -ERANGE, "%s: local range [%zu, +%zu) outside region of %zu bytes",
+                           what, loff, len, lmr->len);
+    if (roff > rmr->len || len > rmr->len - roff)
+        return shoal__fail(ctx, -ERANGE,
+                           "%s: remote range [%zu, +%zu) outside region of %llu bytes",
+                           what, roff, len, (unsigned long long)rmr->len);
+    if ((rmr->access & need) != need)
+        return shoal__fail(ctx, -EACCES, "%s: remote region not registered for remote %s",
+                           what, need == SHOAL_ACCESS_REMOTE_WRITE ? "write" : "read");
+    if (ep->outstanding >= (unsigned)ctx->cfg.queue_depth)
+        return -EAGAIN;
+    return 0;
+}
+
+static struct shoal_op *start_op(shoal_ep_t *ep, enum shoal_op_kind kind,
+                                 size_t len, uint64_t wr_id)
+{
+    struct shoal_op *op = shoal__op_get(ep->ctx);
+    if (!op)
+        return NULL;
+    op->kind = kind;
+    op->ep = ep;
+    op->len = len;
+    op->wr_id = wr_id;
+    op->pending = 1;
+    ep->outstanding++;
+    return op;
+}
+
+/* The provider refused to start @op: undo start_op. */
+static int abort_op(shoal_ep_t *ep, struct shoal_op *op, int rc)
+{
+    ep->outstanding--;
+    shoal__op_put(ep->ctx, op);
+    return rc;
+}
+
+int shoal_put(shoal_ep_t *ep, shoal_mr_t *lmr, size_t loff, shoal_rmr_t *rmr,
+              size_t roff, size_t len, unsigned flags, uint32_t imm,
+              uint64_t wr_id)
+{
+    if (!ep || !lmr || !rmr)
+        return -EINVAL;
+    if (flags & ~(unsigned)SHOAL_PUT_IMM)
+        return shoal__fail(ep->ctx, -EINVAL, "put: unknown flags 0x%x", flags);
+    int rc = check_rma(ep, lmr, loff, rmr, roff, len, SHOAL_ACCESS_REMOTE_WRITE, "put");
+    if (rc)
+        return rc;
+    struct shoal_op *op = start_op(ep, SHOAL_OP_PUT, len, wr_id);
+    if (!op)
+        return -ENOMEM;
+    rc = ep->ctx->prov->put(ep, op, lmr, loff, rmr, roff, len, flags, imm);
+    return rc ? abort_op(ep, op, rc) : 0;
+}
+
+int shoal_get(shoal_ep_t *ep, shoal_mr_t *lmr, size_t loff, shoal_rmr_t *rmr,
+              size_t roff, size_t len, uint64_t wr_id)
+{
+    if (!ep || !lmr || !rmr)
+        return -EINVAL;
+    int rc = check_rma(ep, lmr, loff, rmr, roff, len, SHOAL_ACCESS_REMOTE_READ, "get");
+    if (rc)
+        return rc;
+    struct shoal_op *op = start_op(ep, SHOAL_OP_GET, len, wr_id);
+    if (!op)
+        return -ENOMEM;
+    rc = ep->ctx->prov->get(ep, op, lmr, loff, rmr, roff, len);
+    return rc ? abort_op(ep, op, rc) : 0;
+}
+
+int shoal_send(shoal_ep_t *ep, const void *buf, size_t len, uint64_t wr_id)
+{
+    if (!ep || (!buf && len))
+        return -EINVAL;
+    shoal_ctx_t *ctx = ep->ctx;
+    if (len > SHOAL_MSG_MAX)
+        return shoal__fail(ctx, -EMSGSIZE, "send: %zu bytes, at most %d", len, SHOAL_MSG_MAX);
+    if (ep->state != SHOAL_EP_CONNECTED)
+        return shoal__fail(ctx, -ENOTCONN, "send: endpoint %s is not connected", ep->peer);
+    if (ep->outstanding >= (unsigned)ctx->cfg.queue_depth)
+        return -EAGAIN;
+    struct shoal_op *op = start_op(ep, SHOAL_OP_SEND, len, wr_id);
+    if (!op)
+        return -ENOMEM;
+    int rc = ctx->prov->send(ep, op, buf, len);
+    return rc ? abort_op(ep, op, rc) : 0;
+}

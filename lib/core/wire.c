@@ -1,0 +1,77 @@
+/*
+ * wire.c -- byte-level helpers shared by the core and the providers: the
+ * CRC used by descriptors, the connection hello, and the clock.
+ */
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+
+#include "core.h"
+
+/* Table-free CRC-32 (reflected 0xEDB88320), four bits at a time with a
+ * 16-entry constant table: small, and fast enough for descriptors. */
+uint32_t shoal__crc32(uint32_t crc, const void *buf, size_t len)
+{
+    static const uint32_t nib[16] = {
+        0x00000000, 0x1db71064, 0x3b6e20c8, 0x26d930ac, 0x76dc4190, 0x6b6b51f4,
+        0x4db26158, 0x5005713c, 0xedb88320, 0xf00f9344, 0xd6d6a3e8, 0xcb61b38c,
+        0x9b64c2b0, 0x86d3d2d4, 0xa00ae278, 0xbdbdf21c};
+    const uint8_t *p = buf;
+    crc = ~crc;
+    while (len--) {
+        crc ^= *p++;
+        crc = (crc >> 4) ^ nib[crc & 15];
+        crc = (crc >> 4) ^ nib[crc & 15];
+    }
+    return ~crc;
+}
+
+uint64_t shoal__now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+void shoal__hello_encode(const struct shoal_hello *h, uint8_t out[SHOAL_HELLO_LEN])
+{
+    shoal__put_le32(out, h->magic);
+    shoal__put_le16(out + 4, h->version);
+    out[6] = h->transport;
+    out[7] = h->flags;
+    shoal__put_le32(out + 8, h->ep_id);
+    shoal__put_le32(out + 12, h->peer_id);
+}
+
+int shoal__hello_decode(const void *buf, size_t len, shoal_transport_t transport,
+                        struct shoal_hello *h, char *why, size_t whylen)
+{
+    const uint8_t *p = buf;
+    if (!buf || len < SHOAL_HELLO_LEN) {
+        snprintf(why, whylen, "handshake of %zu bytes, expected %d", len,
+                 SHOAL_HELLO_LEN);
+        return -EBADMSG;
+    }
+    h->magic = shoal__get_le32(p);
+    h->version = shoal__get_le16(p + 4);
+    h->transport = p[6];
+    h->flags = p[7];
+    h->ep_id = shoal__get_le32(p + 8);
+    h->peer_id = shoal__get_le32(p + 12);
+    if (h->magic != SHOAL_WIRE_MAGIC) {
+        snprintf(why, whylen, "handshake magic 0x%08x, expected 0x%08x (not a shoal peer)",
+                 h->magic, SHOAL_WIRE_MAGIC);
+        return -EBADMSG;
+    }
+    if (h->version != SHOAL_WIRE_VERSION) {
+        snprintf(why, whylen, "peer speaks protocol version %u, this library %u",
+                 h->version, SHOAL_WIRE_VERSION);
+        return -EPROTO;
+    }
+    if (h->transport != (uint8_t)transport) {
+        snprintf(why, whylen, "peer uses transport %u, this side %s", h->transport,
+                 shoal_transport_name(transport));
+        return -EPROTO;
+    }
+    return 0;
+}

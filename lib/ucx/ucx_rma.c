@@ -1,0 +1,357 @@
+/*
+ * ucx_rma.c -- put, get and control messages on UCX.
+ *
+ * put            ucp_put_nbx from the registered source (its memh passed,
+ *                so UCX needs no registration lookup).
+ * put + imm      ucp_put_nbx, ucp_worker_fence, then an IMM active message
+ *                on the same endpoint.  The fence orders the IMM after the
+ *                put's remote completion, so when the target's handler runs
+ *                the data is in place: the same promise as verbs
+ *                write-with-immediate.  The op completes when both have.
+ * get            a request/response on active messages (see below): the
+ *                target must progress.
+ * send           an active message whose header is the peer's token; the
+ *                payload is copied once into a buffer that lives until the
+ *                send completes.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ucx_int.h"
+
+/* Completion of one UCX request that holds one reference on an op. */
+static void op_cb(void *request, ucs_status_t status, void *user_data)
+{
+    (void)request;
+    struct shoal_op *op = user_data;
+    if (op->kind == SHOAL_OP_SEND && op->buf) {
+        free(op->buf);
+        op->buf = NULL;
+    }
+    shoal__op_done(op, ucx_status_errno(status),
+                   status == UCS_OK ? NULL : ucs_status_string(status));
+}
+
+/* Account for a request that ucp_*_nbx returned: completed in place,
+ * failed in place (returns the error), or in flight (callback later). */
+static int track(struct shoal_op *op, ucs_status_ptr_t r)
+{
+    if (r == NULL) {
+        op_cb(NULL, UCS_OK, op);
+        return 0;
+    }
+    if (UCS_PTR_IS_ERR(r))
+        return ucx_status_errno(UCS_PTR_STATUS(r));
+    /* Freed now, released by UCX after the callback has run. */
+    ucp_request_free(r);
+    return 0;
+}
+
+static ucp_request_param_t op_param(struct shoal_op *op, shoal_mr_t *lmr)
+{
+    ucp_request_param_t p = {
+        .op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA,
+        .cb.send = op_cb,
+        .user_data = op,
+    };
+    if (lmr) {
+        p.op_attr_mask |= UCP_OP_ATTR_FIELD_MEMH;
+        p.memh = ((struct ucx_mr *)lmr->priv)->memh;
+    }
+    return p;
+}
+
+int ucx_put(shoal_ep_t *ep, struct shoal_op *op, shoal_mr_t *lmr, size_t loff,
+            shoal_rmr_t *rmr, size_t roff, size_t len, unsigned flags, uint32_t imm)
+{
+    struct ucx_ep *e = ucx_ep(ep);
+    ucp_request_param_t p = op_param(op, lmr);
+    bool with_imm = flags & SHOAL_PUT_IMM;
+    if (with_imm)
+        op->pending = 2; /* the put and the IMM message */
+    ucs_status_ptr_t r = ucp_put_nbx(e->uep, (char *)lmr->addr + loff, len, rmr->addr + roff,
+                                     (ucp_rkey_h)rmr->priv, &p);
+    if (UCS_PTR_IS_ERR(r)) {
+        op->pending = 1;
+        return shoal__fail(ep->ctx, ucx_status_errno(UCS_PTR_STATUS(r)), "put to %s: %s",
+                           ep->peer, ucs_status_string(UCS_PTR_STATUS(r)));
+    }
+    if (!with_imm)
+        return track(op, r);
+    /* From here the put is started: errors are reported on the op. */
+    track(op, r);
+    ucs_status_t st = ucp_worker_fence(ucx_ctx(ep->ctx)->worker);
+    if (st != UCS_OK) {
+        op_cb(NULL, st, op);
+        return 0;
+    }
+    /* The IMM header is tiny: send it from the op record itself. */
+    uint8_t *hdr = op->scratch;
+    shoal__put_le32(hdr, e->peer_token);
+    shoal__put_le32(hdr + 4, imm);
+    ucp_request_param_t ap = op_param(op, NULL);
+    ap.op_attr_mask |= UCP_OP_ATTR_FIELD_FLAGS;
+    ap.flags = UCP_AM_SEND_FLAG_REPLY;
+    r = ucp_am_send_nbx(e->uep, UCX_AM_IMM, hdr, UCX_IMM_HDR, NULL, 0, &ap);
+    if (UCS_PTR_IS_ERR(r))
+        op_cb(NULL, UCS_PTR_STATUS(r), op);
+    else
+        track(op, r);
+    return 0;
+}
+
+/* ---- get ----------------------------------------------------------------
+ *
+ * UCX 1.13 over TCP with peer error handling emulates RMA over active
+ * messages ("rma_am" lanes), and its emulated get never completed here
+ * (a 1-byte ucp_get_nbx hung while both sides progressed).  So get is
+ * shoal's own request/response on active messages:
+ *   GET_REQ  initiator -> target: which bytes (address, length) and a
+ *            request id;
+ *   GET_RESP target -> initiator: the bytes, sent straight from the
+ *            target's registered region, or an error status.
+ * The target serves only ranges inside a region it registered with
+ * SHOAL_ACCESS_REMOTE_READ, so a peer cannot read anything else.  The
+ * initiator receives large answers (UCX rendezvous) directly into the
+ * destination buffer if UCX ever delivers them by rendezvous; today the
+ * target sends eagerly (rendezvous rides on the broken emulation too), so
+ * the initiator copies the answer once out of UCX's receive buffer.
+ */
+
+static int get_slot(struct ucx_ctx *u, struct shoal_op *op, uint32_t *req)
+{
+    unsigned i;
+    for (i = 0; i < u->ngets; i++)
+        if (!u->gets[i])
+            break;
+    if (i == u->ngets) {
+        if (u->ngets >= (1u << 20))
+            return -EAGAIN;
+        unsigned n = u->ngets ? u->ngets * 2 : 64;
+        struct shoal_op **g = realloc(u->gets, n * sizeof(*g));
+        if (!g)
+            return -ENOMEM;
+        memset(g + u->ngets, 0, (n - u->ngets) * sizeof(*g));
+        u->gets = g;
+        u->ngets = n;
+    }
+    u->gets[i] = op;
+    *req = i | (++u->get_gen << 20);
+    shoal__put_le32(op->scratch, *req);
+    return 0;
+}
+
+static struct shoal_op *get_take(struct ucx_ctx *u, uint32_t req)
+{
+    unsigned i = req & 0xfffff;
+    if (i >= u->ngets || !u->gets[i] || shoal__get_le32(u->gets[i]->scratch) != req)
+        return NULL;
+    struct shoal_op *op = u->gets[i];
+    u->gets[i] = NULL;
+    return op;
+}
+
+void ucx_fail_gets(shoal_ep_t *ep, int status, const char *why)
+{
+    struct ucx_ctx *u = ucx_ctx(ep->ctx);
+    for (unsigned i = 0; i < u->ngets; i++) {
+        struct shoal_op *op = u->gets[i];
+        if (op && op->ep == ep) {
+            u->gets[i] = NULL;
+            shoal__op_done(op, status, why);
+        }
+    }
+}
+
+int ucx_get(shoal_ep_t *ep, struct shoal_op *op, shoal_mr_t *lmr, size_t loff,
+            shoal_rmr_t *rmr, size_t roff, size_t len)
+{
+    struct ucx_ctx *u = ucx_ctx(ep->ctx);
+    uint32_t req;
+    int rc = get_slot(u, op, &req);
+    if (rc)
+        return rc;
+    op->buf = (char *)lmr->addr + loff; /* where the answer goes */
+    uint8_t hdr[UCX_GET_REQ_HDR];
+    shoal__put_le32(hdr, ucx_ep(ep)->peer_token);
+    shoal__put_le32(hdr + 4, req);
+    shoal__put_le64(hdr + 8, rmr->addr + roff);
+    shoal__put_le64(hdr + 16, len);
+    rc = ucx_am_send_hdr(ep, UCX_AM_GET_REQ, hdr, sizeof(hdr));
+    if (rc) {
+        get_take(u, req);
+        op->buf = NULL;
+        return shoal__fail(ep->ctx, rc, "get from %s: %s", ep->peer, shoal_strerror(rc));
+    }
+    return 0;
+}
+
+/* The registered region of ours that holds [addr, addr+len) readably. */
+static struct ucx_mr *readable(struct ucx_ctx *u, uint64_t addr, uint64_t len)
+{
+    for (struct shoal_list *n = u->mrs.next; n != &u->mrs; n = n->next) {
+        struct ucx_mr *m = shoal__container_of(n, struct ucx_mr, node);
+        uint64_t base = (uint64_t)(uintptr_t)m->mr->addr;
+        if ((m->mr->access & SHOAL_ACCESS_REMOTE_READ) && addr >= base &&
+            len <= m->mr->len && addr - base <= m->mr->len - len)
+            return m;
+    }
+    return NULL;
+}
+
+static void resp_free_cb(void *request, ucs_status_t status, void *user_data)
+{
+    (void)request;
+    (void)status;
+    free(user_data);
+}
+
+ucs_status_t ucx_am_get_req(void *arg, const void *header, size_t hlen, void *data,
+                            size_t len, const ucp_am_recv_param_t *param)
+{
+    shoal_ctx_t *ctx = arg;
+    (void)data;
+    if (hlen != UCX_GET_REQ_HDR || len != 0) {
+        shoal__warn(ctx, "ucx: malformed GET request (%zu+%zu bytes) dropped", hlen, len);
+        return UCS_OK;
+    }
+    const uint8_t *h = header;
+    shoal_ep_t *ep = ucx_ep_lookup(ctx, shoal__get_le32(h), param, "GET request");
+    if (!ep || ep->state != SHOAL_EP_CONNECTED)
+        return UCS_OK;
+    uint64_t addr = shoal__get_le64(h + 8), glen = shoal__get_le64(h + 16);
+    struct ucx_mr *m = glen ? readable(ucx_ctx(ctx), addr, glen) : NULL;
+    int32_t status = 0;
+    if (!m) {
+        shoal__warn(ctx, "ucx: %s asked to read [0x%llx, +%llu), not in a readable region; "
+                    "refused", ep->peer, (unsigned long long)addr, (unsigned long long)glen);
+        status = -EACCES;
+        glen = 0;
+    }
+    uint8_t *resp = malloc(UCX_GET_RESP_HDR);
+    if (!resp)
+        return UCS_OK;
+    shoal__put_le32(resp, ucx_ep(ep)->peer_token);
+    memcpy(resp + 4, h + 4, 4); /* the initiator's request id, verbatim */
+    shoal__put_le32(resp + 8, (uint32_t)status);
+    ucp_request_param_t p = {
+        .op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
+                        UCP_OP_ATTR_FIELD_FLAGS,
+        .cb.send = resp_free_cb,
+        .user_data = resp,
+        /* Eager: UCX's rendezvous over TCP rides on the same emulated
+         * RMA whose get hangs; eager fragments always flow. */
+        .flags = UCP_AM_SEND_FLAG_REPLY | UCP_AM_SEND_FLAG_EAGER,
+    };
+    if (m) {
+        p.op_attr_mask |= UCP_OP_ATTR_FIELD_MEMH;
+        p.memh = m->memh;
+    }
+    ucs_status_ptr_t r = ucp_am_send_nbx(ucx_ep(ep)->uep, UCX_AM_GET_RESP, resp,
+                                         UCX_GET_RESP_HDR, (void *)(uintptr_t)addr, glen, &p);
+    if (r == NULL || UCS_PTR_IS_ERR(r))
+        free(resp);
+    else
+        ucp_request_free(r);
+    return UCS_OK;
+}
+
+static void get_recv_cb(void *request, ucs_status_t status, size_t length, void *user_data)
+{
+    (void)request;
+    struct shoal_op *op = user_data;
+    if (status == UCS_OK && length != op->len)
+        shoal__op_done(op, -EBADMSG, "GET answer of the wrong length");
+    else
+        shoal__op_done(op, ucx_status_errno(status),
+                       status == UCS_OK ? NULL : ucs_status_string(status));
+}
+
+ucs_status_t ucx_am_get_resp(void *arg, const void *header, size_t hlen, void *data,
+                             size_t len, const ucp_am_recv_param_t *param)
+{
+    shoal_ctx_t *ctx = arg;
+    if (hlen != UCX_GET_RESP_HDR) {
+        shoal__warn(ctx, "ucx: malformed GET answer (%zu bytes of header) dropped", hlen);
+        return UCS_OK;
+    }
+    const uint8_t *h = header;
+    shoal_ep_t *ep = ucx_ep_lookup(ctx, shoal__get_le32(h), param, "GET answer");
+    if (!ep)
+        return UCS_OK;
+    struct ucx_ctx *u = ucx_ctx(ctx);
+    struct shoal_op *op = get_take(u, shoal__get_le32(h + 4));
+    if (!op || op->ep != ep) {
+        shoal__ep_failed(ep, -EPROTO, "peer answered a GET that was not asked");
+        return UCS_OK;
+    }
+    int32_t status = (int32_t)shoal__get_le32(h + 8);
+    if (status) {
+        shoal__op_done(op, status < 0 && status > -4096 ? status : -EIO,
+                       "the target refused the read");
+        return UCS_OK;
+    }
+    if (len != op->len) {
+        shoal__op_done(op, -EBADMSG, "GET answer of the wrong length");
+        return UCS_OK;
+    }
+    if (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) {
+        ucp_request_param_t p = {
+            .op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA,
+            .cb.recv_am = get_recv_cb,
+            .user_data = op,
+        };
+        ucs_status_ptr_t r = ucp_am_recv_data_nbx(u->worker, data, op->buf, len, &p);
+        if (r == NULL)
+            get_recv_cb(NULL, UCS_OK, len, op);
+        else if (UCS_PTR_IS_ERR(r))
+            get_recv_cb(NULL, UCS_PTR_STATUS(r), 0, op);
+        else
+            ucp_request_free(r);
+        return UCS_OK;
+    }
+    memcpy(op->buf, data, len);
+    op->buf = NULL;
+    shoal__op_done(op, 0, NULL);
+    return UCS_OK;
+}
+
+int ucx_send(shoal_ep_t *ep, struct shoal_op *op, const void *buf, size_t len)
+{
+    struct ucx_ep *e = ucx_ep(ep);
+    uint8_t *copy = malloc(UCX_MSG_HDR + len);
+    if (!copy)
+        return -ENOMEM;
+    shoal__put_le32(copy, e->peer_token);
+    memcpy(copy + UCX_MSG_HDR, buf, len);
+    op->buf = copy;
+    ucp_request_param_t p = op_param(op, NULL);
+    p.op_attr_mask |= UCP_OP_ATTR_FIELD_FLAGS;
+    p.flags = UCP_AM_SEND_FLAG_REPLY | UCP_AM_SEND_FLAG_EAGER;
+    ucs_status_ptr_t r = ucp_am_send_nbx(e->uep, UCX_AM_MSG, copy, UCX_MSG_HDR,
+                                         copy + UCX_MSG_HDR, len, &p);
+    int rc = track(op, r);
+    if (rc) {
+        free(copy);
+        op->buf = NULL;
+        return shoal__fail(ep->ctx, rc, "send to %s: %s", ep->peer, shoal_strerror(rc));
+    }
+    return 0;
+}
+
+int ucx_rmr_init(shoal_rmr_t *rmr)
+{
+    ucp_rkey_h rkey;
+    ucs_status_t st = ucp_ep_rkey_unpack(ucx_ep(rmr->ep)->uep, rmr->key, &rkey);
+    if (st != UCS_OK)
+        return shoal__fail(rmr->ep->ctx, -EBADMSG, "descriptor key rejected by UCX: %s",
+                           ucs_status_string(st));
+    rmr->priv = rkey;
+    return 0;
+}
+
+void ucx_rmr_fini(shoal_rmr_t *rmr)
+{
+    ucp_rkey_destroy((ucp_rkey_h)rmr->priv);
+}

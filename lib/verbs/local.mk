@@ -1,0 +1,1 @@
+# verbs provider build fragment (filled by the verbs provider)

@@ -1,0 +1,272 @@
+/*
+ * test-core.c -- unit tests of libshoal's transport-neutral core: config
+ * parsing, error text, CRC, the handshake hello, and the descriptor
+ * format.  White-box: links the internal library to reach shoal__*.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../cu.h"
+#include "core/core.h"
+
+/* ---- config ---------------------------------------------------------- */
+
+static void test_config_defaults(void)
+{
+    shoal_config_t c;
+    shoal_config_init(&c);
+    CU_ASSERT_EQUAL(c.transport, SHOAL_TRANSPORT_AUTO);
+    CU_ASSERT_STRING_EQUAL(c.device, "");
+    CU_ASSERT_EQUAL(c.log_level, SHOAL_LOG_WARN);
+    CU_ASSERT(c.connect_timeout_ms > 0);
+    CU_ASSERT(c.queue_depth >= 1000);
+}
+
+static void test_config_env(void)
+{
+    shoal_config_t c;
+    char err[256] = "";
+    shoal_config_init(&c);
+    setenv("SHOAL_TRANSPORT", "UCX", 1);
+    setenv("SHOAL_DEVICE", "mlx5_0:1", 1);
+    setenv("SHOAL_LOG_LEVEL", "debug", 1);
+    setenv("SHOAL_CONNECT_TIMEOUT", "2500", 1);
+    CU_ASSERT_EQUAL(shoal_config_from_env(&c, err, sizeof(err)), 0);
+    CU_ASSERT_EQUAL(c.transport, SHOAL_TRANSPORT_UCX);
+    CU_ASSERT_STRING_EQUAL(c.device, "mlx5_0:1");
+    CU_ASSERT_EQUAL(c.log_level, SHOAL_LOG_DEBUG);
+    CU_ASSERT_EQUAL(c.connect_timeout_ms, 2500);
+
+    /* A bad value: error names the variable and the value; cfg unchanged. */
+    shoal_config_t before = c;
+    setenv("SHOAL_CONNECT_TIMEOUT", "12abc", 1);
+    CU_ASSERT_EQUAL(shoal_config_from_env(&c, err, sizeof(err)), -EINVAL);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "SHOAL_CONNECT_TIMEOUT"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "12abc"));
+    CU_ASSERT_EQUAL(memcmp(&before, &c, sizeof(c)), 0);
+    setenv("SHOAL_CONNECT_TIMEOUT", "0", 1);
+    CU_ASSERT_EQUAL(shoal_config_from_env(&c, err, sizeof(err)), -EINVAL);
+    unsetenv("SHOAL_CONNECT_TIMEOUT");
+    setenv("SHOAL_TRANSPORT", "infiniband", 1);
+    CU_ASSERT_EQUAL(shoal_config_from_env(&c, err, sizeof(err)), -EINVAL);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "SHOAL_TRANSPORT"));
+    unsetenv("SHOAL_TRANSPORT");
+    setenv("SHOAL_DEVICE", "a/b", 1);
+    CU_ASSERT_EQUAL(shoal_config_from_env(&c, err, sizeof(err)), -EINVAL);
+    setenv("SHOAL_DEVICE", "0123456789012345678901234567890123456789012345678901234567890123456789", 1);
+    CU_ASSERT_EQUAL(shoal_config_from_env(&c, err, sizeof(err)), -EINVAL);
+    unsetenv("SHOAL_DEVICE");
+    setenv("SHOAL_LOG_LEVEL", "loud", 1);
+    CU_ASSERT_EQUAL(shoal_config_from_env(&c, err, sizeof(err)), -EINVAL);
+    unsetenv("SHOAL_LOG_LEVEL");
+    CU_ASSERT_EQUAL(shoal_config_set(&c, "NO_SUCH", "1", err, sizeof(err)), -ENOENT);
+    CU_ASSERT_EQUAL(shoal_config_set(&c, "queue_depth", "17", NULL, 0), 0);
+    CU_ASSERT_EQUAL(c.queue_depth, 17);
+    CU_ASSERT_EQUAL(shoal_config_set(&c, "QUEUE_DEPTH", "-1", NULL, 0), -EINVAL);
+}
+
+static void test_config_print(void)
+{
+    shoal_config_t c;
+    shoal_config_init(&c);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    shoal_config_print(&c, f);
+    fclose(f);
+    CU_ASSERT_PTR_NOT_NULL(strstr(text, "SHOAL_TRANSPORT"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(text, "SHOAL_LOG_LEVEL"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(text, "SHOAL_DEVICE"));
+    free(text);
+    CU_ASSERT_STRING_EQUAL(shoal_transport_name(SHOAL_TRANSPORT_VERBS), "verbs");
+    CU_ASSERT_STRING_EQUAL(shoal_transport_name((shoal_transport_t)42), "?");
+}
+
+/* ---- errors -------------------------------------------------------------- */
+
+static void test_strerror(void)
+{
+    static const int codes[] = {EAGAIN, ERANGE, EACCES, EBADMSG, EPROTO, ENOTCONN,
+                                ECONNREFUSED, ETIMEDOUT, EMSGSIZE, ENODEV, ECANCELED};
+    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+        const char *a = shoal_strerror(-codes[i]);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+        CU_ASSERT(strlen(a) > 5);
+        CU_ASSERT_STRING_EQUAL(a, shoal_strerror(codes[i]));
+        for (size_t j = 0; j < i; j++)
+            CU_ASSERT(strcmp(a, shoal_strerror(-codes[j])) != 0);
+    }
+    CU_ASSERT_STRING_EQUAL(shoal_strerror(0), "success");
+    CU_ASSERT_PTR_NOT_NULL(shoal_strerror(-123456));
+    CU_ASSERT_STRING_EQUAL(shoal_event_name(SHOAL_EV_EP_FAILED), "ep_failed");
+    CU_ASSERT_STRING_EQUAL(shoal_event_name((shoal_event_type_t)99), "?");
+}
+
+/* ---- wire helpers ---------------------------------------------------------- */
+
+static void test_crc32(void)
+{
+    CU_ASSERT_EQUAL(shoal__crc32(0, "123456789", 9), 0xCBF43926u);
+    CU_ASSERT_EQUAL(shoal__crc32(0, "", 0), 0u);
+    /* Chaining equals one pass. */
+    uint32_t c = shoal__crc32(0, "12345", 5);
+    CU_ASSERT_EQUAL(shoal__crc32(c, "6789", 4), 0xCBF43926u);
+}
+
+static void test_hello(void)
+{
+    struct shoal_hello h = {.magic = SHOAL_WIRE_MAGIC, .version = SHOAL_WIRE_VERSION,
+                            .transport = SHOAL_TRANSPORT_UCX, .flags = 0,
+                            .ep_id = 0x12345678, .peer_id = 0x9abcdef0}, d;
+    uint8_t buf[SHOAL_HELLO_LEN];
+    char why[160];
+    shoal__hello_encode(&h, buf);
+    CU_ASSERT_EQUAL(buf[0], 0x53); /* little-endian on the wire */
+    CU_ASSERT_EQUAL(shoal__hello_decode(buf, sizeof(buf), SHOAL_TRANSPORT_UCX, &d, why,
+                                        sizeof(why)), 0);
+    CU_ASSERT_EQUAL(d.ep_id, h.ep_id);
+    CU_ASSERT_EQUAL(d.peer_id, h.peer_id);
+    CU_ASSERT_EQUAL(shoal__hello_decode(buf, 15, SHOAL_TRANSPORT_UCX, &d, why, sizeof(why)),
+                    -EBADMSG);
+    CU_ASSERT_EQUAL(shoal__hello_decode(NULL, 0, SHOAL_TRANSPORT_UCX, &d, why, sizeof(why)),
+                    -EBADMSG);
+    CU_ASSERT_EQUAL(shoal__hello_decode(buf, sizeof(buf), SHOAL_TRANSPORT_VERBS, &d, why,
+                                        sizeof(why)), -EPROTO);
+    buf[4] ^= 0x7f; /* version */
+    CU_ASSERT_EQUAL(shoal__hello_decode(buf, sizeof(buf), SHOAL_TRANSPORT_UCX, &d, why,
+                                        sizeof(why)), -EPROTO);
+    CU_ASSERT_PTR_NOT_NULL(strstr(why, "version"));
+    buf[4] ^= 0x7f;
+    buf[1] ^= 1; /* magic */
+    CU_ASSERT_EQUAL(shoal__hello_decode(buf, sizeof(buf), SHOAL_TRANSPORT_UCX, &d, why,
+                                        sizeof(why)), -EBADMSG);
+}
+
+/* ---- descriptors (on a real UCX context, no peer needed) ------------------ */
+
+static shoal_ctx_t *ucx_ctx_or_fail(void)
+{
+    shoal_config_t c;
+    shoal_config_init(&c);
+    c.transport = SHOAL_TRANSPORT_UCX;
+    c.log_level = SHOAL_LOG_ERROR;
+    shoal_ctx_t *ctx = NULL;
+    CU_ASSERT_EQUAL_FATAL(shoal_ctx_create(&c, &ctx), 0);
+    return ctx;
+}
+
+static void test_descriptor(void)
+{
+    shoal_ctx_t *ctx = ucx_ctx_or_fail();
+    CU_ASSERT_EQUAL(shoal_ctx_transport(ctx), SHOAL_TRANSPORT_UCX);
+    CU_ASSERT_PTR_NOT_NULL(strstr(shoal_ctx_describe(ctx), "ucx"));
+    static char region[8192];
+    shoal_mr_t *mr;
+    CU_ASSERT_EQUAL(shoal_mr_reg(ctx, region, 0, 0, &mr), -EINVAL);
+    CU_ASSERT_EQUAL(shoal_mr_reg(ctx, region, sizeof(region), 0x100, &mr), -EINVAL);
+    CU_ASSERT_PTR_NOT_NULL(strstr(shoal_ctx_errmsg(ctx), "access"));
+    CU_ASSERT_EQUAL_FATAL(shoal_mr_reg(ctx, region, sizeof(region),
+                                       SHOAL_ACCESS_REMOTE_WRITE, &mr), 0);
+    CU_ASSERT_PTR_EQUAL(shoal_mr_addr(mr), region);
+    CU_ASSERT_EQUAL(shoal_mr_length(mr), sizeof(region));
+
+    uint8_t buf[SHOAL_DESC_MAX];
+    size_t len = 0;
+    CU_ASSERT_EQUAL(shoal_mr_pack(mr, buf, 10, &len), -ENOBUFS);
+    CU_ASSERT_EQUAL_FATAL(shoal_mr_pack(mr, buf, sizeof(buf), &len), 0);
+    CU_ASSERT(len > SHOAL_DESC_HDR + 4 && len <= SHOAL_DESC_MAX);
+
+    struct shoal_desc d;
+    CU_ASSERT_EQUAL(shoal__desc_parse(ctx, buf, len, &d), 0);
+    CU_ASSERT_EQUAL(d.addr, (uint64_t)(uintptr_t)region);
+    CU_ASSERT_EQUAL(d.len, sizeof(region));
+    CU_ASSERT_EQUAL(d.access, SHOAL_ACCESS_REMOTE_WRITE);
+    CU_ASSERT_EQUAL(d.keylen, len - SHOAL_DESC_HDR - 4);
+
+    /* Every truncation and every single-bit flip is caught. */
+    int caught = 0, total = 0;
+    for (size_t cut = 0; cut < len; cut++, total++)
+        caught += shoal__desc_parse(ctx, buf, cut, &d) == -EBADMSG;
+    for (size_t i = 0; i < len; i++)
+        for (int b = 0; b < 8; b++, total++) {
+            buf[i] ^= (uint8_t)(1u << b);
+            int rc = shoal__desc_parse(ctx, buf, len, &d);
+            caught += rc == -EBADMSG || rc == -EPROTO;
+            buf[i] ^= (uint8_t)(1u << b);
+        }
+    CU_ASSERT_EQUAL(caught, total);
+    /* Longer than it says. */
+    CU_ASSERT_EQUAL(shoal__desc_parse(ctx, buf, len + 1, &d), -EBADMSG);
+
+    /* A well-formed descriptor of another version or transport: -EPROTO
+     * (re-sealed with a valid CRC so only that field is wrong). */
+    uint8_t other[SHOAL_DESC_MAX];
+    memcpy(other, buf, len);
+    other[4] = 2;
+    shoal__put_le32(other + len - 4, shoal__crc32(0, other, len - 4));
+    CU_ASSERT_EQUAL(shoal__desc_parse(ctx, other, len, &d), -EPROTO);
+    memcpy(other, buf, len);
+    other[6] = SHOAL_TRANSPORT_VERBS;
+    shoal__put_le32(other + len - 4, shoal__crc32(0, other, len - 4));
+    CU_ASSERT_EQUAL(shoal__desc_parse(ctx, other, len, &d), -EPROTO);
+    CU_ASSERT_PTR_NOT_NULL(strstr(shoal_ctx_errmsg(ctx), "transport"));
+    /* A huge claimed key length. */
+    memcpy(other, buf, len);
+    shoal__put_le32(other + 24, 0xffffffffu);
+    CU_ASSERT_EQUAL(shoal__desc_parse(ctx, other, len, &d), -EBADMSG);
+    /* A region that wraps around the address space. */
+    memcpy(other, buf, len);
+    shoal__put_le64(other + 8, UINT64_MAX - 10);
+    shoal__put_le32(other + len - 4, shoal__crc32(0, other, len - 4));
+    CU_ASSERT_EQUAL(shoal__desc_parse(ctx, other, len, &d), -EBADMSG);
+
+    shoal_mr_dereg(mr);
+    shoal_ctx_destroy(ctx);
+}
+
+static void test_ctx_errors(void)
+{
+    shoal_config_t c;
+    shoal_config_init(&c);
+    shoal_ctx_t *ctx = NULL;
+    c.queue_depth = 0;
+    CU_ASSERT_EQUAL(shoal_ctx_create(&c, &ctx), -EINVAL);
+    CU_ASSERT_PTR_NULL(ctx);
+    CU_ASSERT_EQUAL(shoal_ctx_create(NULL, NULL), -EINVAL);
+    /* Polling with bad arguments does not crash. */
+    shoal_event_t ev;
+    CU_ASSERT_EQUAL(shoal_poll(NULL, &ev, 1), -EINVAL);
+    CU_ASSERT_EQUAL(shoal_wait(NULL, &ev, 1, 0), -EINVAL);
+    ctx = ucx_ctx_or_fail();
+    CU_ASSERT_EQUAL(shoal_poll(ctx, &ev, 1), 0);
+    uint64_t t0 = shoal__now_ms();
+    CU_ASSERT_EQUAL(shoal_wait(ctx, &ev, 1, 100), 0);
+    CU_ASSERT(shoal__now_ms() - t0 >= 90);
+    shoal_listener_t *l;
+    CU_ASSERT_EQUAL(shoal_listen(ctx, "no-such-host.invalid", 0, &l), -EHOSTUNREACH);
+    CU_ASSERT_PTR_NOT_NULL(strstr(shoal_ctx_errmsg(ctx), "no-such-host.invalid"));
+    shoal_ep_t *ep;
+    CU_ASSERT_EQUAL(shoal_connect(ctx, "127.0.0.1", 0, &ep), -EINVAL);
+    CU_ASSERT_EQUAL(shoal_listen(ctx, "127.0.0.1", 0, &l), 0);
+    CU_ASSERT(shoal_listener_port(l) > 0);
+    CU_ASSERT_EQUAL(shoal_accept(l, 50, &ep), -ETIMEDOUT);
+    shoal_listener_close(l);
+    shoal_ctx_destroy(ctx);
+}
+
+int main(void)
+{
+    if (CU_initialize_registry() != CUE_SUCCESS)
+        return 1;
+    CU_pSuite s = CU_add_suite("core", NULL, NULL);
+    CU_add_test(s, "config defaults", test_config_defaults);
+    CU_add_test(s, "config from SHOAL_* variables", test_config_env);
+    CU_add_test(s, "config print and names", test_config_print);
+    CU_add_test(s, "error strings", test_strerror);
+    CU_add_test(s, "crc32", test_crc32);
+    CU_add_test(s, "handshake hello encode/decode", test_hello);
+    CU_add_test(s, "descriptor pack/parse, corruption", test_descriptor);
+    CU_add_test(s, "context and endpoint argument errors", test_ctx_errors);
+    return cu_run_all();
+}

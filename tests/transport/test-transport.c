@@ -1,0 +1,648 @@
+/*
+ * test-transport.c -- libshoal's transport suite: real processes on real
+ * connections, once per transport in the list.
+ *
+ * The list comes from the command line (`test-transport ucx verbs`) or
+ * SHOAL_TEST_TRANSPORTS; by default ucx always, plus verbs when this host
+ * has a usable RDMA port.  A transport that was asked for but is not
+ * usable here is a failure, not a skip; one that was merely not found by
+ * the default list is reported as skipped.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../cu.h"
+#include "harness.h"
+
+#define MiB (1024u * 1024u)
+#define BIG (16u * MiB)
+
+/* ---- put and get, 1 B to 16 MiB, byte for byte -------------------------- */
+
+static const size_t sizes[] = {1, 2, 7, 64, 4095, 4096, 65537, 1 * MiB + 3, 4 * MiB, BIG};
+#define NSIZES (sizeof(sizes) / sizeof(sizes[0]))
+
+static void sizes_server(struct h_role *r)
+{
+    shoal_ctx_t *ctx = h_ctx();
+    shoal_listener_t *l = h_listen(ctx, r);
+    shoal_ep_t *ep;
+    CHECK_RC(shoal_accept(l, 30000, &ep), ctx, "accept");
+    uint8_t *buf = h_alloc(BIG);
+    shoal_mr_t *mr;
+    CHECK_RC(shoal_mr_reg(ctx, buf, BIG,
+                          SHOAL_ACCESS_REMOTE_WRITE | SHOAL_ACCESS_REMOTE_READ, &mr),
+             ctx, "mr_reg");
+    h_send_desc(ctx, ep, mr);
+    for (unsigned i = 0; i < NSIZES; i++) {
+        /* The client's put of sizes[i] bytes, seed i, offset 0. */
+        shoal_event_t ev;
+        h_expect(ctx, SHOAL_EV_IMM, ep, 60000, &ev);
+        CHECK(ev.imm == 1000 + i, "imm %u, expected %u", ev.imm, 1000 + i);
+        long bad = h_verify(buf, sizes[i], i);
+        CHECK(bad < 0, "put of %zu bytes: byte %ld differs", sizes[i], bad);
+        /* Now the client reads back a different pattern. */
+        h_fill(buf, sizes[i], 500 + i);
+        h_send_str(ctx, ep, "get");
+        h_expect_str(ctx, ep, "next", 60000); /* keeps progressing for the get */
+    }
+    shoal_ep_close(ep);
+    shoal_listener_close(l);
+    shoal_mr_dereg(mr);
+    shoal_ctx_destroy(ctx);
+    free(buf);
+}
+
+static void sizes_client(struct h_role *r)
+{
+    shoal_ctx_t *ctx = h_ctx();
+    shoal_ep_t *ep = h_connect(ctx, r);
+    uint8_t *src = h_alloc(BIG), *dst = h_alloc(BIG);
+    shoal_mr_t *smr, *dmr;
+    CHECK_RC(shoal_mr_reg(ctx, src, BIG, 0, &smr), ctx, "mr_reg src");
+    CHECK_RC(shoal_mr_reg(ctx, dst, BIG, 0, &dmr), ctx, "mr_reg dst");
+    shoal_rmr_t *rmr = h_recv_desc(ctx, ep);
+    CHECK(shoal_rmr_length(rmr) == BIG, "remote length %zu", shoal_rmr_length(rmr));
+    for (unsigned i = 0; i < NSIZES; i++) {
+        h_fill(src, sizes[i], i);
+        CHECK_RC(shoal_put(ep, smr, 0, rmr, 0, sizes[i], SHOAL_PUT_IMM, 1000 + i, i), ctx,
+                 "put");
+        shoal_event_t ev;
+        h_expect(ctx, SHOAL_EV_PUT_DONE, ep, 60000, &ev);
+        CHECK(ev.status == 0 && ev.wr_id == i && ev.len == sizes[i], "put completion");
+        h_expect_str(ctx, ep, "get", 60000);
+        memset(dst, 0, sizes[i]);
+        CHECK_RC(shoal_get(ep, dmr, 0, rmr, 0, sizes[i], 77 + i), ctx, "get");
+        h_expect(ctx, SHOAL_EV_GET_DONE, ep, 60000, &ev);
+        CHECK(ev.status == 0 && ev.wr_id == 77 + i, "get completion");
+        long bad = h_verify(dst, sizes[i], 500 + i);
+        CHECK(bad < 0, "get of %zu bytes: byte %ld differs", sizes[i], bad);
+        h_send_str(ctx, ep, "next");
+    }
+    shoal_rmr_destroy(rmr);
+    shoal_ep_close(ep);
+    shoal_mr_dereg(smr);
+    shoal_mr_dereg(dmr);
+    shoal_ctx_destroy(ctx);
+    free(src);
+    free(dst);
+}
+
+static void test_put_get_sizes(void)
+{
+    CU_ASSERT_EQUAL(h_run(sizes_server, sizes_client, 1, NULL, 120), 0);
+}
+
+/* ---- 1,000 outstanding puts; immediates once each, in order, after data -- */
+
+#define NOPS 1000
+#define SLOT 4096
+
+static void many_server(struct h_role *r)
+{
+    shoal_ctx_t *ctx = h_ctx();
+    shoal_listener_t *l = h_listen(ctx, r);
+    shoal_ep_t *ep;
+    CHECK_RC(shoal_accept(l, 30000, &ep), ctx, "accept");
+    uint8_t *buf = h_alloc((size_t)NOPS * SLOT);
+    shoal_mr_t *mr;
+    CHECK_RC(shoal_mr_reg(ctx, buf, (size_t)NOPS * SLOT, SHOAL_ACCESS_REMOTE_WRITE, &mr), ctx,
+             "mr_reg");
+    h_send_desc(ctx, ep, mr);
+    static unsigned seen[NOPS];
+    for (unsigned i = 0; i < NOPS; i++) {
+        shoal_event_t ev;
+        h_expect(ctx, SHOAL_EV_IMM, ep, 30000, &ev);
+        CHECK(ev.imm < NOPS, "imm %u out of range", ev.imm);
+        CHECK(seen[ev.imm] == 0, "imm %u delivered twice", ev.imm);
+        CHECK(ev.imm == i, "imm %u arrived at position %u (out of order)", ev.imm, i);
+        seen[ev.imm]++;
+        long bad = h_verify(buf + (size_t)ev.imm * SLOT, SLOT, 9000 + ev.imm);
+        CHECK(bad < 0, "imm %u arrived before its data (byte %ld)", ev.imm, bad);
+    }
+    /* Nothing more may arrive: no duplicates after the last one.  The
+     * client answers "bye" only after all its completions, so anything
+     * but that message here is an extra immediate. */
+    h_send_str(ctx, ep, "all");
+    h_expect_str(ctx, ep, "bye", 30000);
+    shoal_ep_close(ep);
+    shoal_listener_close(l);
+    shoal_mr_dereg(mr);
+    shoal_ctx_destroy(ctx);
+    free(buf);
+}
+
+static void many_client(struct h_role *r)
+{
+    shoal_ctx_t *ctx = h_ctx();
+    shoal_ep_t *ep = h_connect(ctx, r);
+    uint8_t *src = h_alloc((size_t)NOPS * SLOT);
+    for (unsigned i = 0; i < NOPS; i++)
+        h_fill(src + (size_t)i * SLOT, SLOT, 9000 + i);
+    shoal_mr_t *mr;
+    CHECK_RC(shoal_mr_reg(ctx, src, (size_t)NOPS * SLOT, 0, &mr), ctx, "mr_reg");
+    shoal_rmr_t *rmr = h_recv_desc(ctx, ep);
+    /* Issue all of them before reaping any completion. */
+    for (unsigned i = 0; i < NOPS; i++)
+        CHECK_RC(shoal_put(ep, mr, (size_t)i * SLOT, rmr, (size_t)i * SLOT, SLOT,
+                           SHOAL_PUT_IMM, i, 0x10000 + i),
+                 ctx, "put");
+    static unsigned done[NOPS];
+    shoal_event_t evs[64];
+    unsigned got = 0;
+    uint64_t deadline = h_now_ms() + 60000;
+    while (got < NOPS) {
+        CHECK(h_now_ms() < deadline, "only %u of %d completions", got, NOPS);
+        int n = shoal_wait(ctx, evs, 64, 1000);
+        CHECK(n >= 0, "wait: %s", shoal_strerror(n));
+        for (int k = 0; k < n; k++) {
+            CHECK(evs[k].type == SHOAL_EV_PUT_DONE, "unexpected %s",
+                  shoal_event_name(evs[k].type));
+            CHECK(evs[k].status == 0, "put failed: %s", evs[k].reason);
+            uint64_t id = evs[k].wr_id - 0x10000;
+            CHECK(id < NOPS && !done[id], "completion %llu bad or repeated",
+                  (unsigned long long)evs[k].wr_id);
+            done[id] = 1;
+            got++;
+        }
+    }
+    h_expect_str(ctx, ep, "all", 30000);
+    h_send_str(ctx, ep, "bye");
+    h_expect(ctx, SHOAL_EV_SEND_DONE, ep, 10000, NULL);
+    shoal_rmr_destroy(rmr);
+    shoal_ep_close(ep);
+    shoal_mr_dereg(mr);
+    shoal_ctx_destroy(ctx);
+    free(src);
+}
+
+static void test_many_outstanding_imm(void)
+{
+    CU_ASSERT_EQUAL(h_run(many_server, many_client, 1, NULL, 120), 0);
+}
+
+/* ---- two endpoints at once (two client processes) ------------------------ */
+
+#define TWO_LEN (256u * 1024u)
+
+static void two_server(struct h_role *r)
+{
+    shoal_ctx_t *ctx = h_ctx();
+    shoal_listener_t *l = h_listen(ctx, r);
+    shoal_ep_t *ep[2];
+    uint8_t *buf[2];
+    shoal_mr_t *mr[2];
+    for (int i = 0; i < 2; i++) {
+        CHECK_RC(shoal_accept(l, 30000, &ep[i]), ctx, "accept");
+        buf[i] = h_alloc(TWO_LEN);
+        CHECK_RC(shoal_mr_reg(ctx, buf[i], TWO_LEN, SHOAL_ACCESS_REMOTE_WRITE, &mr[i]), ctx,
+                 "mr_reg");
+        shoal_ep_set_user(ep[i], buf[i]);
+        h_send_desc(ctx, ep[i], mr[i]);
+    }
+    /* Each client sends 20 puts with immediates carrying its own seed and
+     * waits for our "ok" before overwriting the buffer with the next. */
+    unsigned count[2] = {0, 0};
+    uint64_t deadline = h_now_ms() + 60000;
+    while (count[0] + count[1] < 40) {
+        CHECK(h_now_ms() < deadline, "only %u+%u immediates", count[0], count[1]);
+        shoal_event_t ev;
+        int n = shoal_wait(ctx, &ev, 1, 1000);
+        CHECK(n >= 0, "wait: %s", shoal_strerror(n));
+        if (n == 0)
+            continue;
+        if (ev.type == SHOAL_EV_SEND_DONE) {
+            CHECK(ev.status == 0, "ok message failed");
+            continue;
+        }
+        CHECK(ev.type == SHOAL_EV_IMM, "unexpected %s", shoal_event_name(ev.type));
+        int who = ev.ep == ep[0] ? 0 : ev.ep == ep[1] ? 1 : -1;
+        CHECK(who >= 0, "immediate on an unknown endpoint");
+        long bad = h_verify(shoal_ep_user(ev.ep), TWO_LEN, ev.imm);
+        CHECK(bad < 0, "endpoint %d seed %u: byte %ld differs (crossed wires?)", who, ev.imm,
+              bad);
+        count[who]++;
+        CHECK_RC(shoal_send(ev.ep, "ok", 2, 0), ctx, "send ok");
+    }
+    CHECK(count[0] == 20 && count[1] == 20, "counts %u/%u", count[0], count[1]);
+    for (int i = 0; i < 2; i++)
+        CHECK_RC(shoal_send(ep[i], "bye", 3, 0xb7e), ctx, "send bye");
+    for (int byes = 0; byes < 2;) {
+        shoal_event_t ev;
+        h_expect(ctx, SHOAL_EV_SEND_DONE, NULL, 10000, &ev);
+        CHECK(ev.status == 0, "send failed");
+        byes += ev.wr_id == 0xb7e;
+    }
+    for (int i = 0; i < 2; i++) {
+        shoal_ep_close(ep[i]);
+        shoal_mr_dereg(mr[i]);
+        free(buf[i]);
+    }
+    shoal_listener_close(l);
+    shoal_ctx_destroy(ctx);
+}
+
+static void two_client(struct h_role *r)
+{
+    shoal_ctx_t *ctx = h_ctx();
+    shoal_ep_t *ep = h_connect(ctx, r);
+    uint8_t *src = h_alloc(TWO_LEN);
+    shoal_mr_t *mr;
+    CHECK_RC(shoal_mr_reg(ctx, src, TWO_LEN, 0, &mr), ctx, "mr_reg");
+    shoal_rmr_t *rmr = h_recv_desc(ctx, ep);
+    for (unsigned k = 0; k < 20; k++) {
+        uint32_t seed = (uint32_t)r->index * 1000 + k;
+        h_fill(src, TWO_LEN, seed);
+        CHECK_RC(shoal_put(ep, mr, 0, rmr, 0, TWO_LEN, SHOAL_PUT_IMM, seed, k), ctx, "put");
+        h_expect(ctx, SHOAL_EV_PUT_DONE, ep, 30000, NULL);
+        h_expect_str(ctx, ep, "ok", 30000);
+    }
+    h_expect_str(ctx, ep, "bye", 30000);
+    shoal_rmr_destroy(rmr);
+    shoal_ep_close(ep);
+    shoal_mr_dereg(mr);
+    shoal_ctx_destroy(ctx);
+    free(src);
+}
+
+static void test_two_endpoints(void)
+{
+    CU_ASSERT_EQUAL(h_run(two_server, two_client, 2, NULL, 120), 0);
+}
+
+/* ---- control messages: 0 to SHOAL_MSG_MAX bytes, and one too many -------- */
+
+static const size_t msg_sizes[] = {0, 1, 100, 1024, SHOAL_MSG_MAX - 1, SHOAL_MSG_MAX};
+#define NMSG (sizeof(msg_sizes) / sizeof(msg_sizes[0]))
+
+static void msg_server(struct h_role *r)
+{
+    shoal_ctx_t *ctx = h_ctx();
+    shoal_listener_t *l = h_listen(ctx, r);
+    shoal_ep_t *ep;
+    CHECK_RC(shoal_accept(l, 30000, &ep), ctx, "accept");
+    for (unsigned i = 0; i < NMSG; i++) {
+        shoal_event_t ev;
+        h_expect(ctx, SHOAL_EV_RECV, ep, 10000, &ev);
+        CHECK(ev.len == msg_sizes[i], "message %u: %zu bytes, expected %zu", i, ev.len,
+              msg_sizes[i]);
+        long bad = h_verify(ev.data, ev.len, 300 + i);
+        CHECK(bad < 0, "message %u: byte %ld differs", i, bad);
+    }
+    h_send_str(ctx, ep, "done");
+    shoal_ep_close(ep);
+    shoal_listener_close(l);
+    shoal_ctx_destroy(ctx);
+}
+
+static void msg_client(struct h_role *r)
+{
+    shoal_ctx_t *ctx = h_ctx();
+    shoal_ep_t *ep = h_connect(ctx, r);
+    static uint8_t buf[SHOAL_MSG_MAX + 1];
+    CHECK(shoal_send(ep, buf, SHOAL_MSG_MAX + 1, 0) == -EMSGSIZE, "oversized send accepted");
+    for (unsigned i = 0; i < NMSG; i++) {
+        h_fill(buf, msg_sizes[i], 300 + i);
+        CHECK_RC(shoal_send(ep, buf, msg_sizes[i], i), ctx, "send");
+        /* The bytes were copied: scribbling on them now must not matter. */
+        memset(buf, 0xee, sizeof(buf));
+    }
+    for (unsigned i = 0; i < NMSG; i++) {
+        shoal_event_t ev;
+        h_expect(ctx, SHOAL_EV_SEND_DONE, ep, 10000, &ev);
+        CHECK(ev.status == 0 && ev.wr_id == i, "send %u completion (wr_id %llu)", i,
+              (unsigned long long)ev.wr_id);
+    }
+    h_expect_str(ctx, ep, "done", 10000);
+    shoal_ep_close(ep);
+    shoal_ctx_destroy(ctx);
+}
+
+static void test_messages(void)
+{
+    CU_ASSERT_EQUAL(h_run(msg_server, msg_client, 1, NULL, 60), 0);
+}
+
+/* ---- local checks: out-of-range, wrong access, corrupt descriptors ------- */
+
+#define SMALL 8192
+
+static void checks_server(struct h_role *r)
+{
+    shoal_ctx_t *ctx = h_ctx();
+    shoal_listener_t *l = h_listen(ctx, r);
+    shoal_ep_t *ep;
+    CHECK_RC(shoal_accept(l, 30000, &ep), ctx, "accept");
+    uint8_t *wbuf = h_alloc(SMALL), *rbuf = h_alloc(SMALL);
+    shoal_mr_t *wmr, *rmr;
+    CHECK_RC(shoal_mr_reg(ctx, wbuf, SMALL, SHOAL_ACCESS_REMOTE_WRITE, &wmr), ctx, "reg w");
+    CHECK_RC(shoal_mr_reg(ctx, rbuf, SMALL, SHOAL_ACCESS_REMOTE_READ, &rmr), ctx, "reg r");
+    h_send_desc(ctx, ep, wmr);
+    h_send_desc(ctx, ep, rmr);
+    h_expect_str(ctx, ep, "done", 30000);
+    /* None of the refused operations may have touched our memory. */
+    for (unsigned i = 0; i < SMALL; i++)
+        CHECK(wbuf[i] == 0 && rbuf[i] == 0, "byte %u was written by a refused operation", i);
+    shoal_ep_close(ep);
+    shoal_listener_close(l);
+    shoal_mr_dereg(wmr);
+    shoal_mr_dereg(rmr);
+    shoal_ctx_destroy(ctx);
+    free(wbuf);
+    free(rbuf);
+}
+
+static void checks_client(struct h_role *r)
+{
+    shoal_ctx_t *ctx = h_ctx();
+    shoal_ep_t *ep = h_connect(ctx, r);
+    uint8_t *buf = h_alloc(2 * SMALL);
+    memset(buf, 0xab, 2 * SMALL);
+    shoal_mr_t *mr;
+    CHECK_RC(shoal_mr_reg(ctx, buf, 2 * SMALL, 0, &mr), ctx, "reg");
+
+    /* Corrupt and truncated descriptors are refused. */
+    shoal_event_t ev;
+    h_expect(ctx, SHOAL_EV_RECV, ep, 10000, &ev);
+    uint8_t desc[SHOAL_DESC_MAX];
+    size_t dlen = ev.len;
+    memcpy(desc, ev.data, dlen);
+    shoal_rmr_t *bad;
+    for (size_t cut = 0; cut < dlen; cut++) {
+        int rc = shoal_rmr_unpack(ep, desc, cut, &bad);
+        CHECK(rc == -EBADMSG, "descriptor truncated to %zu bytes: got %d", cut, rc);
+    }
+    for (size_t i = 0; i < dlen; i++) {
+        for (int bit = 0; bit < 8; bit += 3) {
+            desc[i] ^= (uint8_t)(1u << bit);
+            int rc = shoal_rmr_unpack(ep, desc, dlen, &bad);
+            CHECK(rc == -EBADMSG || rc == -EPROTO, "byte %zu bit %d flipped: accepted (%d)", i,
+                  bit, rc);
+            desc[i] ^= (uint8_t)(1u << bit);
+        }
+    }
+    shoal_rmr_t *wr;
+    CHECK_RC(shoal_rmr_unpack(ep, desc, dlen, &wr), ctx, "intact descriptor");
+    shoal_rmr_t *rd = h_recv_desc(ctx, ep);
+
+    /* Ranges. */
+    CHECK(shoal_put(ep, mr, 0, wr, 1, SMALL, 0, 0, 1) == -ERANGE, "put past the end");
+    CHECK(shoal_put(ep, mr, 0, wr, SMALL, 1, 0, 0, 1) == -ERANGE, "put at the end");
+    CHECK(shoal_put(ep, mr, 0, wr, (size_t)-1, 2, 0, 0, 1) == -ERANGE, "put offset overflow");
+    CHECK(shoal_put(ep, mr, 2 * SMALL - 1, wr, 0, 2, 0, 0, 1) == -ERANGE, "local overrun");
+    CHECK(shoal_put(ep, mr, 0, wr, 0, 0, 0, 0, 1) == -EINVAL, "zero-length put");
+    CHECK(shoal_get(ep, mr, 0, rd, 4, SMALL, 1) == -ERANGE, "get past the end");
+    CHECK(strstr(shoal_ctx_errmsg(ctx), "outside") != NULL, "errmsg '%s'",
+          shoal_ctx_errmsg(ctx));
+    /* Access granted in the descriptor. */
+    CHECK(shoal_put(ep, mr, 0, rd, 0, 16, 0, 0, 1) == -EACCES, "put into a read-only region");
+    CHECK(shoal_get(ep, mr, 0, wr, 0, 16, 1) == -EACCES, "get from a write-only region");
+    CHECK(shoal_put(ep, mr, 0, wr, 0, 16, 0x80, 0, 1) == -EINVAL, "unknown put flag");
+    /* Nothing was started, so no completion may come. */
+    int n = shoal_wait(ctx, &ev, 1, 200);
+    CHECK(n == 0, "a refused operation produced %s", shoal_event_name(ev.type));
+    h_send_str(ctx, ep, "done");
+    shoal_rmr_destroy(wr);
+    shoal_rmr_destroy(rd);
+    shoal_ep_close(ep);
+    shoal_mr_dereg(mr);
+    shoal_ctx_destroy(ctx);
+    free(buf);
+}
+
+static void test_local_checks(void)
+{
+    CU_ASSERT_EQUAL(h_run(checks_server, checks_client, 1, NULL, 60), 0);
+}
+
+/* ---- connecting to a closed port ----------------------------------------- */
+
+static void refused_role(struct h_role *r)
+{
+    (void)r;
+    shoal_ctx_t *ctx = h_ctx();
+    uint16_t port = h_closed_port();
+    shoal_ep_t *ep = NULL;
+    uint64_t t0 = h_now_ms();
+    int rc = shoal_connect(ctx, h_host(), port, &ep);
+    uint64_t dt = h_now_ms() - t0;
+    CHECK(rc == -ECONNREFUSED, "connect to closed port %u gave %d (%s)", port, rc,
+          shoal_ctx_errmsg(ctx));
+    CHECK(ep == NULL, "endpoint returned on failure");
+    char want[32];
+    snprintf(want, sizeof(want), ":%u", port);
+    CHECK(strstr(shoal_ctx_errmsg(ctx), want) != NULL, "message does not name the port: '%s'",
+          shoal_ctx_errmsg(ctx));
+    CHECK(dt < 5000, "refusal took %llu ms", (unsigned long long)dt);
+    shoal_ctx_destroy(ctx);
+}
+
+static void noop_role(struct h_role *r) { (void)r; }
+
+static void test_connect_refused(void)
+{
+    CU_ASSERT_EQUAL(h_run(refused_role, noop_role, 0, NULL, 30), 0);
+}
+
+/* ---- a peer killed with SIGKILL -------------------------------------------- */
+
+/* arg: which side dies.  The survivor must see EP_FAILED within a few
+ * seconds, its outstanding put must complete (with an error or not, but it
+ * must complete), and later operations must fail with -ENOTCONN. */
+enum { SERVER_DIES = 0, CLIENT_DIES = 1 };
+
+static void survivor(shoal_ctx_t *ctx, shoal_ep_t *ep, shoal_mr_t *mr, shoal_rmr_t *rmr)
+{
+    uint64_t t0 = h_now_ms();
+    bool failed = false;
+    int puts = 0, done = 0;
+    /* Keep writing until the failure is noticed. */
+    while (!failed) {
+        CHECK(h_now_ms() - t0 < 8000, "peer death not reported within 8 s");
+        if (rmr && puts - done < 8 &&
+            shoal_put(ep, mr, 0, rmr, 0, 65536, 0, 0, (uint64_t)puts) == 0)
+            puts++;
+        shoal_event_t evs[16];
+        int n = shoal_wait(ctx, evs, 16, 50);
+        CHECK(n >= 0, "wait: %s", shoal_strerror(n));
+        for (int i = 0; i < n; i++) {
+            if (evs[i].type == SHOAL_EV_PUT_DONE)
+                done++;
+            else if (evs[i].type == SHOAL_EV_EP_FAILED) {
+                CHECK(evs[i].ep == ep && evs[i].status < 0 && evs[i].reason,
+                      "EP_FAILED event fields");
+                failed = true;
+            } else
+                CHECK(evs[i].type == SHOAL_EV_RECV || evs[i].type == SHOAL_EV_SEND_DONE,
+                      "unexpected %s", shoal_event_name(evs[i].type));
+        }
+    }
+    uint64_t dt = h_now_ms() - t0;
+    fprintf(stderr, "peer death detected after %llu ms\n", (unsigned long long)dt);
+    if (rmr)
+        CHECK(shoal_put(ep, mr, 0, rmr, 0, 16, 0, 0, 1) == -ENOTCONN, "put after failure");
+    CHECK(shoal_send(ep, "x", 1, 0) == -ENOTCONN, "send after failure");
+    /* Every started operation completes; no second EP_FAILED. */
+    uint64_t t1 = h_now_ms();
+    while (done < puts) {
+        CHECK(h_now_ms() - t1 < 5000, "%d of %d puts never completed", puts - done, puts);
+        shoal_event_t ev;
+        int n = shoal_wait(ctx, &ev, 1, 100);
+        if (n == 1) {
+            CHECK(ev.type == SHOAL_EV_PUT_DONE, "after failure: %s", shoal_event_name(ev.type));
+            done++;
+        }
+    }
+    t1 = h_now_ms();
+    if (rmr)
+        shoal_rmr_destroy(rmr);
+    shoal_ep_close(ep);
+    CHECK(h_now_ms() - t1 < 3000, "closing a failed endpoint took %llu ms",
+          (unsigned long long)(h_now_ms() - t1));
+}
+
+static void kill_server(struct h_role *r)
+{
+    int who = *(int *)r->arg;
+    shoal_ctx_t *ctx = h_ctx();
+    shoal_listener_t *l = h_listen(ctx, r);
+    shoal_ep_t *ep;
+    CHECK_RC(shoal_accept(l, 30000, &ep), ctx, "accept");
+    uint8_t *buf = h_alloc(65536);
+    shoal_mr_t *mr;
+    CHECK_RC(shoal_mr_reg(ctx, buf, 65536, SHOAL_ACCESS_REMOTE_WRITE, &mr), ctx, "reg");
+    h_send_desc(ctx, ep, mr);
+    h_expect_str(ctx, ep, "go", 10000);
+    if (who == SERVER_DIES) {
+        /* Let a few puts land, then die without any goodbye. */
+        shoal_event_t ev;
+        shoal_wait(ctx, &ev, 1, 200);
+        raise(SIGKILL);
+    }
+    survivor(ctx, ep, mr, NULL);
+    shoal_listener_close(l);
+    shoal_mr_dereg(mr);
+    shoal_ctx_destroy(ctx);
+}
+
+static void kill_client(struct h_role *r)
+{
+    int who = *(int *)r->arg;
+    shoal_ctx_t *ctx = h_ctx();
+    shoal_ep_t *ep = h_connect(ctx, r);
+    uint8_t *buf = h_alloc(65536);
+    shoal_mr_t *mr;
+    CHECK_RC(shoal_mr_reg(ctx, buf, 65536, 0, &mr), ctx, "reg");
+    shoal_rmr_t *rmr = h_recv_desc(ctx, ep);
+    h_send_str(ctx, ep, "go");
+    if (who == CLIENT_DIES) {
+        usleep(200000);
+        raise(SIGKILL);
+    }
+    survivor(ctx, ep, mr, rmr);
+    shoal_mr_dereg(mr);
+    shoal_ctx_destroy(ctx);
+}
+
+static void test_peer_killed(int who)
+{
+    int arg = who;
+    /* h_run counts the victim's death as a failure, so its return value is
+     * not the verdict: the survivor's exit status (its CHECKs) is. */
+    (void)h_run(kill_server, kill_client, 1, &arg, 40);
+    CU_ASSERT_EQUAL(h_last_status(who == SERVER_DIES ? 1 : 0), 0);
+    CU_ASSERT_EQUAL(h_last_signal(who == SERVER_DIES ? 0 : 1), SIGKILL);
+}
+
+static void test_server_killed(void) { test_peer_killed(SERVER_DIES); }
+static void test_client_killed(void) { test_peer_killed(CLIENT_DIES); }
+
+/* ---- suite setup ------------------------------------------------------------ */
+
+static bool transport_usable(shoal_transport_t t)
+{
+    /* Probe in a child: the CUnit process must not load a transport. */
+    pid_t pid = fork();
+    if (pid == 0) {
+        shoal_config_t cfg;
+        shoal_config_init(&cfg);
+        cfg.transport = t;
+        cfg.log_level = SHOAL_LOG_ERROR;
+        shoal_ctx_t *ctx;
+        _exit(shoal_ctx_create(&cfg, &ctx) == 0 ? 0 : 1);
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    return WIFEXITED(st) && WEXITSTATUS(st) == 0;
+}
+
+static int suite_init_ucx(void) { h_transport = SHOAL_TRANSPORT_UCX; return 0; }
+static int suite_init_verbs(void) { h_transport = SHOAL_TRANSPORT_VERBS; return 0; }
+
+int main(int argc, char **argv)
+{
+    const char *list[4];
+    int nlist = 0, explicit = 0;
+    char envbuf[128];
+    const char *env = getenv("SHOAL_TEST_TRANSPORTS");
+    if (argc > 1) {
+        for (int i = 1; i < argc && nlist < 4; i++)
+            list[nlist++] = argv[i];
+        explicit = 1;
+    } else if (env && *env) {
+        snprintf(envbuf, sizeof(envbuf), "%s", env);
+        for (char *t = strtok(envbuf, " ,"); t && nlist < 4; t = strtok(NULL, " ,"))
+            list[nlist++] = t;
+        explicit = 1;
+    } else {
+        list[nlist++] = "ucx";
+        list[nlist++] = "verbs";
+    }
+    if (CU_initialize_registry() != CUE_SUCCESS)
+        return 1;
+    int suites = 0, skipped = 0;
+    for (int i = 0; i < nlist; i++) {
+        shoal_transport_t t;
+        if (strcmp(list[i], "ucx") == 0)
+            t = SHOAL_TRANSPORT_UCX;
+        else if (strcmp(list[i], "verbs") == 0)
+            t = SHOAL_TRANSPORT_VERBS;
+        else {
+            fprintf(stderr, "test-transport: unknown transport '%s' (ucx, verbs)\n", list[i]);
+            return 2;
+        }
+        if (!transport_usable(t)) {
+            if (explicit) {
+                fprintf(stderr, "test-transport: transport %s was requested but is not usable "
+                                "here\n", list[i]);
+                return 1;
+            }
+            printf("SKIPPED: transport suite '%s': no usable %s device on this host "
+                   "(the soft-RoCE VM runs it: tests/verbs-vm.sh)\n", list[i], list[i]);
+            skipped++;
+            continue;
+        }
+        char name[32];
+        snprintf(name, sizeof(name), "transport-%s", list[i]);
+        CU_pSuite s = CU_add_suite(name, t == SHOAL_TRANSPORT_UCX ? suite_init_ucx
+                                                                 : suite_init_verbs, NULL);
+        CU_add_test(s, "put/get 1 B..16 MiB byte for byte", test_put_get_sizes);
+        CU_add_test(s, "1000 outstanding puts, immediates once, in order, after data",
+                    test_many_outstanding_imm);
+        CU_add_test(s, "two endpoints at once", test_two_endpoints);
+        CU_add_test(s, "control messages 0..MSG_MAX, oversize refused", test_messages);
+        CU_add_test(s, "local range/access checks, corrupt descriptors", test_local_checks);
+        CU_add_test(s, "connect to a closed port", test_connect_refused);
+        CU_add_test(s, "server SIGKILLed: client sees EP_FAILED", test_server_killed);
+        CU_add_test(s, "client SIGKILLed: server sees EP_FAILED", test_client_killed);
+        suites++;
+    }
+    if (!suites) {
+        CU_cleanup_registry();
+        return 77;
+    }
+    return cu_run_all();
+}
