@@ -1,1 +1,2 @@
-# verbs provider build fragment (filled by the verbs provider)
+# lib/verbs/local.mk -- the verbs provider's part of the build (included by
+# Makefile.am when configure found rdma-core).
