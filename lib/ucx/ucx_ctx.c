@@ -46,6 +46,7 @@ static int ucx_ctx_init(shoal_ctx_t *ctx)
         return -ENOMEM;
     u->efd = -1;
     shoal__list_init(&u->pending);
+    shoal__list_init(&u->failed);
     shoal__list_init(&u->mrs);
     ctx->priv = u;
 

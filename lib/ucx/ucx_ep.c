@@ -135,6 +135,13 @@ static void ep_err_cb(void *arg, ucp_ep_h uep, ucs_status_t status)
     }
     ucx_fail_gets(ep, ucx_status_errno(status), ucs_status_string(status));
     shoal__ep_failed(ep, ucx_status_errno(status), "%s", ucs_status_string(status));
+    /* UCX does not promise to finish the requests of a failed endpoint
+     * until it is closed: force-close it as soon as we are out of its
+     * progress loop, so every outstanding op completes now. */
+    if (shoal__list_empty(&e->fnode)) {
+        shoal__list_add(&ucx_ctx(ep->ctx)->failed, &e->fnode);
+        ucx_ctx(ep->ctx)->sweep = true;
+    }
 }
 
 /* ---- active message handlers ----------------------------------------- */
@@ -280,6 +287,7 @@ static int ep_priv_new(shoal_ep_t *ep)
     if (!e)
         return -ENOMEM;
     shoal__list_init(&e->pnode);
+    shoal__list_init(&e->fnode);
     int rc = slot_alloc(ucx_ctx(ep->ctx), ep, &e->token);
     if (rc) {
         free(e);
@@ -414,10 +422,18 @@ static void conn_handler(ucp_conn_request_h req, void *arg)
     }
 }
 
+static void uep_close(shoal_ep_t *ep, bool force);
+
 void ucx_sweep_pending(shoal_ctx_t *ctx)
 {
     struct ucx_ctx *u = ucx_ctx(ctx);
     u->sweep = false;
+    while (!shoal__list_empty(&u->failed)) {
+        struct ucx_ep *e = shoal__container_of(u->failed.next, struct ucx_ep, fnode);
+        shoal__list_del(&e->fnode);
+        if (e->uep && !e->listener)
+            uep_close(u->slots[e->token & 0xffff], true);
+    }
     struct shoal_list *n = u->pending.next;
     while (n != &u->pending) {
         struct ucx_ep *e = shoal__container_of(n, struct ucx_ep, pnode);
@@ -480,42 +496,51 @@ void ucx_listener_close(shoal_listener_t *l)
     free(ul);
 }
 
-void ucx_ep_close(shoal_ep_t *ep)
+/* Close the UCX endpoint of @ep and wait (bounded) until UCX has called
+ * back every request on it.  Must not run inside ucp_worker_progress. */
+static void uep_close(shoal_ep_t *ep, bool force)
 {
     shoal_ctx_t *ctx = ep->ctx;
     struct ucx_ctx *u = ucx_ctx(ctx);
     struct ucx_ep *e = ucx_ep(ep);
+    ucp_request_param_t p = {.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS,
+                             .flags = force ? UCP_EP_CLOSE_FLAG_FORCE : 0};
+    ucs_status_ptr_t r = ucp_ep_close_nbx(e->uep, &p);
+    e->uep = NULL;
+    if (!r || UCS_PTR_IS_ERR(r))
+        return;
+    uint64_t deadline = shoal__now_ms() + (uint64_t)ctx->cfg.connect_timeout_ms;
+    bool canceled = false;
+    while (ucp_request_check_status(r) == UCS_INPROGRESS) {
+        ucp_worker_progress(u->worker);
+        if (shoal__now_ms() <= deadline)
+            continue;
+        if (canceled) {
+            shoal__warn(ctx, "ucx: close of %s is stuck; abandoning it", ep->peer);
+            break;
+        }
+        shoal__warn(ctx, "ucx: close of %s did not finish in %d ms; canceling", ep->peer,
+                    ctx->cfg.connect_timeout_ms);
+        ucp_request_cancel(u->worker, r);
+        canceled = true;
+        deadline = shoal__now_ms() + 1000;
+    }
+    ucp_request_free(r);
+}
+
+void ucx_ep_close(shoal_ep_t *ep)
+{
+    struct ucx_ctx *u = ucx_ctx(ep->ctx);
+    struct ucx_ep *e = ucx_ep(ep);
     if (!e)
         return;
     shoal__list_del(&e->pnode);
+    shoal__list_del(&e->fnode);
     ucx_fail_gets(ep, -ECANCELED, "endpoint closed");
-    if (e->uep) {
-        /* A healthy endpoint is flushed (outstanding ops finish); a failed
-         * one is forced (they complete as canceled).  Either way UCX calls
-         * every request's callback before the close request completes. */
-        ucp_request_param_t p = {.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS,
-                                 .flags = e->fail_status ? UCP_EP_CLOSE_FLAG_FORCE : 0};
-        ucs_status_ptr_t r = ucp_ep_close_nbx(e->uep, &p);
-        if (r && !UCS_PTR_IS_ERR(r)) {
-            uint64_t deadline = shoal__now_ms() + (uint64_t)ctx->cfg.connect_timeout_ms;
-            bool canceled = false;
-            while (ucp_request_check_status(r) == UCS_INPROGRESS) {
-                ucp_worker_progress(u->worker);
-                if (shoal__now_ms() <= deadline)
-                    continue;
-                if (canceled) {
-                    shoal__warn(ctx, "ucx: close of %s is stuck; abandoning it", ep->peer);
-                    break;
-                }
-                shoal__warn(ctx, "ucx: close of %s did not finish in %d ms; canceling",
-                            ep->peer, ctx->cfg.connect_timeout_ms);
-                ucp_request_cancel(u->worker, r);
-                canceled = true;
-                deadline = shoal__now_ms() + 1000;
-            }
-            ucp_request_free(r);
-        }
-    }
+    /* A healthy endpoint is flushed (outstanding ops finish); a failed one
+     * is forced (they complete as canceled). */
+    if (e->uep)
+        uep_close(ep, e->fail_status != UCS_OK);
     u->slots[e->token & 0xffff] = NULL;
     free(e);
     ep->priv = NULL;

@@ -37,6 +37,7 @@ struct ucx_ctx {
     unsigned nslots;
     uint16_t gen;              /* generation bits of the next token */
     struct shoal_list pending; /* server-side eps still in handshake */
+    struct shoal_list failed;  /* connected eps whose UCX ep must be force-closed */
     bool sweep;                /* some pending ep failed: discard after progress */
     bool in_progress;          /* inside ucp_worker_progress */
     struct shoal_list mrs;     /* registered regions, checked by GET_REQ */
@@ -52,6 +53,7 @@ struct ucx_ep {
     ucs_status_t fail_status;  /* why it failed, if it did */
     shoal_listener_t *listener;/* server side, until handshaken */
     struct shoal_list pnode;   /* on ucx_ctx.pending while handshaking */
+    struct shoal_list fnode;   /* on ucx_ctx.failed until force-closed */
     bool hello_acked;          /* client: HELLO_ACK arrived */
 };
 

@@ -248,3 +248,23 @@ uint16_t h_closed_port(void)
     close(s);
     return ntohs(a.sin_port);
 }
+
+void h_expect_put_and_str(shoal_ctx_t *ctx, shoal_ep_t *ep, const char *s, int timeout_ms)
+{
+    bool put = false, msg = false;
+    while (!put || !msg) {
+        shoal_event_t ev;
+        int n = shoal_wait(ctx, &ev, 1, timeout_ms);
+        CHECK(n == 1, "waiting for put completion and '%s': %s", s,
+              n ? shoal_strerror(n) : "timed out");
+        CHECK(ev.ep == ep, "%s on another endpoint", shoal_event_name(ev.type));
+        if (ev.type == SHOAL_EV_PUT_DONE && ev.status == 0 && !put)
+            put = true;
+        else if (ev.type == SHOAL_EV_RECV && !msg)
+            msg = ev.len == strlen(s) && memcmp(ev.data, s, ev.len) == 0;
+        else
+            CHECK(ev.type == SHOAL_EV_SEND_DONE && ev.status == 0, "unexpected %s",
+                  shoal_event_name(ev.type));
+        CHECK(ev.type != SHOAL_EV_RECV || msg, "expected message '%s'", s);
+    }
+}

@@ -77,6 +77,8 @@ shoal_rmr_t *h_recv_desc(shoal_ctx_t *ctx, shoal_ep_t *ep);
 /* Send / expect a small text token ("ready", "done", ...). */
 void h_send_str(shoal_ctx_t *ctx, shoal_ep_t *ep, const char *s);
 void h_expect_str(shoal_ctx_t *ctx, shoal_ep_t *ep, const char *s, int timeout_ms);
+/* Wait for a successful PUT_DONE and the message @s, in either order. */
+void h_expect_put_and_str(shoal_ctx_t *ctx, shoal_ep_t *ep, const char *s, int timeout_ms);
 /* Deterministic test pattern: byte i of stream @seed. */
 static inline uint8_t h_pattern(uint32_t seed, size_t i)
 {

@@ -1,0 +1,2 @@
+#!/bin/bash
+echo "SKIPPED: verbs suite: placeholder"; exit 77
