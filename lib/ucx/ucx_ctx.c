@@ -179,14 +179,8 @@ static int ucx_progress(shoal_ctx_t *ctx)
 /*
  * Blocking wait.  First spin on progress for a short while (an answer
  * often comes within microseconds, and a sleep costs tens of them), then
- * sleep in poll() on the worker's event fd for at most 1 ms, and return so
- * the caller progresses again.
- *
- * The worker is deliberately NOT armed (ucp_worker_arm): with UCX 1.13 on
- * TCP, arming while large puts were in flight stalled them for good
- * (`shoal-demo -s 1048576 -n 300` hung in about half the runs; never
- * without arming).  Polling the unarmed fd still wakes on socket activity,
- * and the 1 ms cap bounds any missed wake-up.
+ * arm the worker and sleep in poll() on its event fd until UCX signals
+ * work or the timeout passes.
  */
 #define UCX_SPIN_NS 100000
 
@@ -200,8 +194,13 @@ static int ucx_wait(shoal_ctx_t *ctx, int timeout_ms)
             return 0;
         clock_gettime(CLOCK_MONOTONIC, &t);
     } while ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) < UCX_SPIN_NS);
+    ucs_status_t st = ucp_worker_arm(u->worker);
+    if (st == UCS_ERR_BUSY)
+        return 0; /* events are pending: go and progress */
+    if (st != UCS_OK)
+        return shoal__fail(ctx, -EIO, "ucp_worker_arm: %s", ucs_status_string(st));
     struct pollfd pfd = {.fd = u->efd, .events = POLLIN};
-    int rc = poll(&pfd, 1, timeout_ms > 1 ? 1 : timeout_ms);
+    int rc = poll(&pfd, 1, timeout_ms);
     if (rc < 0 && errno != EINTR)
         return shoal__fail(ctx, -errno, "poll on the UCX event fd: %s", strerror(errno));
     return 0;

@@ -85,8 +85,9 @@ shoal_ep_t *ucx_ep_lookup(shoal_ctx_t *ctx, uint32_t token,
 
 static void am_free_cb(void *request, ucs_status_t status, void *user_data)
 {
-    (void)request;
     (void)status;
+    if (request)
+        ucp_request_free(request);
     free(user_data);
 }
 
@@ -113,8 +114,7 @@ int ucx_am_send_hdr(shoal_ep_t *ep, unsigned id, const void *hdr, size_t hlen)
         free(copy);
         return ucx_status_errno(UCS_PTR_STATUS(r));
     }
-    ucp_request_free(r);
-    return 0;
+    return 0; /* am_free_cb frees the request and the copy */
 }
 
 /* ---- failure ---------------------------------------------------------- */

@@ -23,8 +23,9 @@
 /* Completion of one UCX request that holds one reference on an op. */
 static void op_cb(void *request, ucs_status_t status, void *user_data)
 {
-    (void)request;
     struct shoal_op *op = user_data;
+    if (request)
+        ucp_request_free(request);
     if (op->kind == SHOAL_OP_SEND && op->buf) {
         free(op->buf);
         op->buf = NULL;
@@ -43,8 +44,8 @@ static int track(struct shoal_op *op, ucs_status_ptr_t r)
     }
     if (UCS_PTR_IS_ERR(r))
         return ucx_status_errno(UCS_PTR_STATUS(r));
-    /* Freed now, released by UCX after the callback has run. */
-    ucp_request_free(r);
+    /* In flight: the callback reports it and frees the request.  (Freeing
+     * it here would suppress the callback: see ucp_request_free(3).) */
     return 0;
 }
 
@@ -202,8 +203,9 @@ static struct ucx_mr *readable(struct ucx_ctx *u, uint64_t addr, uint64_t len)
 
 static void resp_free_cb(void *request, ucs_status_t status, void *user_data)
 {
-    (void)request;
     (void)status;
+    if (request)
+        ucp_request_free(request);
     free(user_data);
 }
 
@@ -250,17 +252,21 @@ ucs_status_t ucx_am_get_req(void *arg, const void *header, size_t hlen, void *da
     }
     ucs_status_ptr_t r = ucp_am_send_nbx(ucx_ep(ep)->uep, UCX_AM_GET_RESP, resp,
                                          UCX_GET_RESP_HDR, (void *)(uintptr_t)addr, glen, &p);
-    if (r == NULL || UCS_PTR_IS_ERR(r))
+    if (UCS_PTR_IS_ERR(r)) {
+        shoal__ep_failed(ep, ucx_status_errno(UCS_PTR_STATUS(r)), "answering a GET: %s",
+                         ucs_status_string(UCS_PTR_STATUS(r)));
         free(resp);
-    else
-        ucp_request_free(r);
+    } else if (r == NULL) {
+        free(resp);
+    }
     return UCS_OK;
 }
 
 static void get_recv_cb(void *request, ucs_status_t status, size_t length, void *user_data)
 {
-    (void)request;
     struct shoal_op *op = user_data;
+    if (request)
+        ucp_request_free(request);
     if (status == UCS_OK && length != op->len)
         shoal__op_done(op, -EBADMSG, "GET answer of the wrong length");
     else
@@ -307,8 +313,6 @@ ucs_status_t ucx_am_get_resp(void *arg, const void *header, size_t hlen, void *d
             get_recv_cb(NULL, UCS_OK, len, op);
         else if (UCS_PTR_IS_ERR(r))
             get_recv_cb(NULL, UCS_PTR_STATUS(r), 0, op);
-        else
-            ucp_request_free(r);
         return UCS_OK;
     }
     memcpy(op->buf, data, len);
