@@ -1,0 +1,545 @@
+/*
+ * verbs_ep.c -- verbs connections through librdmacm: listener, connect,
+ * the hello handshake in rdma_cm private data, CM events, failure and
+ * close.
+ *
+ * Handshake.  The client resolves the address and route, creates its QP,
+ * and calls rdma_connect() with its 16-byte shoal hello as private data.
+ * The server checks the hello on CONNECT_REQUEST (rdma_reject, logged, on
+ * a mismatch), creates its endpoint and QP, and rdma_accept()s with its
+ * own hello.  ESTABLISHED finishes both sides: the client checks the
+ * server's hello, the server hands the endpoint to the listener.
+ *
+ * Every CM event is copied and acknowledged before it is acted on, so an
+ * rdma_cm id can always be destroyed afterwards.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "verbs_int.h"
+
+/* ---- QP setup and teardown ------------------------------------------------- */
+
+int verbs_post_recv(struct verbs_ep *ve, unsigned slot)
+{
+    struct ibv_sge sge = {.addr = (uintptr_t)(ve->rbuf + (size_t)slot * VERBS_RECV_SIZE),
+                          .length = VERBS_RECV_SIZE, .lkey = ve->rmr->lkey};
+    struct ibv_recv_wr wr = {.wr_id = ((uint64_t)slot << 1) | 1, .sg_list = &sge,
+                             .num_sge = 1}, *bad;
+    int rc = ibv_post_recv(ve->qp, &wr, &bad);
+    if (rc == 0)
+        ve->recv_posted++;
+    return rc;
+}
+
+/* Move the QP to the error state: every posted WR completes (flushed). */
+void verbs_qp_error(struct verbs_ep *ve)
+{
+    if (!ve->qp || ve->qp_err)
+        return;
+    struct ibv_qp_attr a = {.qp_state = IBV_QPS_ERR};
+    ibv_modify_qp(ve->qp, &a, IBV_QP_STATE);
+    ve->qp_err = true;
+}
+
+/* CQ, QP, receive ring and bounce buffers for ve->id (device known). */
+static int qp_setup(struct verbs_ep *ve)
+{
+    shoal_ctx_t *ctx = ve->ep->ctx;
+    struct verbs_ctx *v = verbs_ctx(ctx);
+    if (ve->id->verbs != v->verbs)
+        return shoal__fail(ctx, -ENODEV,
+                           "the address goes through device %s, this context uses %s",
+                           ve->id->verbs ? ibv_get_device_name(ve->id->verbs->device) : "?",
+                           v->devname);
+    unsigned maxwr = (unsigned)v->dattr.max_qp_wr;
+    ve->rq_depth = VERBS_RQ_DEPTH < maxwr ? VERBS_RQ_DEPTH : maxwr;
+    ve->sq_cap = (unsigned)ctx->cfg.queue_depth + 8;
+    if (ve->sq_cap > maxwr)
+        ve->sq_cap = maxwr;
+    unsigned cqe = ve->sq_cap + ve->rq_depth;
+    if (cqe > (unsigned)v->dattr.max_cqe) {
+        cqe = (unsigned)v->dattr.max_cqe;
+        ve->sq_cap = cqe - ve->rq_depth;
+    }
+    ve->sq = calloc(ve->sq_cap, sizeof(*ve->sq));
+    ve->held = calloc(ve->rq_depth, sizeof(*ve->held));
+    size_t rlen = (size_t)ve->rq_depth * VERBS_RECV_SIZE;
+    size_t slen = (size_t)VERBS_NBOUNCE * VERBS_RECV_SIZE;
+    ve->rbuf = aligned_alloc(4096, rlen);
+    ve->sbuf = aligned_alloc(4096, slen);
+    if (!ve->sq || !ve->held || !ve->rbuf || !ve->sbuf)
+        return -ENOMEM;
+    ve->rmr = ibv_reg_mr(v->pd, ve->rbuf, rlen, IBV_ACCESS_LOCAL_WRITE);
+    ve->smr = ve->rmr ? ibv_reg_mr(v->pd, ve->sbuf, slen, IBV_ACCESS_LOCAL_WRITE) : NULL;
+    if (!ve->rmr || !ve->smr)
+        return shoal__fail(ctx, -ENOMEM, "registering %zu bytes of message buffers: %s "
+                           "(check `ulimit -l`)", rlen + slen, strerror(errno));
+    for (unsigned i = 0; i < VERBS_NBOUNCE; i++)
+        ve->sfree[i] = VERBS_NBOUNCE - 1 - i;
+    ve->nsfree = VERBS_NBOUNCE;
+    ve->cq = ibv_create_cq(v->verbs, (int)cqe, ve, v->cch, 0);
+    if (!ve->cq)
+        return shoal__fail(ctx, -errno ? -errno : -ENOMEM, "ibv_create_cq(%u): %s", cqe,
+                           strerror(errno));
+    struct ibv_qp_init_attr qa = {
+        .qp_context = ve,
+        .send_cq = ve->cq,
+        .recv_cq = ve->cq,
+        .cap = {.max_send_wr = ve->sq_cap, .max_recv_wr = ve->rq_depth,
+                .max_send_sge = 1, .max_recv_sge = 1,
+                .max_inline_data = VERBS_INLINE_WANT},
+        .qp_type = IBV_QPT_RC,
+    };
+    if (rdma_create_qp(ve->id, v->pd, &qa)) {
+        qa.cap.max_inline_data = 0;
+        if (rdma_create_qp(ve->id, v->pd, &qa))
+            return shoal__fail(ctx, -errno, "rdma_create_qp (sq %u, rq %u): %s", ve->sq_cap,
+                               ve->rq_depth, strerror(errno));
+    }
+    ve->qp = ve->id->qp;
+    ve->max_inline = qa.cap.max_inline_data;
+    if (qa.cap.max_send_wr < ve->sq_cap)
+        ve->sq_cap = qa.cap.max_send_wr;
+    for (unsigned i = 0; i < ve->rq_depth; i++)
+        if (verbs_post_recv(ve, i))
+            return shoal__fail(ctx, -EIO, "ibv_post_recv: cannot fill the receive ring");
+    return 0;
+}
+
+static void set_ack_timeout(struct verbs_ep *ve)
+{
+    uint8_t t = VERBS_ACK_TIMEOUT;
+    if (rdma_set_option(ve->id, RDMA_OPTION_ID, RDMA_OPTION_ID_ACK_TIMEOUT, &t, sizeof(t)))
+        shoal__debug(ve->ep->ctx, "verbs: RDMA_OPTION_ID_ACK_TIMEOUT: %s", strerror(errno));
+}
+
+/* After the connection is up: shorten the receiver-not-ready delay the
+ * peer waits when our receive ring is momentarily empty. */
+static void set_rnr_timer(struct verbs_ep *ve)
+{
+    struct ibv_qp_attr a = {.min_rnr_timer = VERBS_MIN_RNR_TIMER};
+    if (ibv_modify_qp(ve->qp, &a, IBV_QP_MIN_RNR_TIMER))
+        shoal__debug(ve->ep->ctx, "verbs: setting min_rnr_timer: %s", strerror(errno));
+}
+
+static struct verbs_ep *ve_new(shoal_ep_t *ep)
+{
+    struct verbs_ep *ve = calloc(1, sizeof(*ve));
+    if (!ve)
+        return NULL;
+    ve->kind = VOBJ_EP;
+    ve->ep = ep;
+    shoal__list_init(&ve->pnode);
+    shoal__list_add(&verbs_ctx(ep->ctx)->eps, &ve->node);
+    ep->priv = ve;
+    return ve;
+}
+
+static void hello_make(shoal_ep_t *ep, uint32_t peer_id, uint8_t out[SHOAL_HELLO_LEN])
+{
+    struct shoal_hello h = {.magic = SHOAL_WIRE_MAGIC, .version = SHOAL_WIRE_VERSION,
+                            .transport = SHOAL_TRANSPORT_VERBS, .ep_id = ep->id,
+                            .peer_id = peer_id};
+    shoal__hello_encode(&h, out);
+}
+
+static void conn_param(struct verbs_ctx *v, struct rdma_conn_param *p, const uint8_t *hello,
+                       int resp, int init)
+{
+    memset(p, 0, sizeof(*p));
+    p->private_data = hello;
+    p->private_data_len = SHOAL_HELLO_LEN;
+    int rmax = v->dattr.max_qp_rd_atom, imax = v->dattr.max_qp_init_rd_atom;
+    p->responder_resources = (uint8_t)(resp < rmax ? resp : rmax);
+    p->initiator_depth = (uint8_t)(init < imax ? init : imax);
+    p->retry_count = VERBS_RETRY_COUNT;
+    p->rnr_retry_count = VERBS_RNR_RETRY;
+}
+
+static void addr_str(const struct sockaddr *sa, char *out, size_t len)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    unsigned port = 0;
+    if (sa && sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const void *)sa;
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+        port = ntohs(in->sin_port);
+    } else if (sa && sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const void *)sa;
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+        port = ntohs(in6->sin6_port);
+    }
+    snprintf(out, len, "%s:%u", host, port);
+}
+
+/* ---- CM events ---------------------------------------------------------------- */
+
+struct cm_ev {
+    enum rdma_cm_event_type type;
+    int status;
+    struct rdma_cm_id *id, *listen_id;
+    uint8_t pdata[64];
+    size_t pdlen;
+    int resp, init;   /* the peer's rd_atomic numbers (CONNECT_REQUEST) */
+};
+
+__attribute__((format(printf, 3, 4)))
+static void cm_fail(struct verbs_ep *ve, int err, const char *fmt, ...)
+{
+    if (ve->cm_err)
+        return;
+    ve->cm_err = err;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ve->why, sizeof(ve->why), fmt, ap);
+    va_end(ap);
+}
+
+static void connect_request(shoal_ctx_t *ctx, const struct cm_ev *e,
+                            struct rdma_cm_id **destroy)
+{
+    struct verbs_ctx *v = verbs_ctx(ctx);
+    struct verbs_listener *vl = e->listen_id->context;
+    char peer[96], why[200];
+    addr_str(rdma_get_peer_addr(e->id), peer, sizeof(peer));
+    struct shoal_hello h;
+    int rc = shoal__hello_decode(e->pdata, e->pdlen, SHOAL_TRANSPORT_VERBS, &h, why,
+                                 sizeof(why));
+    if (rc == 0 && e->id->verbs != v->verbs) {
+        snprintf(why, sizeof(why), "it arrived on device %s, this context uses %s",
+                 e->id->verbs ? ibv_get_device_name(e->id->verbs->device) : "?", v->devname);
+        rc = -ENODEV;
+    }
+    if (rc) {
+        shoal__warn(ctx, "verbs: refused connection from %s: %s", peer, why);
+        rdma_reject(e->id, NULL, 0);
+        *destroy = e->id;
+        return;
+    }
+    shoal_ep_t *ep = shoal__ep_new(ctx);
+    struct verbs_ep *ve = ep ? ve_new(ep) : NULL;
+    if (!ve) {
+        shoal__warn(ctx, "verbs: out of memory: connection from %s rejected", peer);
+        if (ep) {
+            shoal__list_del(&ep->node);
+            free(ep);
+        }
+        rdma_reject(e->id, NULL, 0);
+        *destroy = e->id;
+        return;
+    }
+    snprintf(ep->peer, sizeof(ep->peer), "%s", peer);
+    ve->id = e->id;
+    e->id->context = ve;
+    ve->listener = vl->l;
+    shoal__list_add(&vl->pending, &ve->pnode);
+    set_ack_timeout(ve);
+    rc = qp_setup(ve);
+    if (rc == 0) {
+        uint8_t hello[SHOAL_HELLO_LEN];
+        hello_make(ep, h.ep_id, hello);
+        struct rdma_conn_param p;
+        conn_param(v, &p, hello, e->init, e->resp);
+        if (rdma_accept(e->id, &p))
+            rc = shoal__fail(ctx, -errno, "rdma_accept: %s", strerror(errno));
+    }
+    if (rc) {
+        shoal__warn(ctx, "verbs: accepting %s failed: %s", peer, shoal_ctx_errmsg(ctx));
+        if (!ve->qp)
+            rdma_reject(e->id, NULL, 0);
+        ep->state = SHOAL_EP_FAILED;
+    }
+}
+
+/* Handle one event for a client or server endpoint.  Returns the endpoint
+ * if it must be discarded (a server endpoint that never got established). */
+static shoal_ep_t *ep_event(shoal_ctx_t *ctx, struct verbs_ep *ve, const struct cm_ev *e)
+{
+    shoal_ep_t *ep = ve->ep;
+    struct verbs_ctx *v = verbs_ctx(ctx);
+    char why[200];
+    switch (e->type) {
+    case RDMA_CM_EVENT_ADDR_RESOLVED:
+        set_ack_timeout(ve);
+        if (rdma_resolve_route(ve->id, VERBS_RESOLVE_MS))
+            cm_fail(ve, -EHOSTUNREACH, "rdma_resolve_route: %s", strerror(errno));
+        break;
+    case RDMA_CM_EVENT_ROUTE_RESOLVED: {
+        int rc = qp_setup(ve);
+        if (rc) {
+            cm_fail(ve, rc, "%s", shoal_ctx_errmsg(ctx));
+            break;
+        }
+        uint8_t hello[SHOAL_HELLO_LEN];
+        hello_make(ep, 0, hello);
+        struct rdma_conn_param p;
+        conn_param(v, &p, hello, 16, 16);
+        if (rdma_connect(ve->id, &p))
+            cm_fail(ve, -errno, "rdma_connect: %s", strerror(errno));
+        break;
+    }
+    case RDMA_CM_EVENT_ESTABLISHED:
+        if (ve->listener) {
+            shoal_listener_t *l = ve->listener;
+            shoal__list_del(&ve->pnode);
+            ve->listener = NULL;
+            if (ep->state != SHOAL_EP_CONNECTING)
+                return ep;
+            ve->established = true;
+            set_rnr_timer(ve);
+            shoal__ep_connected(ep);
+            shoal__listener_ready(l, ep);
+            break;
+        }
+        if (ep->state != SHOAL_EP_CONNECTING)
+            break;
+        {
+            struct shoal_hello h;
+            int rc = shoal__hello_decode(e->pdata, e->pdlen, SHOAL_TRANSPORT_VERBS, &h, why,
+                                         sizeof(why));
+            if (rc) {
+                cm_fail(ve, rc, "bad handshake from the server: %s", why);
+                rdma_disconnect(ve->id);
+                break;
+            }
+        }
+        ve->established = true;
+        set_rnr_timer(ve);
+        shoal__ep_connected(ep);
+        break;
+    case RDMA_CM_EVENT_REJECTED:
+        cm_fail(ve, -ECONNREFUSED, "connection refused (rdma_cm reject status %d%s)",
+                e->status, e->status == 8 ? ": nothing listens on that port" : "");
+        break;
+    case RDMA_CM_EVENT_ADDR_ERROR:
+    case RDMA_CM_EVENT_ROUTE_ERROR:
+        snprintf(why, sizeof(why), "%s: %s", rdma_event_str(e->type), strerror(-e->status));
+        cm_fail(ve, -EHOSTUNREACH, "%s", why);
+        break;
+    case RDMA_CM_EVENT_UNREACHABLE:
+    case RDMA_CM_EVENT_CONNECT_ERROR:
+        snprintf(why, sizeof(why), "%s: %s", rdma_event_str(e->type), strerror(-e->status));
+        cm_fail(ve, e->status == -ETIMEDOUT ? -ETIMEDOUT : -ECONNREFUSED, "%s", why);
+        break;
+    case RDMA_CM_EVENT_DISCONNECTED:
+    case RDMA_CM_EVENT_DEVICE_REMOVAL:
+        verbs_qp_error(ve);
+        cm_fail(ve, -ECONNRESET, "%s", rdma_event_str(e->type));
+        shoal__ep_failed(ep, e->type == RDMA_CM_EVENT_DISCONNECTED ? -ECONNRESET : -ENODEV,
+                         "%s", e->type == RDMA_CM_EVENT_DISCONNECTED
+                                   ? "peer disconnected"
+                                   : "RDMA device removed");
+        break;
+    default:
+        shoal__debug(ctx, "verbs: %s on %s", rdma_event_str(e->type), ep->peer);
+        break;
+    }
+    if (ve->listener && (ve->cm_err || ep->state != SHOAL_EP_CONNECTING)) {
+        shoal__list_del(&ve->pnode);
+        ve->listener = NULL;
+        return ep;
+    }
+    return NULL;
+}
+
+int verbs_cm_events(shoal_ctx_t *ctx)
+{
+    struct verbs_ctx *v = verbs_ctx(ctx);
+    struct rdma_cm_event *ev;
+    int n = 0;
+    while (rdma_get_cm_event(v->ech, &ev) == 0) {
+        struct cm_ev e = {.type = ev->event, .status = ev->status, .id = ev->id,
+                          .listen_id = ev->listen_id};
+        if (ev->param.conn.private_data && ev->param.conn.private_data_len) {
+            e.pdlen = ev->param.conn.private_data_len;
+            if (e.pdlen > sizeof(e.pdata))
+                e.pdlen = sizeof(e.pdata);
+            memcpy(e.pdata, ev->param.conn.private_data, e.pdlen);
+        }
+        e.resp = ev->param.conn.responder_resources;
+        e.init = ev->param.conn.initiator_depth;
+        n++;
+        struct rdma_cm_id *destroy = NULL;
+        shoal_ep_t *discard = NULL;
+        if (e.type == RDMA_CM_EVENT_CONNECT_REQUEST) {
+            /* Handled with the event held: accept/reject need it. */
+            connect_request(ctx, &e, &destroy);
+            rdma_ack_cm_event(ev);
+            struct verbs_ep *ve = destroy ? NULL : e.id->context;
+            if (ve && ve->ep->state == SHOAL_EP_FAILED) {
+                shoal__list_del(&ve->pnode);
+                ve->listener = NULL;
+                discard = ve->ep;
+            }
+        } else {
+            rdma_ack_cm_event(ev);
+            uint32_t *kind = e.id ? e.id->context : NULL;
+            if (kind && *kind == VOBJ_EP)
+                discard = ep_event(ctx, (struct verbs_ep *)kind, &e);
+            else
+                shoal__debug(ctx, "verbs: %s on a listener", rdma_event_str(e.type));
+        }
+        if (destroy)
+            rdma_destroy_id(destroy);
+        if (discard)
+            shoal__ep_discard(discard);
+    }
+    return n;
+}
+
+/* ---- listener ------------------------------------------------------------------ */
+
+static int resolve(shoal_ctx_t *ctx, const char *host, uint16_t port, bool passive,
+                   struct sockaddr_storage *ss)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = passive ? AI_PASSIVE : 0}, *res;
+    char ports[8];
+    snprintf(ports, sizeof(ports), "%u", port);
+    if (passive && !host)
+        hints.ai_family = AF_INET;
+    int rc = getaddrinfo(host, ports, &hints, &res);
+    if (rc)
+        return shoal__fail(ctx, -EHOSTUNREACH, "cannot resolve '%s': %s", host ? host : "*",
+                           gai_strerror(rc));
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    freeaddrinfo(res);
+    return 0;
+}
+
+int verbs_listen(shoal_listener_t *l, const char *host, uint16_t port)
+{
+    shoal_ctx_t *ctx = l->ctx;
+    struct verbs_ctx *v = verbs_ctx(ctx);
+    struct sockaddr_storage ss;
+    int rc = resolve(ctx, host, port, true, &ss);
+    if (rc)
+        return rc;
+    struct verbs_listener *vl = calloc(1, sizeof(*vl));
+    if (!vl)
+        return -ENOMEM;
+    vl->kind = VOBJ_LISTENER;
+    vl->l = l;
+    shoal__list_init(&vl->pending);
+    if (rdma_create_id(v->ech, &vl->id, vl, RDMA_PS_TCP)) {
+        rc = -errno;
+        free(vl);
+        return shoal__fail(ctx, rc, "rdma_create_id: %s", strerror(-rc));
+    }
+    const char *step = "rdma_bind_addr";
+    if (rdma_bind_addr(vl->id, (struct sockaddr *)&ss) ||
+        (step = "rdma_listen", rdma_listen(vl->id, 64))) {
+        rc = -errno;
+        rdma_destroy_id(vl->id);
+        free(vl);
+        return shoal__fail(ctx, rc, "listen on %s:%u: %s: %s", host ? host : "*", port, step,
+                           strerror(-rc));
+    }
+    l->port = ntohs(rdma_get_src_port(vl->id));
+    l->priv = vl;
+    return 0;
+}
+
+void verbs_listener_close(shoal_listener_t *l)
+{
+    struct verbs_listener *vl = l->priv;
+    while (!shoal__list_empty(&vl->pending)) {
+        struct verbs_ep *ve = shoal__container_of(vl->pending.next, struct verbs_ep, pnode);
+        shoal__list_del(&ve->pnode);
+        ve->listener = NULL;
+        shoal__ep_discard(ve->ep);
+    }
+    rdma_destroy_id(vl->id);
+    free(vl);
+    l->priv = NULL;
+}
+
+/* ---- connect ------------------------------------------------------------------ */
+
+int verbs_connect(shoal_ep_t *ep, const char *host, uint16_t port)
+{
+    shoal_ctx_t *ctx = ep->ctx;
+    struct verbs_ctx *v = verbs_ctx(ctx);
+    struct sockaddr_storage ss;
+    int rc = resolve(ctx, host, port, false, &ss);
+    if (rc)
+        return rc;
+    struct verbs_ep *ve = ve_new(ep);
+    if (!ve)
+        return -ENOMEM;
+    if (rdma_create_id(v->ech, &ve->id, ve, RDMA_PS_TCP))
+        return shoal__fail(ctx, -errno, "connect to %s:%u: rdma_create_id: %s", host, port,
+                           strerror(errno));
+    if (rdma_resolve_addr(ve->id, NULL, (struct sockaddr *)&ss, VERBS_RESOLVE_MS))
+        return shoal__fail(ctx, -EHOSTUNREACH, "connect to %s:%u: rdma_resolve_addr: %s",
+                           host, port, strerror(errno));
+    uint64_t deadline = shoal__now_ms() + (uint64_t)ctx->cfg.connect_timeout_ms;
+    while (ep->state == SHOAL_EP_CONNECTING && !ve->cm_err) {
+        verbs_progress(ctx);
+        if (ep->state != SHOAL_EP_CONNECTING || ve->cm_err)
+            break;
+        uint64_t now = shoal__now_ms();
+        if (now >= deadline)
+            return shoal__fail(ctx, -ETIMEDOUT, "connect to %s:%u: no answer within %d ms",
+                               host, port, ctx->cfg.connect_timeout_ms);
+        verbs_wait(ctx, (int)(deadline - now));
+    }
+    if (ve->cm_err || ep->state != SHOAL_EP_CONNECTED)
+        return shoal__fail(ctx, ve->cm_err ? ve->cm_err : -ECONNRESET, "connect to %s:%u: %s",
+                           host, port, ve->why[0] ? ve->why : "connection lost");
+    return 0;
+}
+
+/* ---- close ---------------------------------------------------------------------- */
+
+void verbs_ep_close(shoal_ep_t *ep)
+{
+    shoal_ctx_t *ctx = ep->ctx;
+    struct verbs_ep *ve = verbs_ep(ep);
+    if (!ve)
+        return;
+    shoal__list_del(&ve->pnode);
+    if (ve->qp) {
+        /* A healthy connection first lets its operations finish. */
+        if (!ve->qp_err && ve->sq_count) {
+            uint64_t deadline = shoal__now_ms() + (uint64_t)ctx->cfg.connect_timeout_ms;
+            while (ve->sq_count && !ve->qp_err && shoal__now_ms() < deadline)
+                verbs_poll_ep(ve);
+        }
+        if (ve->established)
+            rdma_disconnect(ve->id);
+        verbs_qp_error(ve);
+        /* Flush: everything posted completes, with IBV_WC_WR_FLUSH_ERR. */
+        uint64_t deadline = shoal__now_ms() + 2000;
+        while ((ve->sq_count || ve->recv_posted) && shoal__now_ms() < deadline)
+            verbs_poll_ep(ve);
+        if (ve->sq_count)
+            shoal__warn(ctx, "verbs: %u operations on %s did not flush; canceling them",
+                        ve->sq_count, ep->peer);
+        while (ve->sq_count)
+            verbs_sq_complete(ve, -ECANCELED, "endpoint closed");
+        rdma_destroy_qp(ve->id);
+        ve->qp = NULL;
+    }
+    if (ve->cq && ibv_destroy_cq(ve->cq))
+        shoal__warn(ctx, "verbs: ibv_destroy_cq failed");
+    if (ve->id)
+        rdma_destroy_id(ve->id);
+    if (ve->rmr)
+        ibv_dereg_mr(ve->rmr);
+    if (ve->smr)
+        ibv_dereg_mr(ve->smr);
+    free(ve->rbuf);
+    free(ve->sbuf);
+    free(ve->sq);
+    free(ve->held);
+    shoal__list_del(&ve->node);
+    free(ve);
+    ep->priv = NULL;
+}

@@ -1,0 +1,210 @@
+/*
+ * verbs_ops.c -- memory registration, remote keys, and the three
+ * operations: put (RDMA WRITE, with immediate for SHOAL_PUT_IMM), get
+ * (RDMA READ) and send (SEND, inline when it fits, else from a registered
+ * bounce buffer).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "verbs_int.h"
+
+/* ---- registration ---------------------------------------------------------- */
+
+int verbs_mr_reg(shoal_mr_t *mr)
+{
+    shoal_ctx_t *ctx = mr->ctx;
+    int access = IBV_ACCESS_LOCAL_WRITE;
+    if (mr->access & SHOAL_ACCESS_REMOTE_WRITE)
+        access |= IBV_ACCESS_REMOTE_WRITE;
+    if (mr->access & SHOAL_ACCESS_REMOTE_READ)
+        access |= IBV_ACCESS_REMOTE_READ;
+    struct ibv_mr *m = ibv_reg_mr(verbs_ctx(ctx)->pd, mr->addr, mr->len, access);
+    if (!m) {
+        int err = errno ? -errno : -EIO;
+        if (err == -ENOMEM || err == -EAGAIN || err == -EPERM)
+            return shoal__fail(ctx, -ENOMEM,
+                               "ibv_reg_mr of %zu bytes: %s: the locked-memory limit is "
+                               "probably too low (raise `ulimit -l`, or memlock in "
+                               "/etc/security/limits.conf)",
+                               mr->len, strerror(-err));
+        return shoal__fail(ctx, err, "ibv_reg_mr of %zu bytes at %p: %s", mr->len, mr->addr,
+                           strerror(-err));
+    }
+    shoal__put_le32(mr->key, m->rkey);
+    mr->keylen = 4;
+    mr->priv = m;
+    return 0;
+}
+
+void verbs_mr_dereg(shoal_mr_t *mr)
+{
+    struct ibv_mr *m = mr->priv;
+    int rc = ibv_dereg_mr(m);
+    if (rc)
+        shoal__warn(mr->ctx, "verbs: ibv_dereg_mr: %s", strerror(rc));
+}
+
+int verbs_rmr_init(shoal_rmr_t *rmr)
+{
+    if (rmr->keylen != 4)
+        return shoal__fail(rmr->ep->ctx, -EBADMSG,
+                           "remote region: key of %u bytes, a verbs rkey has 4",
+                           rmr->keylen);
+    rmr->priv = (void *)(uintptr_t)shoal__get_le32(rmr->key);
+    return 0;
+}
+
+void verbs_rmr_fini(shoal_rmr_t *rmr)
+{
+    rmr->priv = NULL;
+}
+
+/* ---- the send-queue mirror ----------------------------------------------------- */
+
+void verbs_sq_complete(struct verbs_ep *ve, int status, const char *reason)
+{
+    if (!ve->sq_count) {
+        shoal__warn(ve->ep->ctx, "verbs: completion with no operation in flight");
+        return;
+    }
+    struct shoal_op *op = ve->sq[ve->sq_head];
+    ve->sq_head = (ve->sq_head + 1) % ve->sq_cap;
+    ve->sq_count--;
+    ve->sq_done++;
+    if (op->buf) {
+        unsigned slot = (unsigned)(((uint8_t *)op->buf - ve->sbuf) / VERBS_RECV_SIZE);
+        ve->sfree[ve->nsfree++] = slot;
+        op->buf = NULL;
+    }
+    shoal__op_done(op, status, reason);
+}
+
+/* Post the chain @wr (all for @op) at once; @n WRs. */
+static int post(struct verbs_ep *ve, struct shoal_op *op, struct ibv_send_wr *wr,
+                unsigned n, const char *what)
+{
+    struct ibv_send_wr *bad = NULL;
+    for (struct ibv_send_wr *w = wr; w; w = w->next) {
+        w->wr_id = (uintptr_t)op;
+        w->send_flags |= IBV_SEND_SIGNALED;
+    }
+    int rc = ibv_post_send(ve->qp, wr, &bad);
+    unsigned posted = n;
+    if (rc) {
+        posted = 0;
+        for (struct ibv_send_wr *w = wr; w && w != bad; w = w->next)
+            posted++;
+        if (posted == 0) {
+            if (rc == ENOMEM)
+                return -EAGAIN;
+            return shoal__fail(ve->ep->ctx, -rc, "%s: ibv_post_send: %s", what,
+                               strerror(rc));
+        }
+        /* Part of it went: what went completes, the op reports an error. */
+        op->status = -EIO;
+        verbs_qp_error(ve);
+        shoal__ep_failed(ve->ep, -EIO, "%s: ibv_post_send: %s", what, strerror(rc));
+    }
+    op->pending = (int)posted;
+    for (unsigned i = 0; i < posted; i++) {
+        ve->sq[(ve->sq_head + ve->sq_count) % ve->sq_cap] = op;
+        ve->sq_count++;
+    }
+    ve->sq_posted += posted;
+    return 0;
+}
+
+static int check_room(struct verbs_ep *ve, unsigned nwr)
+{
+    if (!ve || !ve->qp || ve->qp_err)
+        return -ENOTCONN;
+    if (ve->sq_count + nwr > ve->sq_cap)
+        return -EAGAIN;
+    return 0;
+}
+
+#define VERBS_MAX_CHUNKS 64
+
+/* A put or get, cut into WRs of at most the device's largest message;
+ * only the last carries the immediate (RC executes them in order). */
+static int rdma_op(shoal_ep_t *ep, struct shoal_op *op, shoal_mr_t *lmr, size_t loff,
+                   shoal_rmr_t *rmr, size_t roff, size_t len, enum ibv_wr_opcode opc,
+                   bool with_imm, uint32_t imm, const char *what)
+{
+    struct verbs_ep *ve = verbs_ep(ep);
+    uint64_t max = verbs_ctx(ep->ctx)->max_msg_sz;
+    if (max == 0 || max > (1u << 30))
+        max = 1u << 30;
+    size_t n = (len + max - 1) / max;
+    if (n > VERBS_MAX_CHUNKS)
+        return shoal__fail(ep->ctx, -EMSGSIZE, "%s: %zu bytes, at most %llu in one operation",
+                           what, len, (unsigned long long)(max * VERBS_MAX_CHUNKS));
+    int rc = check_room(ve, (unsigned)n);
+    if (rc)
+        return rc;
+    struct ibv_mr *m = lmr->priv;
+    struct ibv_sge sge[VERBS_MAX_CHUNKS];
+    struct ibv_send_wr wr[VERBS_MAX_CHUNKS];
+    memset(wr, 0, sizeof(wr[0]) * n);
+    for (size_t i = 0; i < n; i++) {
+        size_t off = i * max, l = len - off < max ? len - off : max;
+        sge[i] = (struct ibv_sge){.addr = (uintptr_t)lmr->addr + loff + off,
+                                  .length = (uint32_t)l, .lkey = m->lkey};
+        wr[i].sg_list = &sge[i];
+        wr[i].num_sge = 1;
+        wr[i].opcode = opc;
+        wr[i].wr.rdma.remote_addr = rmr->addr + roff + off;
+        wr[i].wr.rdma.rkey = (uint32_t)(uintptr_t)rmr->priv;
+        wr[i].next = i + 1 < n ? &wr[i + 1] : NULL;
+    }
+    if (with_imm) {
+        wr[n - 1].opcode = IBV_WR_RDMA_WRITE_WITH_IMM;
+        wr[n - 1].imm_data = htonl(imm);
+    }
+    op->buf = NULL;
+    return post(ve, op, wr, (unsigned)n, what);
+}
+
+int verbs_put(shoal_ep_t *ep, struct shoal_op *op, shoal_mr_t *lmr, size_t loff,
+              shoal_rmr_t *rmr, size_t roff, size_t len, unsigned flags, uint32_t imm)
+{
+    return rdma_op(ep, op, lmr, loff, rmr, roff, len, IBV_WR_RDMA_WRITE,
+                   (flags & SHOAL_PUT_IMM) != 0, imm, "put");
+}
+
+int verbs_get(shoal_ep_t *ep, struct shoal_op *op, shoal_mr_t *lmr, size_t loff,
+              shoal_rmr_t *rmr, size_t roff, size_t len)
+{
+    return rdma_op(ep, op, lmr, loff, rmr, roff, len, IBV_WR_RDMA_READ, false, 0, "get");
+}
+
+int verbs_send(shoal_ep_t *ep, struct shoal_op *op, const void *buf, size_t len)
+{
+    struct verbs_ep *ve = verbs_ep(ep);
+    int rc = check_room(ve, 1);
+    if (rc)
+        return rc;
+    struct ibv_sge sge = {.addr = (uintptr_t)buf, .length = (uint32_t)len};
+    struct ibv_send_wr wr = {.sg_list = &sge, .num_sge = len ? 1 : 0, .opcode = IBV_WR_SEND};
+    op->buf = NULL;
+    if (len <= ve->max_inline) {
+        wr.send_flags = IBV_SEND_INLINE; /* copied by the post itself */
+    } else {
+        if (!ve->nsfree)
+            return -EAGAIN;
+        unsigned slot = ve->sfree[--ve->nsfree];
+        op->buf = ve->sbuf + (size_t)slot * VERBS_RECV_SIZE;
+        memcpy(op->buf, buf, len);
+        sge.addr = (uintptr_t)op->buf;
+        sge.lkey = ve->smr->lkey;
+    }
+    rc = post(ve, op, &wr, 1, "send");
+    if (rc && op->buf) {
+        ve->sfree[ve->nsfree++] = (unsigned)(((uint8_t *)op->buf - ve->sbuf) / VERBS_RECV_SIZE);
+        op->buf = NULL;
+    }
+    return rc;
+}
