@@ -20,6 +20,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "shoal.h"
 
@@ -236,6 +237,12 @@ shoal_ep_t *shoal__ep_new(shoal_ctx_t *ctx);
 /* Free an endpoint that never became visible to the application (a
  * handshake that failed on the server side).  Calls prov->ep_close. */
 void shoal__ep_discard(shoal_ep_t *ep);
+
+/* Resolve @host:@port (host NULL with @passive = all IPv4 addresses) into
+ * @ss (and its length into @sl if not NULL); -EHOSTUNREACH with a message
+ * naming the host when it does not resolve. */
+int shoal__resolve(shoal_ctx_t *ctx, const char *host, uint16_t port, bool passive,
+                   struct sockaddr_storage *ss, socklen_t *sl);
 
 /* Monotonic milliseconds, for timeouts. */
 uint64_t shoal__now_ms(void);

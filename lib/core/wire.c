@@ -3,6 +3,7 @@
  * CRC used by descriptors, the connection hello, and the clock.
  */
 #include <errno.h>
+#include <netdb.h>
 #include <string.h>
 #include <time.h>
 
@@ -73,5 +74,25 @@ int shoal__hello_decode(const void *buf, size_t len, shoal_transport_t transport
                  shoal_transport_name(transport));
         return -EPROTO;
     }
+    return 0;
+}
+
+int shoal__resolve(shoal_ctx_t *ctx, const char *host, uint16_t port, bool passive,
+                   struct sockaddr_storage *ss, socklen_t *sl)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = passive ? AI_PASSIVE : 0}, *res;
+    char ports[8];
+    snprintf(ports, sizeof(ports), "%u", port);
+    if (passive && !host)
+        hints.ai_family = AF_INET; /* "all addresses" = 0.0.0.0 */
+    int rc = getaddrinfo(host, ports, &hints, &res);
+    if (rc)
+        return shoal__fail(ctx, -EHOSTUNREACH, "cannot resolve '%s': %s",
+                           host ? host : "*", gai_strerror(rc));
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    if (sl)
+        *sl = res->ai_addrlen;
+    freeaddrinfo(res);
     return 0;
 }

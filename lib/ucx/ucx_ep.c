@@ -297,32 +297,13 @@ static int ep_priv_new(shoal_ep_t *ep)
     return 0;
 }
 
-static int resolve(shoal_ctx_t *ctx, const char *host, uint16_t port, bool passive,
-                   struct sockaddr_storage *ss, socklen_t *sl)
-{
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = passive ? AI_PASSIVE : 0}, *res;
-    char ports[8];
-    snprintf(ports, sizeof(ports), "%u", port);
-    if (passive && !host)
-        hints.ai_family = AF_INET;
-    int rc = getaddrinfo(host, ports, &hints, &res);
-    if (rc)
-        return shoal__fail(ctx, -EHOSTUNREACH, "cannot resolve '%s': %s",
-                           host ? host : "*", gai_strerror(rc));
-    memcpy(ss, res->ai_addr, res->ai_addrlen);
-    *sl = res->ai_addrlen;
-    freeaddrinfo(res);
-    return 0;
-}
-
 int ucx_connect(shoal_ep_t *ep, const char *host, uint16_t port)
 {
     shoal_ctx_t *ctx = ep->ctx;
     struct ucx_ctx *u = ucx_ctx(ctx);
     struct sockaddr_storage ss;
     socklen_t sl;
-    int rc = resolve(ctx, host, port, false, &ss, &sl);
+    int rc = shoal__resolve(ctx, host, port, false, &ss, &sl);
     if (rc == 0)
         rc = ep_priv_new(ep);
     if (rc)
@@ -449,7 +430,7 @@ int ucx_listen(shoal_listener_t *l, const char *host, uint16_t port)
     shoal_ctx_t *ctx = l->ctx;
     struct sockaddr_storage ss;
     socklen_t sl;
-    int rc = resolve(ctx, host, port, true, &ss, &sl);
+    int rc = shoal__resolve(ctx, host, port, true, &ss, &sl);
     if (rc)
         return rc;
     struct ucx_listener *ul = calloc(1, sizeof(*ul));

@@ -395,30 +395,12 @@ int verbs_cm_events(shoal_ctx_t *ctx)
 
 /* ---- listener ------------------------------------------------------------------ */
 
-static int resolve(shoal_ctx_t *ctx, const char *host, uint16_t port, bool passive,
-                   struct sockaddr_storage *ss)
-{
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = passive ? AI_PASSIVE : 0}, *res;
-    char ports[8];
-    snprintf(ports, sizeof(ports), "%u", port);
-    if (passive && !host)
-        hints.ai_family = AF_INET;
-    int rc = getaddrinfo(host, ports, &hints, &res);
-    if (rc)
-        return shoal__fail(ctx, -EHOSTUNREACH, "cannot resolve '%s': %s", host ? host : "*",
-                           gai_strerror(rc));
-    memcpy(ss, res->ai_addr, res->ai_addrlen);
-    freeaddrinfo(res);
-    return 0;
-}
-
 int verbs_listen(shoal_listener_t *l, const char *host, uint16_t port)
 {
     shoal_ctx_t *ctx = l->ctx;
     struct verbs_ctx *v = verbs_ctx(ctx);
     struct sockaddr_storage ss;
-    int rc = resolve(ctx, host, port, true, &ss);
+    int rc = shoal__resolve(ctx, host, port, true, &ss, NULL);
     if (rc)
         return rc;
     struct verbs_listener *vl = calloc(1, sizeof(*vl));
@@ -467,7 +449,7 @@ int verbs_connect(shoal_ep_t *ep, const char *host, uint16_t port)
     shoal_ctx_t *ctx = ep->ctx;
     struct verbs_ctx *v = verbs_ctx(ctx);
     struct sockaddr_storage ss;
-    int rc = resolve(ctx, host, port, false, &ss);
+    int rc = shoal__resolve(ctx, host, port, false, &ss, NULL);
     if (rc)
         return rc;
     struct verbs_ep *ve = ve_new(ep);
