@@ -244,6 +244,11 @@ void shoal__ep_discard(shoal_ep_t *ep);
 int shoal__resolve(shoal_ctx_t *ctx, const char *host, uint16_t port, bool passive,
                    struct sockaddr_storage *ss, socklen_t *sl);
 
+/* "host:port" of an IPv4/IPv6 address ("?:0" for NULL or another family),
+ * and its port alone. */
+void shoal__addr_str(const struct sockaddr *sa, char *out, size_t len);
+uint16_t shoal__addr_port(const struct sockaddr *sa);
+
 /* Monotonic milliseconds, for timeouts. */
 uint64_t shoal__now_ms(void);
 

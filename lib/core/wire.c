@@ -2,6 +2,7 @@
  * wire.c -- byte-level helpers shared by the core and the providers: the
  * CRC used by descriptors, the connection hello, and the clock.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
 #include <string.h>
@@ -95,4 +96,25 @@ int shoal__resolve(shoal_ctx_t *ctx, const char *host, uint16_t port, bool passi
         *sl = res->ai_addrlen;
     freeaddrinfo(res);
     return 0;
+}
+
+uint16_t shoal__addr_port(const struct sockaddr *sa)
+{
+    if (sa && sa->sa_family == AF_INET)
+        return ntohs(((const struct sockaddr_in *)(const void *)sa)->sin_port);
+    if (sa && sa->sa_family == AF_INET6)
+        return ntohs(((const struct sockaddr_in6 *)(const void *)sa)->sin6_port);
+    return 0;
+}
+
+void shoal__addr_str(const struct sockaddr *sa, char *out, size_t len)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    if (sa && sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, host,
+                  sizeof(host));
+    else if (sa && sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, host,
+                  sizeof(host));
+    snprintf(out, len, "%s:%u", host, shoal__addr_port(sa));
 }

@@ -370,21 +370,9 @@ static void conn_handler(ucp_conn_request_h req, void *arg)
     }
     struct ucx_ep *e = ucx_ep(ep);
     ucp_conn_request_attr_t attr = {.field_mask = UCP_CONN_REQUEST_ATTR_FIELD_CLIENT_ADDR};
-    char host[INET6_ADDRSTRLEN] = "?";
-    uint16_t port = 0;
-    if (ucp_conn_request_query(req, &attr) == UCS_OK) {
-        const struct sockaddr *sa = (const struct sockaddr *)&attr.client_address;
-        if (sa->sa_family == AF_INET) {
-            const struct sockaddr_in *in = (const void *)sa;
-            inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
-            port = ntohs(in->sin_port);
-        } else if (sa->sa_family == AF_INET6) {
-            const struct sockaddr_in6 *in6 = (const void *)sa;
-            inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
-            port = ntohs(in6->sin6_port);
-        }
-    }
-    snprintf(ep->peer, sizeof(ep->peer), "%s:%u", host, port);
+    bool known = ucp_conn_request_query(req, &attr) == UCS_OK;
+    shoal__addr_str(known ? (const struct sockaddr *)&attr.client_address : NULL, ep->peer,
+                    sizeof(ep->peer));
     e->listener = l;
     shoal__list_add(&u->pending, &e->pnode);
     ucp_ep_params_t p = {
@@ -455,9 +443,7 @@ int ucx_listen(shoal_listener_t *l, const char *host, uint16_t port)
         free(ul);
         return shoal__fail(ctx, -EIO, "ucp_listener_query: %s", ucs_status_string(st));
     }
-    const struct sockaddr *sa = (const struct sockaddr *)&attr.sockaddr;
-    l->port = ntohs(sa->sa_family == AF_INET6 ? ((const struct sockaddr_in6 *)sa)->sin6_port
-                                              : ((const struct sockaddr_in *)sa)->sin_port);
+    l->port = shoal__addr_port((const struct sockaddr *)&attr.sockaddr);
     l->priv = ul;
     return 0;
 }

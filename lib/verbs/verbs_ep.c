@@ -162,22 +162,6 @@ static void conn_param(struct verbs_ctx *v, struct rdma_conn_param *p, const uin
     p->rnr_retry_count = VERBS_RNR_RETRY;
 }
 
-static void addr_str(const struct sockaddr *sa, char *out, size_t len)
-{
-    char host[INET6_ADDRSTRLEN] = "?";
-    unsigned port = 0;
-    if (sa && sa->sa_family == AF_INET) {
-        const struct sockaddr_in *in = (const void *)sa;
-        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
-        port = ntohs(in->sin_port);
-    } else if (sa && sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const void *)sa;
-        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
-        port = ntohs(in6->sin6_port);
-    }
-    snprintf(out, len, "%s:%u", host, port);
-}
-
 /* ---- CM events ---------------------------------------------------------------- */
 
 struct cm_ev {
@@ -207,7 +191,7 @@ static void connect_request(shoal_ctx_t *ctx, const struct cm_ev *e,
     struct verbs_ctx *v = verbs_ctx(ctx);
     struct verbs_listener *vl = e->listen_id->context;
     char peer[96], why[200];
-    addr_str(rdma_get_peer_addr(e->id), peer, sizeof(peer));
+    shoal__addr_str(rdma_get_peer_addr(e->id), peer, sizeof(peer));
     struct shoal_hello h;
     int rc = shoal__hello_decode(e->pdata, e->pdlen, SHOAL_TRANSPORT_VERBS, &h, why,
                                  sizeof(why));
