@@ -12,6 +12,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core.h"
 
@@ -195,11 +196,25 @@ int shoal_poll(shoal_ctx_t *ctx, shoal_event_t *evs, int max)
     return evq_take(ctx, evs, max);
 }
 
+/* How long shoal_wait() spins on progress before it lets the provider
+ * sleep: an answer often comes within microseconds, and a sleep and
+ * wake-up cost tens of them. */
+#define SHOAL_SPIN_NS 100000L
+
+static long elapsed_ns(const struct timespec *t0)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (t.tv_sec - t0->tv_sec) * 1000000000L + (t.tv_nsec - t0->tv_nsec);
+}
+
 int shoal_wait(shoal_ctx_t *ctx, shoal_event_t *evs, int max, int timeout_ms)
 {
     if (!ctx || !evs || max <= 0)
         return -EINVAL;
     uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : shoal__now_ms() + (uint64_t)timeout_ms;
+    struct timespec spin_start;
+    clock_gettime(CLOCK_MONOTONIC, &spin_start);
     for (;;) {
         int n = shoal_poll(ctx, evs, max);
         if (n != 0)
@@ -207,6 +222,8 @@ int shoal_wait(shoal_ctx_t *ctx, shoal_event_t *evs, int max, int timeout_ms)
         uint64_t now = shoal__now_ms();
         if (now >= deadline)
             return 0;
+        if (elapsed_ns(&spin_start) < SHOAL_SPIN_NS)
+            continue;
         uint64_t left = deadline - now;
         int rc = ctx->prov->wait(ctx, left > 1000000 ? 1000000 : (int)left);
         if (rc < 0)

@@ -11,7 +11,6 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "ucx_int.h"
 
@@ -177,23 +176,13 @@ static int ucx_progress(shoal_ctx_t *ctx)
 }
 
 /*
- * Blocking wait.  First spin on progress for a short while (an answer
- * often comes within microseconds, and a sleep costs tens of them), then
- * arm the worker and sleep in poll() on its event fd until UCX signals
- * work or the timeout passes.
+ * Blocking wait (shoal_wait has already spun on progress): arm the worker
+ * and sleep in poll() on its event fd until UCX signals work or the
+ * timeout passes.
  */
-#define UCX_SPIN_NS 100000
-
 static int ucx_wait(shoal_ctx_t *ctx, int timeout_ms)
 {
     struct ucx_ctx *u = ucx_ctx(ctx);
-    struct timespec t0, t;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    do {
-        if (ucp_worker_progress(u->worker))
-            return 0;
-        clock_gettime(CLOCK_MONOTONIC, &t);
-    } while ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) < UCX_SPIN_NS);
     ucs_status_t st = ucp_worker_arm(u->worker);
     if (st == UCS_ERR_BUSY)
         return 0; /* events are pending: go and progress */

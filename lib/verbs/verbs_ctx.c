@@ -10,7 +10,6 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "verbs_int.h"
 
@@ -371,23 +370,14 @@ int verbs_progress(shoal_ctx_t *ctx)
 }
 
 /*
- * Blocking wait: spin on progress briefly (completions often come within
- * microseconds), then arm every CQ, check once more (a completion may have
- * landed before arming), and sleep in poll() on the completion channel,
- * the rdma_cm channel and the async-event fd.
+ * Blocking wait (shoal_wait has already spun on progress): arm every CQ,
+ * check once more (a completion may have landed before arming), and sleep
+ * in poll() on the completion channel, the rdma_cm channel and the
+ * async-event fd.
  */
-#define VERBS_SPIN_NS 50000
-
 int verbs_wait(shoal_ctx_t *ctx, int timeout_ms)
 {
     struct verbs_ctx *v = verbs_ctx(ctx);
-    struct timespec t0, t;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    do {
-        if (verbs_progress(ctx))
-            return 0;
-        clock_gettime(CLOCK_MONOTONIC, &t);
-    } while ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) < VERBS_SPIN_NS);
     for (struct shoal_list *l = v->eps.next; l != &v->eps; l = l->next) {
         struct verbs_ep *ve = shoal__container_of(l, struct verbs_ep, node);
         if (ve->cq && !ve->cq_armed && ibv_req_notify_cq(ve->cq, 0) == 0)
