@@ -43,19 +43,20 @@ fi
 # One boot: perftest smoke test (informational), then the suite.
 guest_cmd='
 echo "== rxe: $SOFTROCE_DEV on $SOFTROCE_NETDEV, $SOFTROCE_IP"
+# perftest TOOL ARGS: server in the background, client against it, print
+# its result row.
+perftest() {
+    tool=$1; shift
+    echo "== $tool $* (environment check)"
+    timeout 40 "$tool" -d "$SOFTROCE_DEV" "$@" -F >/dev/null 2>&1 &
+    sleep 1
+    timeout 30 "$tool" -d "$SOFTROCE_DEV" "$@" -F "$SOFTROCE_IP" 2>&1 |
+        grep -A1 "#bytes" || echo "$tool failed"
+    wait
+}
 if command -v ib_write_bw >/dev/null; then
-    echo "== ib_write_bw -s 65536 -n 500 (environment check)"
-    timeout 40 ib_write_bw -d "$SOFTROCE_DEV" -s 65536 -n 500 -F >/dev/null 2>&1 &
-    sleep 1
-    timeout 30 ib_write_bw -d "$SOFTROCE_DEV" -s 65536 -n 500 -F "$SOFTROCE_IP" 2>&1 |
-        grep -A1 "#bytes" || echo "ib_write_bw failed"
-    wait
-    echo "== ib_write_lat -s 2 -n 1000 (environment check)"
-    timeout 40 ib_write_lat -d "$SOFTROCE_DEV" -s 2 -n 1000 -F >/dev/null 2>&1 &
-    sleep 1
-    timeout 30 ib_write_lat -d "$SOFTROCE_DEV" -s 2 -n 1000 -F "$SOFTROCE_IP" 2>&1 |
-        grep -A1 "#bytes" || echo "ib_write_lat failed"
-    wait
+    perftest ib_write_bw -s 65536 -n 500
+    perftest ib_write_lat -s 2 -n 1000
 fi
 echo "== transport suite on verbs"
 cd "$SHOAL_BUILDDIR" || exit 99
