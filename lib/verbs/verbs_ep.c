@@ -173,6 +173,14 @@ struct cm_ev {
     int resp, init;   /* the peer's rd_atomic numbers (CONNECT_REQUEST) */
 };
 
+static void drain_before_failure(struct verbs_ep *ve)
+{
+    uint64_t deadline = shoal__now_ms() + VERBS_DRAIN_MS;
+    verbs_poll_ep(ve);
+    while ((ve->recv_posted || ve->sq_count) && shoal__now_ms() < deadline)
+        verbs_poll_ep(ve);
+}
+
 __attribute__((format(printf, 3, 4)))
 static void cm_fail(struct verbs_ep *ve, int err, const char *fmt, ...)
 {
@@ -314,6 +322,12 @@ static shoal_ep_t *ep_event(shoal_ctx_t *ctx, struct verbs_ep *ve, const struct 
     case RDMA_CM_EVENT_DISCONNECTED:
     case RDMA_CM_EVENT_DEVICE_REMOVAL:
         verbs_qp_error(ve);
+        /* A peer that closes right after sending: its last messages may
+         * still sit in our CQ, behind this event on another channel.  The
+         * error state flushes every posted receive, so polling until the
+         * ring is flushed (briefly bounded) delivers what arrived before
+         * the disconnect; the failure is reported after it. */
+        drain_before_failure(ve);
         cm_fail(ve, -ECONNRESET, "%s", rdma_event_str(e->type));
         shoal__ep_failed(ep, e->type == RDMA_CM_EVENT_DISCONNECTED ? -ECONNRESET : -ENODEV,
                          "%s", e->type == RDMA_CM_EVENT_DISCONNECTED

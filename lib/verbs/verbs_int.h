@@ -40,6 +40,7 @@
 #define VERBS_ACK_TIMEOUT 14      /* 4.096 us * 2^14 = 67 ms per try */
 #define VERBS_MIN_RNR_TIMER 1     /* 0.01 ms */
 #define VERBS_RESOLVE_MS 2000
+#define VERBS_DRAIN_MS 200        /* flush wait when the peer disconnects */
 
 enum { VOBJ_EP = 0x45505645, VOBJ_LISTENER = 0x4c535456 };
 
