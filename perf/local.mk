@@ -1,0 +1,1 @@
+# perf/local.mk -- benchmarks (included by Makefile.am).

@@ -1,0 +1,2 @@
+# trainer/local.mk -- shoal-train, the parameter-server trainer (included by
+# Makefile.am).
