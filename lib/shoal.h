@@ -242,7 +242,8 @@ void shoal_listener_close(shoal_listener_t *l);
 
 /**
  * Wait up to @timeout_ms (-1 = forever, 0 = just check) for a peer that has
- * completed the handshake, and return its endpoint.  -ETIMEDOUT if none.
+ * completed the handshake, and return its endpoint.  -ETIMEDOUT if none
+ * came in time; with timeout 0, -EAGAIN (a poll; nothing is logged).
  * Progresses the context while it waits (events for other endpoints are
  * queued, not lost).
  */
