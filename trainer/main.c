@@ -12,9 +12,12 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <unistd.h>
 
 #include "train.h"
 
@@ -24,6 +27,7 @@ static void usage(FILE *out)
 "Usage: shoal-train [OPTIONS]                 (one rank of a job: see shoal-run(1))\n"
 "       shoal-train --single [OPTIONS]        (the same training in one process)\n"
 "       shoal-train --eval MODEL [--data DIR | --train F --test F]\n"
+"       shoal-train --compare MODEL1 MODEL2 [--tolerance X]\n"
 "\n"
 "Data-parallel SGD with parameter servers over libshoal (RDMA verbs, or UCX).\n"
 "\n"
@@ -65,6 +69,8 @@ static void usage(FILE *out)
 "      --log-interval SEC  progress line period (default 1)\n"
 "      --verify            check every parameter delivery with a CRC (slower)\n"
 "  -q, --quiet             no progress lines\n"
+"      --compare A B       exit 0 if two saved models agree within --tolerance\n"
+"                          (default 1e-4): e.g. BSP against --single\n"
 "  -h, --help              this text\n"
 "\n"
 "Library settings come from SHOAL_* variables (SHOAL_TRANSPORT, SHOAL_DEVICE, ...):\n"
@@ -75,7 +81,7 @@ enum {
     O_RANK = 256, O_SIZE, O_COORD, O_RDV, O_HOST, O_CTO, O_ITO, O_DATA, O_TRAIN, O_TEST,
     O_FEAT, O_CLASSES, O_HIDDEN, O_MODEL, O_MODE, O_STALE, O_IPE, O_LR, O_MOM, O_WD,
     O_SCHED, O_LRSTEP, O_GAMMA, O_SEED, O_THREADS, O_METRICS, O_SAVE, O_LOGINT, O_VERIFY,
-    O_SINGLE, O_WORKERS, O_EVAL,
+    O_SINGLE, O_WORKERS, O_EVAL, O_COMPARE, O_TOL,
 };
 
 static const struct option opts[] = {
@@ -97,6 +103,7 @@ static const struct option opts[] = {
     {"save", required_argument, 0, O_SAVE}, {"log-interval", required_argument, 0, O_LOGINT},
     {"verify", no_argument, 0, O_VERIFY}, {"single", no_argument, 0, O_SINGLE},
     {"workers", required_argument, 0, O_WORKERS}, {"eval", required_argument, 0, O_EVAL},
+    {"compare", required_argument, 0, O_COMPARE}, {"tolerance", required_argument, 0, O_TOL},
     {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
 
 static const char *opt_name(int code)
@@ -194,8 +201,47 @@ static void find_rank(struct train_cfg *c)
         c->local_rank = 0;
 }
 
+/*
+ * OpenBLAS picks its kernels from the CPU model, and on virtual CPUs that
+ * report a generic model ("Intel Xeon Processor") it falls back to its
+ * oldest x86-64 kernels (Prescott, SSE3) even when the CPU has AVX-512:
+ * three times slower here.  It reads OPENBLAS_CORETYPE only when it loads,
+ * so when that happened and the user set nothing, pick the kernel from the
+ * CPU's features and start again with it.
+ */
+static void fix_openblas_core(char **argv)
+{
+    static const char *const weak[] = {"prescott", "core2", "penryn", "dunnington",
+                                       "nehalem", "atom", "northwood", "banias", "katmai",
+                                       "coppermine", "unknown"};
+    if (getenv("OPENBLAS_CORETYPE") || getenv("SHOAL_TRAIN_REEXEC"))
+        return;
+    const char *core = openblas_get_corename();
+    bool is_weak = false;
+    for (size_t i = 0; core && i < sizeof(weak) / sizeof(weak[0]); i++)
+        is_weak |= strcasecmp(core, weak[i]) == 0;
+    if (!is_weak)
+        return;
+    __builtin_cpu_init();
+    const char *want = NULL;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+        want = "SkylakeX";
+    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        want = "Haswell";
+    else if (__builtin_cpu_supports("avx"))
+        want = "Sandybridge";
+    if (!want)
+        return;
+    setenv("OPENBLAS_CORETYPE", want, 1);
+    setenv("SHOAL_TRAIN_REEXEC", "1", 1);
+    execv("/proc/self/exe", argv);
+    /* Could not: carry on with the slow kernels. */
+}
+
 int main(int argc, char **argv)
 {
+    fix_openblas_core(argv);
     struct train_cfg c = {
         .rank = -1, .size = -1, .local_rank = -1, .servers = 1, .workers = 0,
         .connect_timeout_ms = 60000, .idle_timeout_ms = 120000,
@@ -214,7 +260,8 @@ int main(int argc, char **argv)
     if (env_servers > 0)
         c.servers = (int)env_servers;
     bool single = false;
-    const char *eval = NULL;
+    const char *eval = NULL, *compare = NULL;
+    double tolerance = 1e-4;
     int o;
     while ((o = getopt_long(argc, argv, "s:e:b:qh", opts, NULL)) != -1) {
         switch (o) {
@@ -284,10 +331,19 @@ int main(int argc, char **argv)
         case O_SINGLE: single = true; break;
         case O_WORKERS: c.workers = (int)num(o, optarg, 1, PS_MAX_WORKERS); break;
         case O_EVAL: eval = optarg; break;
+        case O_COMPARE: compare = optarg; break;
+        case O_TOL: tolerance = real(o, optarg, 0, 1e9); break;
         case 'q': c.quiet = true; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
+    }
+    if (compare) {
+        if (optind + 1 != argc) {
+            fprintf(stderr, "shoal-train: --compare takes two model files\n");
+            return 2;
+        }
+        return compare_main(compare, argv[optind], tolerance);
     }
     if (optind < argc) {
         fprintf(stderr, "shoal-train: unexpected argument '%s' (see --help)\n", argv[optind]);

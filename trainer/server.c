@@ -94,6 +94,7 @@ struct server {
     struct ps_msg table;
     int registered;           /* servers known, including us */
     double t_first, t_last;
+    bool inject_torn;         /* tests only: see inject_torn() */
     char err[1024];
 };
 
@@ -230,6 +231,30 @@ static int check_job(struct server *s, const struct ps_hello *h, char *why, size
 
 /* ---- sending parameters ------------------------------------------------- */
 
+static int free_buffer(const struct server *s);
+
+/*
+ * Fault injection for the tests (SHOAL_TRAIN_INJECT=torn): right after
+ * worker wi's parameters, write a second, different copy over them, as a
+ * broken protocol would while the worker reads.  --verify must catch it.
+ */
+static int inject_torn(struct server *s, int wi)
+{
+    int f = free_buffer(s);
+    if (f < 0)
+        return 0;
+    memcpy(s->pool[f].p, s->pool[s->cur].p, s->len * sizeof(float));
+    s->pool[f].p[s->len / 2] += 1.0f;
+    int rc = shoal_put(s->w[wi].peer->ep, s->pool[f].mr, 0, s->w[wi].params, 0,
+                       s->len * sizeof(float), 0, 0, (uint64_t)f);
+    if (rc)
+        return sfail(s, "injecting a torn write: %s", shoal_ctx_errmsg(s->ctx));
+    s->pool[f].readers++;
+    fprintf(stderr, "shoal-train: server %d: injected a torn write into worker %d's "
+            "parameters (SHOAL_TRAIN_INJECT=torn)\n", s->index, wi);
+    return 0;
+}
+
 static int answer(struct server *s, int wi)
 {
     struct sworker *sw = &s->w[wi];
@@ -246,6 +271,8 @@ static int answer(struct server *s, int wi)
     sw->answer_due = false;
     sw->answer_buf = s->cur;
     b->readers++;
+    if (s->inject_torn && wi == 0 && s->version == 3 && (rc = inject_torn(s, wi)))
+        return rc;
     if (s->c->verify) {
         struct ps_msg m = {.type = PS_CHECK};
         m.u.check.version = s->version;
@@ -591,6 +618,8 @@ int server_main(const struct train_cfg *c)
     struct server S = {.c = c, .index = c->rank};
     struct server *s = &S;
     int rc;
+    const char *inj = getenv("SHOAL_TRAIN_INJECT");
+    s->inject_torn = inj && strcmp(inj, "torn") == 0;
     if ((rc = net_ctx(&s->ctx, s->err, sizeof(s->err))))
         goto out;
     const char *bind_host = c->host;

@@ -9,6 +9,7 @@
  * tests/trainer checks it.  With W = 1 it is simply the local baseline.
  */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -164,4 +165,43 @@ int eval_main(const struct train_cfg *c, const char *model_file)
     data_free(&test);
     free(p);
     return rc ? 1 : 0;
+}
+
+int compare_main(const char *a, const char *b, double tolerance)
+{
+    struct model ma, mb;
+    float *pa = NULL, *pb = NULL;
+    char err[1024];
+    int rc = modelfile_load(a, &ma, &pa, err, sizeof(err));
+    if (rc == 0)
+        rc = modelfile_load(b, &mb, &pb, err, sizeof(err));
+    if (rc == 0 && (ma.nlayers != mb.nlayers || ma.nparams != mb.nparams ||
+                    memcmp(ma.dims, mb.dims, sizeof(ma.dims)) != 0)) {
+        snprintf(err, sizeof(err), "%s and %s have different shapes", a, b);
+        rc = -EINVAL;
+    }
+    if (rc) {
+        fprintf(stderr, "shoal-train: %s\n", err);
+        free(pa);
+        free(pb);
+        return 2;
+    }
+    double maxdiff = 0, maxabs = 0;
+    size_t at = 0;
+    for (size_t i = 0; i < ma.nparams; i++) {
+        double d = fabs((double)pa[i] - (double)pb[i]);
+        if (d > maxdiff || d != d) {
+            maxdiff = d;
+            at = i;
+        }
+        if (fabs((double)pa[i]) > maxabs)
+            maxabs = fabs((double)pa[i]);
+    }
+    bool same = maxdiff <= tolerance;
+    printf("%s vs %s: %zu parameters, largest difference %.3g (parameter %zu; largest "
+           "magnitude %.3g): %s (tolerance %g)\n", a, b, ma.nparams, maxdiff, at, maxabs,
+           same ? "same" : "DIFFERENT", tolerance);
+    free(pa);
+    free(pb);
+    return same ? 0 : 1;
 }

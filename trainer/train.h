@@ -73,5 +73,7 @@ int worker_main(const struct train_cfg *c);
  * checked against (same shards, same global batches). */
 int single_main(const struct train_cfg *c);
 int eval_main(const struct train_cfg *c, const char *model_file);
+/* Exit status 0 when two model files agree within @tolerance. */
+int compare_main(const char *a, const char *b, double tolerance);
 
 #endif

@@ -20,6 +20,7 @@
  * --verify checks that with a CRC-32 the server sends after each slice,
  * compared on arrival and again after the gradient was computed.
  */
+#include <cblas.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -326,6 +327,12 @@ static int push(struct worker *w, uint32_t k)
     return 0;
 }
 
+static int cmp_float(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
 static void *alloc_floats(size_t n)
 {
     void *p = NULL;
@@ -344,7 +351,7 @@ int worker_main(const struct train_cfg *c)
     struct batcher bt = {0};
     struct report rep;
     bool rep_open = false;
-    float *x = NULL;
+    float *x = NULL, *rounds = NULL;
     int32_t *y = NULL;
     int rc;
 
@@ -400,11 +407,14 @@ int worker_main(const struct train_cfg *c)
             goto out;
         rep_open = true;
         fprintf(stderr, "shoal-train: %s, %zu parameters, %d servers, batch %d per worker, "
-                "%d iterations per epoch, over %s\n", label, w->m.nparams, c->servers,
-                c->batch, iters, shoal_ctx_describe(w->ctx));
+                "%d iterations per epoch, over %s (OpenBLAS %s)\n", label, w->m.nparams,
+                c->servers, c->batch, iters, shoal_ctx_describe(w->ctx),
+                openblas_get_corename());
     }
     uint32_t k = 0;
     double acc = 0, tloss = 0;
+    /* Worker 0 times every parameter round: push, update, fresh slice back. */
+    rounds = w->index == 0 ? malloc((size_t)iters * c->epochs * sizeof(float)) : NULL;
     for (int e = 0; e < c->epochs; e++) {
         batcher_epoch(&bt, e);
         for (int t = 0; t < iters; t++, k++) {
@@ -413,8 +423,11 @@ int worker_main(const struct train_cfg *c)
             uint32_t before[PS_MAX_SERVERS];
             for (int s = 0; s < w->S; s++)
                 before[s] = w->peer[s].version;
+            double t_push = now_s();
             if ((rc = push(w, k)) || (rc = pump_until(w, round_done, "fresh parameters")))
                 goto out;
+            if (rounds)
+                rounds[k] = (float)((now_s() - t_push) * 1e6);
             for (int s = 0; s < w->S; s++) {
                 uint32_t v = w->peer[s].version;
                 bool ok = c->mode == PS_BSP ? v == k + 1 : v > before[s];
@@ -442,6 +455,13 @@ int worker_main(const struct train_cfg *c)
     if ((rc = pump_until(w, byes_sent, "the BYE messages to leave")))
         goto out;
     if (rep_open) {
+        if (rounds && k > 0) {
+            qsort(rounds, k, sizeof(float), cmp_float);
+            fprintf(stderr, "parameter round (push, update, parameters back; %zu bytes each "
+                    "way): median %.0f us, p99 %.0f us over %u rounds\n",
+                    w->m.nparams * sizeof(float), rounds[k / 2], rounds[(size_t)k * 99 / 100],
+                    k);
+        }
         fprintf(stderr, "final test accuracy: %.2f%%\n", 100.0 * acc);
         if (c->save[0] && (rc = modelfile_save(c->save, &w->m, w->params, w->err,
                                                sizeof(w->err))))
@@ -472,6 +492,7 @@ out:
         shoal_mr_dereg(w->gmr);
     if (w->ctx)
         shoal_ctx_destroy(w->ctx);
+    free(rounds);
     batcher_free(&bt);
     model_ws_free(&ws);
     free(x);
