@@ -40,6 +40,9 @@ struct shoal_desc {
 int shoal__desc_parse(shoal_ctx_t *ctx, const void *buf, size_t len,
                       struct shoal_desc *d);
 
+/* The providers in auto's order of preference (ctx.c; for shoal-info). */
+const struct shoal_provider *const *shoal__providers(size_t *n);
+
 /* Placement (topo.c): make the context's plan once the provider is up
  * (-EINVAL with errmsg for an impossible SHOAL_BIND), and drop it. */
 int shoal__topo_ctx_init(shoal_ctx_t *ctx);

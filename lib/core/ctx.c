@@ -22,6 +22,12 @@ static const struct shoal_provider *const providers[] = {
 };
 #define N_PROVIDERS (sizeof(providers) / sizeof(providers[0]))
 
+const struct shoal_provider *const *shoal__providers(size_t *n)
+{
+    *n = N_PROVIDERS;
+    return providers;
+}
+
 static int choose_provider(shoal_ctx_t *ctx)
 {
     char why[256];

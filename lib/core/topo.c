@@ -343,9 +343,9 @@ int shoal__local_rank(const shoal_config_t *cfg, int *rank, int *size, char *src
         }
         r = cfg->local_rank;
         s = cfg->local_size;
-        snprintf(src, srclen, "SHOAL_LOCAL_RANK/SIZE");
+        snprintf(src, srclen, "from SHOAL_LOCAL_RANK/SIZE");
     } else {
-        snprintf(src, srclen, "no launcher: alone on the node");
+        snprintf(src, srclen, "no launcher found");
         for (size_t i = 0; i < sizeof(launchers) / sizeof(launchers[0]); i++) {
             if ((rc = env_int(launchers[i].rank, &r, err, errlen)) < 0)
                 return rc;
@@ -362,13 +362,13 @@ int shoal__local_rank(const shoal_config_t *cfg, int *rank, int *size, char *src
             }
             if (s < 1) {
                 /* The rank without the count cannot be split safely. */
-                snprintf(src, srclen, "%s gives local rank %d but no local size: "
+                snprintf(src, srclen, "%s gives rank %d but no local size: "
                          "not splitting", launchers[i].who, r);
                 *rank = 0;
                 *size = 1;
                 return 0;
             }
-            snprintf(src, srclen, "%s", launchers[i].who);
+            snprintf(src, srclen, "from %s", launchers[i].who);
             break;
         }
     }
@@ -492,13 +492,15 @@ static int plan_auto(struct shoal_plan *p, bool known, hwloc_const_cpuset_t near
     if (rc)
         return rc;
     int r = p->pub.local_rank, s = p->pub.local_size, lo, hi, pool;
-    const char *dev = p->pub.device[0] ? p->pub.device : "no device";
+    const char *dev = p->pub.device;
     char head[128], share[128] = "";
     if (known)
         snprintf(head, sizeof(head), "auto: %d core%s near %s", cl.near,
                  cl.near == 1 ? "" : "s", dev);
-    else
+    else if (p->pub.device[0])
         snprintf(head, sizeof(head), "auto: locality of %s unknown, so all %d cores", dev, cl.n);
+    else
+        snprintf(head, sizeof(head), "auto: no device to follow, so all %d cores", cl.n);
     if (s <= cl.near) {
         pool = cl.near;
         lo = (int)((long)r * pool / s);
@@ -596,7 +598,8 @@ int shoal__plan_make(hwloc_topology_t t, bool own, const shoal_config_t *cfg,
     }
     slots_text(p->cpu, p->pub.ncpus, p->pub.cpus, sizeof(p->pub.cpus));
     size_t l = strlen(p->pub.why);
-    snprintf(p->pub.why + l, sizeof(p->pub.why) - l, " [local rank from %s]", src);
+    snprintf(p->pub.why + l, sizeof(p->pub.why) - l, " (local rank %d of %d: %s)",
+             p->pub.local_rank, p->pub.local_size, src);
     return 0;
 }
 
