@@ -18,7 +18,9 @@
  *      they split all cores (near ones first); with fewer cores than
  *      processes they must share, and the plan says so.
  * It is made once, when the context is created, from the CPUs the process
- * is allowed (its cgroup), not from an affinity it may have inherited.
+ * may use: its cgroup's; or, when it was started bound to fewer (taskset,
+ * numactl, a launcher's binding), those, and then not split again: whoever
+ * bound it has already given each local process its share.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -389,14 +391,14 @@ struct core_list {
     int n, near;  /* near ones first: cpu[0..near) */
 };
 
-/* One CPU per core (the first allowed PU of each), cores touching @near
+/* One CPU per core (the first PU of each in @pool), cores touching @near
  * first, each group in topology order. */
-static int list_cores(hwloc_topology_t t, hwloc_const_cpuset_t near, struct core_list *cl)
+static int list_cores(hwloc_topology_t t, hwloc_const_cpuset_t pool, hwloc_const_cpuset_t near,
+                      struct core_list *cl)
 {
     hwloc_obj_type_t type = hwloc_get_nbobjs_by_type(t, HWLOC_OBJ_CORE) > 0
                                 ? HWLOC_OBJ_CORE : HWLOC_OBJ_PU;
     int total = hwloc_get_nbobjs_by_type(t, type);
-    hwloc_const_cpuset_t allowed = hwloc_topology_get_allowed_cpuset(t);
     hwloc_bitmap_t tmp = hwloc_bitmap_alloc();
     cl->cpu = calloc((size_t)(total > 0 ? total : 1), sizeof(int));
     cl->n = cl->near = 0;
@@ -408,7 +410,7 @@ static int list_cores(hwloc_topology_t t, hwloc_const_cpuset_t near, struct core
     for (int pass = 0; pass < 2; pass++) {
         hwloc_obj_t o = NULL;
         while ((o = hwloc_get_next_obj_by_type(t, type, o)) != NULL) {
-            hwloc_bitmap_and(tmp, o->cpuset, allowed);
+            hwloc_bitmap_and(tmp, o->cpuset, pool);
             int first = hwloc_bitmap_first(tmp);
             if (first < 0)
                 continue;
@@ -485,22 +487,34 @@ static int plan_list(struct shoal_plan *p, const char *list, char *err, size_t e
     return rc;
 }
 
-static int plan_auto(struct shoal_plan *p, bool known, hwloc_const_cpuset_t near)
+static int plan_auto(struct shoal_plan *p, bool known, hwloc_const_cpuset_t cpus,
+                     bool inherited, hwloc_const_cpuset_t near)
 {
     struct core_list cl;
-    int rc = list_cores(p->topo, near, &cl);
+    int rc = list_cores(p->topo, cpus, near, &cl);
     if (rc)
         return rc;
     int r = p->pub.local_rank, s = p->pub.local_size, lo, hi, pool;
+    char inh[160] = "";
+    if (inherited) {
+        char l[96];
+        hwloc_bitmap_list_snprintf(l, sizeof(l), cpus);
+        snprintf(inh, sizeof(inh), " of the CPUs %.60s the process was started on (not "
+                 "split again by local rank)", l);
+        r = 0;
+        s = 1;
+    }
     const char *dev = p->pub.device;
-    char head[128], share[128] = "";
+    char head[320], share[128] = "";
     if (known)
-        snprintf(head, sizeof(head), "auto: %d core%s near %s", cl.near,
-                 cl.near == 1 ? "" : "s", dev);
+        snprintf(head, sizeof(head), "auto: %d core%s near %s%s", cl.near,
+                 cl.near == 1 ? "" : "s", dev, inh);
     else if (p->pub.device[0])
-        snprintf(head, sizeof(head), "auto: locality of %s unknown, so all %d cores", dev, cl.n);
+        snprintf(head, sizeof(head), "auto: locality of %s unknown, so all %d core%s%s", dev,
+                 cl.n, cl.n == 1 ? "" : "s", inh);
     else
-        snprintf(head, sizeof(head), "auto: no device to follow, so all %d cores", cl.n);
+        snprintf(head, sizeof(head), "auto: no device to follow, so all %d core%s%s", cl.n,
+                 cl.n == 1 ? "" : "s", inh);
     if (s <= cl.near) {
         pool = cl.near;
         lo = (int)((long)r * pool / s);
@@ -527,7 +541,7 @@ static int plan_auto(struct shoal_plan *p, bool known, hwloc_const_cpuset_t near
         return -ENOMEM;
     }
     memcpy(p->cpu, cl.cpu + lo, (size_t)(hi - lo) * sizeof(int));
-    snprintf(p->pub.why, sizeof(p->pub.why), "%s%s; one thread per core", head, share);
+    snprintf(p->pub.why, sizeof(p->pub.why), "%.150s%.80s; one thread per core", head, share);
     free(cl.cpu);
     return 0;
 }
@@ -578,16 +592,31 @@ int shoal__plan_make(hwloc_topology_t t, bool own, const shoal_config_t *cfg,
         if (hwloc_bitmap_weight(nodes) == 1)
             p->pub.numa_node = hwloc_bitmap_first(nodes);
     }
-    hwloc_bitmap_and(near, near, hwloc_topology_get_allowed_cpuset(t));
+    /* The CPUs auto may use: the cgroup's, or fewer if the process was
+     * started bound to fewer (the union of its threads' bindings). */
+    hwloc_bitmap_t pool = hwloc_bitmap_dup(hwloc_topology_get_allowed_cpuset(t));
+    hwloc_bitmap_t inh = hwloc_bitmap_alloc();
+    bool inherited = false;
+    if (hwloc_topology_is_thissystem(t) &&
+        hwloc_get_cpubind(t, inh, HWLOC_CPUBIND_PROCESS) == 0) {
+        hwloc_bitmap_and(inh, inh, pool);
+        if (!hwloc_bitmap_iszero(inh) && !hwloc_bitmap_isequal(inh, pool)) {
+            hwloc_bitmap_copy(pool, inh);
+            inherited = true;
+        }
+    }
+    hwloc_bitmap_and(near, near, pool);
     if (hwloc_bitmap_iszero(near)) {
-        /* The device's CPUs are all outside our cgroup. */
-        hwloc_bitmap_copy(near, hwloc_topology_get_allowed_cpuset(t));
+        /* None of the device's CPUs may be used. */
+        hwloc_bitmap_copy(near, pool);
         known = 0;
     }
     if (p->pub.policy == SHOAL_BIND_LIST)
         rc = plan_list(p, cfg->bind, err, errlen);
     else
-        rc = plan_auto(p, known, near);
+        rc = plan_auto(p, known, pool, inherited, near);
+    hwloc_bitmap_free(pool);
+    hwloc_bitmap_free(inh);
     hwloc_bitmap_free(near);
     hwloc_bitmap_free(nodes);
     if (rc) {

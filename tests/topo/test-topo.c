@@ -629,6 +629,51 @@ static void test_local_ranks_here(void)
     hwloc_bitmap_free(plans[1]);
 }
 
+/* A process started bound to one CPU (taskset, a launcher): auto stays on
+ * it and does not split it again by local rank. */
+static void test_inherited_here(void)
+{
+    int last = hwloc_bitmap_last(hwloc_topology_get_allowed_cpuset(here));
+    if (hwloc_bitmap_weight(hwloc_topology_get_allowed_cpuset(here)) < 2) {
+        printf("\n  (one CPU allowed: an inherited binding cannot be told apart)\n");
+        return;
+    }
+    int fds[2];
+    CU_ASSERT_EQUAL_FATAL(pipe(fds), 0);
+    pid_t pid = fork();
+    CU_ASSERT_FATAL(pid >= 0);
+    if (pid == 0) {
+        alarm(30);
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(last, &set);
+        char line[700] = "FAILED - -\n";
+        shoal_ctx_t *ctx = NULL;
+        setenv("SHOAL_LOCAL_RANK", "1", 1);
+        setenv("SHOAL_LOCAL_SIZE", "2", 1);
+        if (sched_setaffinity(0, sizeof(set), &set) == 0 && make_ctx("auto", &ctx) == 0) {
+            const shoal_placement_t *pl = shoal_ctx_placement(ctx);
+            snprintf(line, sizeof(line), "%d %s %s\n", pl->ncpus, pl->cpus,
+                     strstr(pl->why, "started on") ? "inherited" : pl->why);
+            shoal_ctx_destroy(ctx);
+        }
+        ssize_t w = write(fds[1], line, strlen(line));
+        _exit(w > 0 ? 0 : 1);
+    }
+    close(fds[1]);
+    char buf[400] = "";
+    ssize_t k = read(fds[0], buf, sizeof(buf) - 1);
+    close(fds[0]);
+    int st;
+    CU_ASSERT_EQUAL(waitpid(pid, &st, 0), pid);
+    CU_ASSERT(k > 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    char want[64];
+    snprintf(want, sizeof(want), "1 %d inherited\n", last);
+    CU_ASSERT_STRING_EQUAL(buf, want);
+    if (strcmp(buf, want))
+        printf("\n  got '%s'\n", buf);
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS)
@@ -648,5 +693,6 @@ int main(void)
     CU_add_test(h, "impossible SHOAL_BIND fails ctx_create", test_bind_impossible_here);
     CU_add_test(h, "shoal_alloc on the device's NUMA node", test_alloc_numa_here);
     CU_add_test(h, "two local processes: disjoint cores", test_local_ranks_here);
+    CU_add_test(h, "started bound (taskset): auto stays inside", test_inherited_here);
     return cu_run_all();
 }
