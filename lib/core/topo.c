@@ -345,9 +345,9 @@ int shoal__local_rank(const shoal_config_t *cfg, int *rank, int *size, char *src
         }
         r = cfg->local_rank;
         s = cfg->local_size;
-        snprintf(src, srclen, "from SHOAL_LOCAL_RANK/SIZE");
+        snprintf(src, srclen, "SHOAL_LOCAL_RANK/SIZE");
     } else {
-        snprintf(src, srclen, "no launcher found");
+        snprintf(src, srclen, "no launcher seen");
         for (size_t i = 0; i < sizeof(launchers) / sizeof(launchers[0]); i++) {
             if ((rc = env_int(launchers[i].rank, &r, err, errlen)) < 0)
                 return rc;
@@ -370,7 +370,7 @@ int shoal__local_rank(const shoal_config_t *cfg, int *rank, int *size, char *src
                 *size = 1;
                 return 0;
             }
-            snprintf(src, srclen, "from %s", launchers[i].who);
+            snprintf(src, srclen, "%s", launchers[i].who);
             break;
         }
     }
@@ -480,8 +480,8 @@ static int plan_list(struct shoal_plan *p, const char *list, char *err, size_t e
         } hwloc_bitmap_foreach_end();
         p->pub.ncpus = n;
         snprintf(p->pub.why, sizeof(p->pub.why),
-                 "SHOAL_BIND=%.80s: the %d listed CPU%s, one thread each, as given "
-                 "(not split between local processes)", list, n, n == 1 ? "" : "s");
+                 "SHOAL_BIND=%.80s: the %d listed CPU%s as given, one thread each "
+                 "(lists are not split between local processes)", list, n, n == 1 ? "" : "s");
     }
     hwloc_bitmap_free(want);
     return rc;
@@ -520,19 +520,19 @@ static int plan_auto(struct shoal_plan *p, bool known, hwloc_const_cpuset_t cpus
         lo = (int)((long)r * pool / s);
         hi = (int)((long)(r + 1) * pool / s);
         if (s > 1)
-            snprintf(share, sizeof(share), "; local rank %d of %d takes %d of them", r, s,
+            snprintf(share, sizeof(share), ", split %d ways: this process takes %d", s,
                      hi - lo);
     } else if (s <= cl.n) {
         pool = cl.n;
         lo = (int)((long)r * pool / s);
         hi = (int)((long)(r + 1) * pool / s);
-        snprintf(share, sizeof(share), "; too few for %d local processes, so they split all %d "
-                 "cores (near first): rank %d takes %d", s, cl.n, r, hi - lo);
+        snprintf(share, sizeof(share), ", too few for %d local processes, so they split all "
+                 "%d cores (near first): this process takes %d", s, cl.n, hi - lo);
     } else {
         lo = cl.n ? r % cl.n : 0;
         hi = cl.n ? lo + 1 : 0;
-        snprintf(share, sizeof(share), "; OVERSUBSCRIBED: %d local processes on %d cores, "
-                 "rank %d shares one", s, cl.n, r);
+        snprintf(share, sizeof(share), ", OVERSUBSCRIBED: %d local processes on %d cores, "
+                 "this one shares CPU %d", s, cl.n, cl.n ? cl.cpu[lo] : -1);
     }
     p->pub.ncpus = hi - lo;
     p->cpu = calloc((size_t)(hi > lo ? hi - lo : 1), sizeof(int));
@@ -627,7 +627,7 @@ int shoal__plan_make(hwloc_topology_t t, bool own, const shoal_config_t *cfg,
     }
     slots_text(p->cpu, p->pub.ncpus, p->pub.cpus, sizeof(p->pub.cpus));
     size_t l = strlen(p->pub.why);
-    snprintf(p->pub.why + l, sizeof(p->pub.why) - l, " (local rank %d of %d: %s)",
+    snprintf(p->pub.why + l, sizeof(p->pub.why) - l, "; local rank %d of %d (%s)",
              p->pub.local_rank, p->pub.local_size, src);
     return 0;
 }
