@@ -608,6 +608,11 @@ int shoal__plan_make(hwloc_topology_t t, bool own, const shoal_config_t *cfg,
     hwloc_bitmap_and(near, near, pool);
     if (hwloc_bitmap_iszero(near)) {
         /* None of the device's CPUs may be used. */
+        if (known) {
+            size_t l = strlen(p->pub.locality);
+            snprintf(p->pub.locality + l, sizeof(p->pub.locality) - l,
+                     "; none of them usable here");
+        }
         hwloc_bitmap_copy(near, pool);
         known = 0;
     }

@@ -491,6 +491,22 @@ static void test_bind_auto_here(void)
     shoal_ctx_destroy(ctx);
 }
 
+/* The UCX provider names its netdev (UCX_NET_DEVICES); placement follows
+ * it.  "lo" has no PCI locality: the whole machine, said so. */
+static void test_ucx_netdev_here(void)
+{
+    shoal_ctx_t *ctx = NULL;
+    setenv("UCX_NET_DEVICES", "lo", 1);
+    int rc = make_ctx("auto", &ctx);
+    unsetenv("UCX_NET_DEVICES");
+    CU_ASSERT_EQUAL_FATAL(rc, 0);
+    const shoal_placement_t *pl = shoal_ctx_placement(ctx);
+    CU_ASSERT_STRING_EQUAL(pl->device, "lo");
+    CU_ASSERT_PTR_NOT_NULL(strstr(pl->locality, "'lo' has no PCI locality"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(pl->why, "locality of lo unknown"));
+    shoal_ctx_destroy(ctx);
+}
+
 static void test_bind_none_here(void)
 {
     char before[64], after[64];
@@ -689,6 +705,7 @@ int main(void)
     CU_pSuite h = CU_add_suite("topo (this machine)", init_here, fini_here);
     CU_add_test(h, "SHOAL_BIND=<cpu>: the thread runs there", test_bind_list_here);
     CU_add_test(h, "SHOAL_BIND=auto: one thread per core", test_bind_auto_here);
+    CU_add_test(h, "UCX: placement follows UCX_NET_DEVICES", test_ucx_netdev_here);
     CU_add_test(h, "SHOAL_BIND=none binds nothing", test_bind_none_here);
     CU_add_test(h, "impossible SHOAL_BIND fails ctx_create", test_bind_impossible_here);
     CU_add_test(h, "shoal_alloc on the device's NUMA node", test_alloc_numa_here);
