@@ -113,6 +113,15 @@ int shoal__topo_load(const char *xml, bool io, hwloc_topology_t *tp, char *err,
     }
     if (io)
         hwloc_topology_set_io_types_filter(t, HWLOC_TYPE_FILTER_KEEP_IMPORTANT);
+    /* The Linux backend finds PCI devices and their netdevs/RDMA devices in
+     * sysfs by itself.  The plugins would add device names from libpciaccess
+     * (~570 MB of RSS and a leak under ASan) and initialise GPU stacks
+     * (OpenCL, CUDA, ...), which a transport library has no business doing. */
+    static const char *const skip[] = {"pci", "opencl", "gl", "cuda", "nvml", "rsmi",
+                                       "levelzero"};
+    for (size_t i = 0; i < sizeof(skip) / sizeof(skip[0]); i++)
+        (void)hwloc_topology_set_components(t, HWLOC_TOPOLOGY_COMPONENTS_FLAG_BLACKLIST,
+                                            skip[i]);
     if (xml && hwloc_topology_set_xml(t, xml)) {
         int e = errno ? errno : EINVAL;
         snprintf(err, errlen, "hwloc cannot read the XML topology '%s': %s", xml, strerror(e));
