@@ -216,7 +216,8 @@ const shoal_placement_t *shoal_ctx_placement(const shoal_ctx_t *ctx);
  * CPU @i of the plan (modulo ncpus; a warning is logged once when @n >
  * ncpus, since threads then share cores).  With SHOAL_BIND=none it does
  * nothing and returns 0.  -EINVAL for a bad @i/@n; another negative errno
- * (message in shoal_ctx_errmsg) if the kernel refuses the binding.
+ * (the reason is logged) if the kernel refuses the binding.  Unlike other
+ * calls, several threads may call this on one context at the same time.
  */
 int shoal_bind_thread(shoal_ctx_t *ctx, int i, int n);
 
