@@ -204,6 +204,7 @@ static int verbs_ctx_init(shoal_ctx_t *ctx)
      * each one checks that a QP event names one of its own QPs.) */
     (void)set_nonblock(v->verbs->async_fd);
     ctx->priv = v;
+    snprintf(ctx->device, sizeof(ctx->device), "%s", dc.name);
     snprintf(ctx->describe, sizeof(ctx->describe), "verbs (%s:%u, %s, mtu %u)", dc.name,
              dc.port, dc.roce ? (dc.v2 ? "RoCE v2" : "RoCE v1") : "InfiniBand", dc.mtu);
     return 0;
