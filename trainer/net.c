@@ -3,6 +3,7 @@
  */
 #include "net.h"
 
+#include <cblas.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -25,6 +26,25 @@ int net_ctx(shoal_ctx_t **ctx, char *err, size_t errlen)
     if (rc)
         snprintf(err, errlen, "cannot open a transport: %s", shoal_strerror(rc));
     return rc;
+}
+
+void net_place_compute(shoal_ctx_t *ctx, const struct train_cfg *c)
+{
+    const shoal_placement_t *pl = shoal_ctx_placement(ctx);
+    int n = c->threads;
+    if (pl && pl->policy != SHOAL_BIND_NONE && pl->ncpus > 0 && n > pl->ncpus)
+        n = pl->ncpus;
+    openblas_set_num_threads(n);
+    /* OpenBLAS's own threads inherit the caller's mask: bind only when the
+     * work is this one thread. */
+    if (n == 1 && pl && pl->policy != SHOAL_BIND_NONE)
+        shoal_bind_thread(ctx, 0, 1);
+}
+
+const char *net_placement(const shoal_ctx_t *ctx)
+{
+    const shoal_placement_t *pl = shoal_ctx_placement(ctx);
+    return pl && pl->why[0] ? pl->why : "none";
 }
 
 static void sleep_ms(int ms)

@@ -12,6 +12,17 @@
 /* A context configured from SHOAL_* (errors explained in err). */
 int net_ctx(shoal_ctx_t **ctx, char *err, size_t errlen);
 
+/*
+ * Place this process's compute: OpenBLAS gets --threads, but no more
+ * than the cores libshoal's placement plan (SHOAL_BIND) gives this
+ * process, and with one thread the calling thread is bound to the plan's
+ * first core.
+ */
+void net_place_compute(shoal_ctx_t *ctx, const struct train_cfg *c);
+
+/* One line about the placement in force, for the banner. */
+const char *net_placement(const shoal_ctx_t *ctx);
+
 /* Where server 0 listens: --coordinator, or the --rendezvous file (waited
  * for until the connect timeout). */
 int net_coordinator(const struct train_cfg *c, char *host, size_t hostlen, uint16_t *port,

@@ -622,6 +622,7 @@ int server_main(const struct train_cfg *c)
     s->inject_torn = inj && strcmp(inj, "torn") == 0;
     if ((rc = net_ctx(&s->ctx, s->err, sizeof(s->err))))
         goto out;
+    net_place_compute(s->ctx, c);
     const char *bind_host = c->host;
     uint16_t port = 0;
     if (s->index == 0 && !c->rendezvous[0]) {

@@ -385,6 +385,7 @@ int worker_main(const struct train_cfg *c)
     }
     if ((rc = net_ctx(&w->ctx, w->err, sizeof(w->err))))
         goto out;
+    net_place_compute(w->ctx, c);
     rc = shoal_mr_reg(w->ctx, w->grad, w->m.nparams * sizeof(float), 0, &w->gmr);
     if (rc) {
         wfail(w, "registering the gradient: %s", shoal_ctx_errmsg(w->ctx));
@@ -407,9 +408,10 @@ int worker_main(const struct train_cfg *c)
             goto out;
         rep_open = true;
         fprintf(stderr, "shoal-train: %s, %zu parameters, %d servers, batch %d per worker, "
-                "%d iterations per epoch, over %s (OpenBLAS %s)\n", label, w->m.nparams,
-                c->servers, c->batch, iters, shoal_ctx_describe(w->ctx),
-                openblas_get_corename());
+                "%d iterations per epoch, over %s (OpenBLAS %s, %d thread%s; placement: %s)\n",
+                label, w->m.nparams, c->servers, c->batch, iters, shoal_ctx_describe(w->ctx),
+                openblas_get_corename(), openblas_get_num_threads(),
+                openblas_get_num_threads() == 1 ? "" : "s", net_placement(w->ctx));
     }
     uint32_t k = 0;
     double acc = 0, tloss = 0;
