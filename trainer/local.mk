@@ -16,3 +16,19 @@ bin_PROGRAMS += trainer/shoal-train
 trainer_shoal_train_SOURCES = trainer/main.c
 trainer_shoal_train_CFLAGS = $(AM_CFLAGS) $(OPENBLAS_CFLAGS)
 trainer_shoal_train_LDADD = trainer/libtrain.la
+
+# ---- tests of the trainer ---------------------------------------------------
+check_PROGRAMS += tests/trainer/test-trainer
+tests_trainer_test_trainer_SOURCES = tests/trainer/test-trainer.c tests/cu.h
+tests_trainer_test_trainer_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/trainer -I$(top_srcdir)/tests
+tests_trainer_test_trainer_CFLAGS = $(AM_CFLAGS) $(CUNIT_CFLAGS) $(OPENBLAS_CFLAGS)
+tests_trainer_test_trainer_LDADD = trainer/libtrain.la $(CUNIT_LIBS)
+TESTS += tests/trainer/test-trainer
+
+# Whole jobs: real processes on loopback (tools/shoal-run, mpirun).
+TRAINER_JOB_TESTS = tests/trainer/bsp-single.sh tests/trainer/modes.sh \
+	tests/trainer/torn.sh tests/trainer/mpirun.sh tests/trainer/bad-input.sh \
+	tests/trainer/libsvm.sh
+TESTS += $(TRAINER_JOB_TESTS)
+EXTRA_DIST += $(TRAINER_JOB_TESTS) tests/trainer/lib.sh
+dist_bin_SCRIPTS += tools/shoal-run tools/shoal-plot
