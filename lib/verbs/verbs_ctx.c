@@ -139,8 +139,6 @@ static void ctx_free(struct verbs_ctx *v)
         ibv_destroy_comp_channel(v->cch);
     if (v->pd)
         ibv_dealloc_pd(v->pd);
-    if (v->devs)
-        rdma_free_devices(v->devs);
     if (v->ech)
         rdma_destroy_event_channel(v->ech);
     free(v);
@@ -171,11 +169,19 @@ static int verbs_ctx_init(shoal_ctx_t *ctx)
         ctx_free(v);
         return shoal__fail(ctx, rc, "verbs: rdma_cm channel: %s", strerror(-rc));
     }
+    /* librdmacm's device context: every rdma_cm id on the device uses it,
+     * so our PD and CQs must too.  librdmacm keeps it open for the life of
+     * the process, so the list is released at once: holding it would keep
+     * librdmacm's own PD for the device allocated after the last rdma_cm
+     * id is gone (rdma_free_devices drops the reference without freeing
+     * it), one PD leaked per process as counted by `rdma resource`. */
     int n = 0;
-    v->devs = rdma_get_devices(&n);
-    for (int i = 0; v->devs && i < n; i++)
-        if (strcmp(ibv_get_device_name(v->devs[i]->device), dc.name) == 0)
-            v->verbs = v->devs[i];
+    struct ibv_context **devs = rdma_get_devices(&n);
+    for (int i = 0; devs && i < n; i++)
+        if (strcmp(ibv_get_device_name(devs[i]->device), dc.name) == 0)
+            v->verbs = devs[i];
+    if (devs)
+        rdma_free_devices(devs);
     if (!v->verbs) {
         ctx_free(v);
         return shoal__fail(ctx, -ENODEV, "verbs: rdma_cm does not know device %s", dc.name);
@@ -190,10 +196,9 @@ static int verbs_ctx_init(shoal_ctx_t *ctx)
     v->cch = v->pd ? ibv_create_comp_channel(v->verbs) : NULL;
     if (!v->pd || !v->cch) {
         rc = errno ? -errno : -ENOMEM;
+        const char *what = v->pd ? "ibv_create_comp_channel" : "ibv_alloc_pd";
         ctx_free(v);
-        return shoal__fail(ctx, rc, "verbs: %s on %s: %s",
-                           v->pd ? "ibv_create_comp_channel" : "ibv_alloc_pd", dc.name,
-                           strerror(-rc));
+        return shoal__fail(ctx, rc, "verbs: %s on %s: %s", what, dc.name, strerror(-rc));
     }
     if ((rc = set_nonblock(v->cch->fd))) {
         ctx_free(v);

@@ -256,6 +256,8 @@ static shoal_ep_t *ep_event(shoal_ctx_t *ctx, struct verbs_ep *ve, const struct 
     shoal_ep_t *ep = ve->ep;
     struct verbs_ctx *v = verbs_ctx(ctx);
     char why[200];
+    shoal__debug(ctx, "verbs: %s on %s (%s, status %d)", rdma_event_str(e->type), ep->peer,
+                 ve->listener ? "pending" : "endpoint", e->status);
     switch (e->type) {
     case RDMA_CM_EVENT_ADDR_RESOLVED:
         set_ack_timeout(ve);

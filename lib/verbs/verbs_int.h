@@ -46,7 +46,6 @@ enum { VOBJ_EP = 0x45505645, VOBJ_LISTENER = 0x4c535456 };
 
 struct verbs_ctx {
     struct rdma_event_channel *ech;
-    struct ibv_context **devs;     /* rdma_get_devices() list */
     struct ibv_context *verbs;     /* the device in use (librdmacm's context) */
     struct ibv_pd *pd;
     struct ibv_comp_channel *cch;
