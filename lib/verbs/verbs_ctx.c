@@ -257,7 +257,7 @@ static void deliver(struct verbs_ep *ve, const struct verbs_arrival *a)
 int verbs_deliver_held(struct verbs_ep *ve)
 {
     int n = 0;
-    while (ve->held_count && ve->sq_done >= ve->held[ve->held_head].barrier) {
+    while (ve->held_count && ve->ops_done >= ve->held[ve->held_head].barrier) {
         struct verbs_arrival a = ve->held[ve->held_head];
         ve->held_head = (ve->held_head + 1) % ve->rq_depth;
         ve->held_count--;
@@ -279,10 +279,10 @@ static void recv_done(struct verbs_ep *ve, const struct ibv_wc *wc)
         }
         return;
     }
-    struct verbs_arrival a = {.barrier = ve->sq_posted, .slot = (uint32_t)(wc->wr_id >> 1),
+    struct verbs_arrival a = {.barrier = ve->ops_posted, .slot = (uint32_t)(wc->wr_id >> 1),
                               .len = wc->byte_len, .imm = ntohl(wc->imm_data),
                               .is_imm = wc->opcode == IBV_WC_RECV_RDMA_WITH_IMM};
-    if (!ve->held_count && ve->sq_done >= a.barrier) {
+    if (!ve->held_count && ve->ops_done >= a.barrier) {
         deliver(ve, &a);
         return;
     }
@@ -318,7 +318,7 @@ int verbs_poll_ep(struct verbs_ep *ve)
                 verbs_qp_error(ve);
                 shoal__ep_failed(ve->ep, st, "operation failed: %s", why);
             }
-            verbs_sq_complete(ve, st, why);
+            verbs_sq_retire(ve, wc[i].wr_id >> 1, st, why);
         }
         total += n;
     } while (n == 32 && total < 1024);

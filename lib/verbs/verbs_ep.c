@@ -59,7 +59,9 @@ static int qp_setup(struct verbs_ep *ve)
                            v->devname);
     unsigned maxwr = (unsigned)v->dattr.max_qp_wr;
     ve->rq_depth = VERBS_RQ_DEPTH < maxwr ? VERBS_RQ_DEPTH : maxwr;
-    ve->sq_cap = (unsigned)ctx->cfg.queue_depth + 8;
+    /* Room for queue_depth ops, a split transfer, and the unsignaled WRs
+     * a trailing run may still hold. */
+    ve->sq_cap = (unsigned)ctx->cfg.queue_depth + VERBS_MAX_CHUNKS + VERBS_SIGNAL_EVERY;
     if (ve->sq_cap > maxwr)
         ve->sq_cap = maxwr;
     unsigned cqe = ve->sq_cap + ve->rq_depth;
@@ -177,7 +179,7 @@ static void drain_before_failure(struct verbs_ep *ve)
 {
     uint64_t deadline = shoal__now_ms() + VERBS_DRAIN_MS;
     verbs_poll_ep(ve);
-    while ((ve->recv_posted || ve->sq_count) && shoal__now_ms() < deadline)
+    while ((ve->recv_posted || verbs_ops_pending(ve)) && shoal__now_ms() < deadline)
         verbs_poll_ep(ve);
 }
 
@@ -489,23 +491,24 @@ void verbs_ep_close(shoal_ep_t *ep)
     shoal__list_del(&ve->pnode);
     if (ve->qp) {
         /* A healthy connection first lets its operations finish. */
-        if (!ve->qp_err && ve->sq_count) {
+        if (!ve->qp_err && verbs_ops_pending(ve)) {
             uint64_t deadline = shoal__now_ms() + (uint64_t)ctx->cfg.connect_timeout_ms;
-            while (ve->sq_count && !ve->qp_err && shoal__now_ms() < deadline)
+            while (verbs_ops_pending(ve) && !ve->qp_err && shoal__now_ms() < deadline)
                 verbs_poll_ep(ve);
         }
         if (ve->established)
             rdma_disconnect(ve->id);
         verbs_qp_error(ve);
-        /* Flush: everything posted completes, with IBV_WC_WR_FLUSH_ERR. */
+        /* Flush: every WR not yet executed completes, with
+         * IBV_WC_WR_FLUSH_ERR.  (Unsignaled WRs that did execute leave no
+         * completion; the mirror entries left at the end are theirs.) */
         uint64_t deadline = shoal__now_ms() + 2000;
-        while ((ve->sq_count || ve->recv_posted) && shoal__now_ms() < deadline)
+        while ((verbs_ops_pending(ve) || ve->recv_posted) && shoal__now_ms() < deadline)
             verbs_poll_ep(ve);
-        if (ve->sq_count)
-            shoal__warn(ctx, "verbs: %u operations on %s did not flush; canceling them",
-                        ve->sq_count, ep->peer);
-        while (ve->sq_count)
-            verbs_sq_complete(ve, -ECANCELED, "endpoint closed");
+        if (verbs_ops_pending(ve))
+            shoal__warn(ctx, "verbs: %llu operations on %s did not flush; canceling them",
+                        (unsigned long long)(ve->ops_posted - ve->ops_done), ep->peer);
+        verbs_sq_cancel(ve, -ECANCELED, "endpoint closed");
         rdma_destroy_qp(ve->id);
         ve->qp = NULL;
     }
