@@ -7,6 +7,9 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,11 +18,26 @@
 
 /* ---- device choice ------------------------------------------------------- */
 
+/*
+ * The GID.  On InfiniBand it is index 0.  On RoCE each IP address of the
+ * netdev appears as a GID, once per RoCE version; rdma_cm picks the one
+ * matching the address a connection is bound to, with the version set in
+ * the kernel's configfs (default_roce_mode, RoCE v2 on current kernels).
+ * Here we choose, and report, the GID a port is usable with: type RoCE v2
+ * (routable, UDP/IP) preferred over v1, an IPv4-mapped address preferred
+ * over IPv6, link-local addresses skipped, and the address checked to be
+ * on the GID's netdev right now (a GID table can briefly hold an address
+ * that was removed).  Each connection then checks that rdma_cm used a GID
+ * of that type (verbs_check_path in verbs_ep.c).
+ */
 struct dev_choice {
     char name[64];
     uint8_t port;
-    unsigned mtu;
+    unsigned mtu;                  /* the port's active MTU, bytes */
     bool roce, v2;
+    int gid_index;
+    char gid_addr[INET6_ADDRSTRLEN];
+    char ndev[IF_NAMESIZE];
 };
 
 static unsigned mtu_bytes(enum ibv_mtu m)
@@ -27,30 +45,109 @@ static unsigned mtu_bytes(enum ibv_mtu m)
     return m >= IBV_MTU_256 && m <= IBV_MTU_4096 ? 128u << m : 0;
 }
 
-/* Does @port of @c have an ACTIVE state and a non-zero GID? */
-static bool port_usable(struct ibv_context *c, uint8_t port, struct dev_choice *dc)
+/* Is @addr (an IPv4 or IPv6 address, in GID form) assigned to the netdev
+ * with index @ifindex?  Writes it as text into @out. */
+static bool gid_ip_on_netdev(const struct ifaddrs *ifs, const union ibv_gid *gid,
+                             unsigned ifindex, bool *v4, char *out, size_t outlen)
+{
+    static const uint8_t v4_prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    *v4 = memcmp(gid->raw, v4_prefix, 12) == 0;
+    if (!*v4 && gid->raw[0] == 0xfe && (gid->raw[1] & 0xc0) == 0x80)
+        return false; /* IPv6 link-local: not reachable by an IP address alone */
+    inet_ntop(*v4 ? AF_INET : AF_INET6, *v4 ? gid->raw + 12 : gid->raw, out, (socklen_t)outlen);
+    for (const struct ifaddrs *a = ifs; a; a = a->ifa_next) {
+        if (!a->ifa_addr || if_nametoindex(a->ifa_name) != ifindex)
+            continue;
+        if (*v4 && a->ifa_addr->sa_family == AF_INET &&
+            memcmp(&((const struct sockaddr_in *)a->ifa_addr)->sin_addr, gid->raw + 12, 4) == 0)
+            return true;
+        if (!*v4 && a->ifa_addr->sa_family == AF_INET6 &&
+            memcmp(&((const struct sockaddr_in6 *)a->ifa_addr)->sin6_addr, gid->raw, 16) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Choose the RoCE GID of @port (see above).  0, or -ENODEV with @why. */
+static int choose_roce_gid(struct ibv_context *c, uint8_t port, const struct ibv_port_attr *pa,
+                           struct dev_choice *dc, char *why, size_t whylen)
+{
+    size_t max = pa->gid_tbl_len > 0 ? (size_t)pa->gid_tbl_len * 4 : 16;
+    struct ibv_gid_entry *ge = calloc(max, sizeof(*ge));
+    struct ifaddrs *ifs = NULL;
+    if (!ge || getifaddrs(&ifs)) {
+        free(ge);
+        snprintf(why, whylen, "out of memory reading the GID table");
+        return -ENODEV;
+    }
+    ssize_t n = ibv_query_gid_table(c, ge, max, 0);
+    if (n < 0) {
+        /* Older kernels: one query per index. */
+        size_t k = 0;
+        for (int i = 0; i < pa->gid_tbl_len && k < max; i++)
+            if (ibv_query_gid_ex(c, port, (uint32_t)i, &ge[k], 0) == 0)
+                k++;
+        n = (ssize_t)k;
+    }
+    int best = -1, best_score = 0;
+    unsigned seen = 0;
+    for (ssize_t i = 0; i < n; i++) {
+        if (ge[i].port_num != port)
+            continue;
+        seen++;
+        bool v4, v2 = ge[i].gid_type == IBV_GID_TYPE_ROCE_V2;
+        char addr[INET6_ADDRSTRLEN];
+        if (!gid_ip_on_netdev(ifs, &ge[i].gid, ge[i].ndev_ifindex, &v4, addr, sizeof(addr)))
+            continue;
+        int score = (v2 ? 2 : 0) + (v4 ? 1 : 0) + 1;
+        if (score > best_score) {
+            best = (int)i;
+            best_score = score;
+            snprintf(dc->gid_addr, sizeof(dc->gid_addr), "%s", addr);
+        }
+    }
+    int rc = 0;
+    if (best < 0) {
+        snprintf(why, whylen, "port %u has %u GIDs, none with an IP address of its netdev "
+                 "(give the netdev an address)", port, seen);
+        rc = -ENODEV;
+    } else {
+        dc->gid_index = (int)ge[best].gid_index;
+        dc->v2 = ge[best].gid_type == IBV_GID_TYPE_ROCE_V2;
+        if (!if_indextoname(ge[best].ndev_ifindex, dc->ndev))
+            snprintf(dc->ndev, sizeof(dc->ndev), "?");
+    }
+    freeifaddrs(ifs);
+    free(ge);
+    return rc;
+}
+
+/* Is @port of @c ACTIVE with a usable GID?  Fills @dc if so. */
+static bool port_usable(struct ibv_context *c, uint8_t port, struct dev_choice *dc, char *why,
+                        size_t whylen)
 {
     struct ibv_port_attr pa;
-    if (ibv_query_port(c, port, &pa) || pa.state != IBV_PORT_ACTIVE)
+    if (ibv_query_port(c, port, &pa) || pa.state != IBV_PORT_ACTIVE) {
+        snprintf(why, whylen, "port %u is not ACTIVE", port);
         return false;
-    bool gid_ok = false, v2 = false;
-    int n = pa.gid_tbl_len < 16 ? pa.gid_tbl_len : 16;
-    for (int i = 0; i < n; i++) {
-        struct ibv_gid_entry ge;
-        if (ibv_query_gid_ex(c, port, (uint32_t)i, &ge, 0))
-            continue;
-        static const uint8_t zero[16];
-        if (memcmp(ge.gid.raw, zero, 16) == 0)
-            continue;
-        gid_ok = true;
-        v2 |= ge.gid_type == IBV_GID_TYPE_ROCE_V2;
     }
-    if (!gid_ok)
-        return false;
+    dc->roce = pa.link_layer == IBV_LINK_LAYER_ETHERNET;
+    if (dc->roce) {
+        if (choose_roce_gid(c, port, &pa, dc, why, whylen))
+            return false;
+    } else {
+        union ibv_gid g;
+        static const uint8_t zero[16];
+        if (ibv_query_gid(c, port, 0, &g) || memcmp(g.raw, zero, 16) == 0) {
+            snprintf(why, whylen, "port %u has no GID", port);
+            return false;
+        }
+        dc->gid_index = 0;
+        inet_ntop(AF_INET6, g.raw, dc->gid_addr, sizeof(dc->gid_addr));
+        dc->ndev[0] = '\0';
+    }
     dc->port = port;
     dc->mtu = mtu_bytes(pa.active_mtu);
-    dc->roce = pa.link_layer == IBV_LINK_LAYER_ETHERNET;
-    dc->v2 = v2;
     return true;
 }
 
@@ -83,6 +180,7 @@ static int choose_device(const shoal_config_t *cfg, struct dev_choice *dc, char 
     }
     int rc = -ENODEV;
     bool named_found = false;
+    char portwhy[160] = "";
     for (int i = 0; i < num && rc; i++) {
         const char *name = ibv_get_device_name(list[i]);
         if (want[0] && strcmp(want, name) != 0)
@@ -96,7 +194,7 @@ static int choose_device(const shoal_config_t *cfg, struct dev_choice *dc, char 
             for (unsigned p = 1; p <= da.phys_port_cnt && rc; p++) {
                 if (want_port && p != want_port)
                     continue;
-                if (port_usable(c, (uint8_t)p, dc)) {
+                if (port_usable(c, (uint8_t)p, dc, portwhy, sizeof(portwhy))) {
                     snprintf(dc->name, sizeof(dc->name), "%s", name);
                     rc = 0;
                 }
@@ -109,13 +207,15 @@ static int choose_device(const shoal_config_t *cfg, struct dev_choice *dc, char 
         if (want[0] && !named_found)
             snprintf(why, whylen, "SHOAL_DEVICE '%s': no such RDMA device", cfg->device);
         else if (want[0])
-            snprintf(why, whylen, "RDMA device '%s' has no ACTIVE port with a GID",
-                     cfg->device);
+            snprintf(why, whylen, "RDMA device '%s' has no usable port%s%s", cfg->device,
+                     portwhy[0] ? ": " : "", portwhy);
         else
-            snprintf(why, whylen, "%d RDMA device(s), none with an ACTIVE port and a GID", num);
+            snprintf(why, whylen, "%d RDMA device(s), none with an ACTIVE port and a usable "
+                     "GID%s%s%s", num, portwhy[0] ? " (last: " : "", portwhy,
+                     portwhy[0] ? ")" : "");
         return -ENODEV;
     }
-    snprintf(why, whylen, "%s:%u active", dc->name, dc->port);
+    snprintf(why, whylen, "%s:%u active, GID index %d", dc->name, dc->port, dc->gid_index);
     return 0;
 }
 
@@ -208,9 +308,21 @@ static int verbs_ctx_init(shoal_ctx_t *ctx)
      * context is librdmacm's, shared by every shoal context of the process;
      * each one checks that a QP event names one of its own QPs.) */
     (void)set_nonblock(v->verbs->async_fd);
+    v->gid_index = dc.gid_index;
+    v->roce = dc.roce;
+    v->gid_v2 = dc.v2;
+    v->active_mtu = dc.mtu;
     ctx->priv = v;
-    snprintf(ctx->describe, sizeof(ctx->describe), "verbs (%s:%u, %s, mtu %u)", dc.name,
-             dc.port, dc.roce ? (dc.v2 ? "RoCE v2" : "RoCE v1") : "InfiniBand", dc.mtu);
+    const char *kind = dc.roce ? (dc.v2 ? "RoCE v2" : "RoCE v1") : "InfiniBand";
+    snprintf(ctx->describe, sizeof(ctx->describe), "verbs (%s:%u, %s GID %d %s%s%s, mtu %u)",
+             dc.name, dc.port, kind, dc.gid_index, dc.gid_addr, dc.ndev[0] ? " on " : "",
+             dc.ndev, dc.mtu);
+    shoal__info(ctx, "verbs: %s port %u: %s GID index %d (%s%s%s), active MTU %u", dc.name,
+                dc.port, kind, dc.gid_index, dc.gid_addr, dc.ndev[0] ? " on " : "", dc.ndev,
+                dc.mtu);
+    if (dc.roce && !dc.v2)
+        shoal__warn(ctx, "verbs: %s port %u has no RoCE v2 GID with an IP address; RoCE v1 "
+                    "is not routable beyond the local link", dc.name, dc.port);
     return 0;
 }
 

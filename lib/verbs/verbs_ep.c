@@ -130,6 +130,48 @@ static void set_rnr_timer(struct verbs_ep *ve)
         shoal__debug(ve->ep->ctx, "verbs: setting min_rnr_timer: %s", strerror(errno));
 }
 
+/*
+ * Once a connection is up: which GID and path MTU did rdma_cm give the QP?
+ * rdma_cm takes the GID of the address the connection is bound to, with
+ * the RoCE version from the kernel's configfs, and the path MTU as the
+ * smaller of the port's active MTU and what the netdev's MTU allows.  Log
+ * both; warn (once per context) when a RoCE v1 GID was used although the
+ * port has a RoCE v2 one, since v1 does not cross an IP router.
+ */
+static void verbs_check_path(struct verbs_ep *ve)
+{
+    shoal_ctx_t *ctx = ve->ep->ctx;
+    struct verbs_ctx *v = verbs_ctx(ctx);
+    struct ibv_qp_attr a;
+    struct ibv_qp_init_attr ia;
+    if (ibv_query_qp(ve->qp, &a, IBV_QP_AV | IBV_QP_PATH_MTU, &ia)) {
+        shoal__debug(ctx, "verbs: ibv_query_qp: %s", strerror(errno));
+        return;
+    }
+    unsigned mtu = a.path_mtu >= IBV_MTU_256 && a.path_mtu <= IBV_MTU_4096
+                       ? 128u << a.path_mtu : 0;
+    ve->path_mtu = mtu;
+    const char *type = "InfiniBand";
+    struct ibv_gid_entry ge;
+    if (v->roce) {
+        type = "RoCE ?";
+        if (ibv_query_gid_ex(v->verbs, ve->id->port_num, a.ah_attr.grh.sgid_index, &ge, 0) == 0)
+            type = ge.gid_type == IBV_GID_TYPE_ROCE_V2 ? "RoCE v2" : "RoCE v1";
+        if (v->gid_v2 && strcmp(type, "RoCE v1") == 0 && !v->warned_gid) {
+            v->warned_gid = true;
+            shoal__warn(ctx, "verbs: rdma_cm used RoCE v1 GID index %u for %s although RoCE v2 "
+                        "is available (index %d); set /sys/kernel/config/rdma_cm/%s/ports/%u/"
+                        "default_roce_mode to \"RoCE v2\"", a.ah_attr.grh.sgid_index,
+                        ve->ep->peer, v->gid_index, v->devname, ve->id->port_num);
+        }
+    }
+    shoal__debug(ctx, "verbs: %s: source GID index %u (%s), path MTU %u (port active MTU %u)",
+                 ve->ep->peer, a.ah_attr.grh.sgid_index, type, mtu, v->active_mtu);
+    if (mtu > v->active_mtu)
+        shoal__warn(ctx, "verbs: %s: path MTU %u above the port's active MTU %u",
+                    ve->ep->peer, mtu, v->active_mtu);
+}
+
 static struct verbs_ep *ve_new(shoal_ep_t *ep)
 {
     struct verbs_ep *ve = calloc(1, sizeof(*ve));
@@ -289,6 +331,7 @@ static shoal_ep_t *ep_event(shoal_ctx_t *ctx, struct verbs_ep *ve, const struct 
                 return ep;
             ve->established = true;
             set_rnr_timer(ve);
+            verbs_check_path(ve);
             shoal__ep_connected(ep);
             shoal__listener_ready(l, ep);
             break;
@@ -307,6 +350,7 @@ static shoal_ep_t *ep_event(shoal_ctx_t *ctx, struct verbs_ep *ve, const struct 
         }
         ve->established = true;
         set_rnr_timer(ve);
+        verbs_check_path(ve);
         shoal__ep_connected(ep);
         break;
     case RDMA_CM_EVENT_REJECTED:

@@ -62,6 +62,10 @@ struct verbs_ctx {
     struct ibv_comp_channel *cch;
     struct ibv_device_attr dattr;
     uint8_t port;
+    int gid_index;                 /* the GID chosen for the port (see verbs_ctx.c) */
+    bool roce, gid_v2;             /* Ethernet link layer; that GID is RoCE v2 */
+    bool warned_gid;               /* warned once that rdma_cm used another type */
+    unsigned active_mtu;           /* the port's active MTU, bytes */
     uint32_t max_msg_sz;
     char devname[64];
     struct shoal_list eps;         /* every verbs_ep */
@@ -86,6 +90,7 @@ struct verbs_ep {
     struct ibv_mr *smr;
     unsigned sfree[VERBS_NBOUNCE], nsfree;
     uint32_t max_inline;
+    unsigned path_mtu;             /* bytes, as rdma_cm set it (verbs_check_path) */
     /* mirror of the send queue, one entry per WR not yet retired */
     struct verbs_swr {
         struct shoal_op *op;       /* NULL: completed at post (inline send) */

@@ -89,6 +89,22 @@ static shoal_event_t wait_failed(shoal_ctx_t *ctx, shoal_ep_t *ep, int ms)
     }
 }
 
+/* On RoCE the context must have chosen a RoCE v2 GID; in the soft-RoCE VM,
+ * the one of the test address (rxe0 has v2 GIDs only for its IPv4 address
+ * and its link-local one, which must not be chosen). */
+static void check_gid(shoal_ctx_t *ctx)
+{
+    const char *d = shoal_ctx_describe(ctx);
+    if (!strstr(d, "RoCE"))
+        return;
+    CHECK(strstr(d, "RoCE v2") != NULL, "context: '%s': not RoCE v2", d);
+    if (getenv("SOFTROCE_VM")) {
+        char want[80];
+        snprintf(want, sizeof(want), " %s on ", h_host());
+        CHECK(strstr(d, want) != NULL, "context: '%s': GID of %s not chosen", d, h_host());
+    }
+}
+
 /* ---- write-with-immediate ordering ----------------------------------------- */
 
 /* Round k: NPLAIN plain puts into slots of round k, then one put with
@@ -108,6 +124,8 @@ static size_t slot_len(unsigned k, unsigned j) { return 1 + ((k * 131 + j * 977)
 static void imm_server(struct h_role *r)
 {
     shoal_ctx_t *ctx = h_ctx();
+    check_gid(ctx);
+    fprintf(stderr, "context: %s\n", shoal_ctx_describe(ctx));
     shoal_listener_t *l = h_listen(ctx, r);
     shoal_ep_t *ep;
     CHECK_RC(shoal_accept(l, 30000, &ep), ctx, "accept");
@@ -722,7 +740,7 @@ int main(void)
     if (CU_initialize_registry() != CUE_SUCCESS)
         return 1;
     CU_pSuite s = CU_add_suite("verbs", suite_init, NULL);
-    add(s, "write-with-imm: data of earlier puts visible, posting order",
+    add(s, "RoCE v2 GID; write-with-imm: earlier puts visible, posting order",
                 test_imm_order);
     add(s, "read of a read-only region; forged rights refused by the target",
                 test_access);
