@@ -379,6 +379,14 @@ int verbs_deliver_held(struct verbs_ep *ve)
     return n;
 }
 
+/* A flush we did not cause: the device moved the QP to the error state
+ * (e.g. after the peer's QP failed) without an error completion here. */
+static void flushed_by_device(struct verbs_ep *ve)
+{
+    verbs_qp_error(ve);
+    shoal__ep_failed(ve->ep, -ECONNRESET, "queue pair entered the error state");
+}
+
 static void recv_done(struct verbs_ep *ve, const struct ibv_wc *wc)
 {
     shoal_ep_t *ep = ve->ep;
@@ -388,6 +396,8 @@ static void recv_done(struct verbs_ep *ve, const struct ibv_wc *wc)
             verbs_qp_error(ve);
             shoal__ep_failed(ep, verbs_wc_errno(wc->status), "receive failed: %s",
                              ibv_wc_status_str(wc->status));
+        } else if (!ve->qp_err) {
+            flushed_by_device(ve);
         }
         return;
     }
@@ -429,6 +439,8 @@ int verbs_poll_ep(struct verbs_ep *ve)
             if (wc[i].status && wc[i].status != IBV_WC_WR_FLUSH_ERR) {
                 verbs_qp_error(ve);
                 shoal__ep_failed(ve->ep, st, "operation failed: %s", why);
+            } else if (wc[i].status && !ve->qp_err) {
+                flushed_by_device(ve);
             }
             verbs_sq_retire(ve, wc[i].wr_id >> 1, st, why);
         }
@@ -437,6 +449,39 @@ int verbs_poll_ep(struct verbs_ep *ve)
     return total;
 }
 
+/* Act on an async event for one of our own QPs. */
+static void qp_event(struct verbs_ep *ve, enum ibv_event_type type)
+{
+    if (type == IBV_EVENT_COMM_EST) {
+        /* Data arrived on a QP whose connection rdma_cm has not yet seen
+         * established (the RTU is late or lost): tell it, so it reports
+         * ESTABLISHED now instead of timing the connection out. */
+        if (ve->id && !ve->established)
+            rdma_notify(ve->id, IBV_EVENT_COMM_EST);
+        return;
+    }
+    verbs_qp_error(ve);
+    shoal__ep_failed(ve->ep, -EIO, "queue pair error: %s", ibv_event_type_str(type));
+}
+
+static bool is_ours(struct verbs_ctx *v, const struct verbs_ep *ve)
+{
+    for (struct shoal_list *n = v->eps.next; n != &v->eps; n = n->next)
+        if (shoal__container_of(n, struct verbs_ep, node) == ve)
+            return true;
+    return false;
+}
+
+/*
+ * The async fd belongs to librdmacm's device context, shared by every
+ * shoal context of the process: an event read here may concern another
+ * context's QP.  Such an event is handed to its owner through flags in its
+ * verbs_ep (read by the owner's progress), never acted on here: contexts
+ * may run in different threads.  The verbs_ep is alive while we hold the
+ * event: destroying its QP waits until the event is acknowledged.  Port
+ * and device events reach only the context that reads them; the others'
+ * connections then fail through their own completions or rdma_cm events.
+ */
 static void async_events(shoal_ctx_t *ctx)
 {
     struct verbs_ctx *v = verbs_ctx(ctx);
@@ -446,15 +491,18 @@ static void async_events(shoal_ctx_t *ctx)
         case IBV_EVENT_QP_FATAL:
         case IBV_EVENT_QP_REQ_ERR:
         case IBV_EVENT_QP_ACCESS_ERR:
-            for (struct shoal_list *n = v->eps.next; n != &v->eps; n = n->next) {
-                struct verbs_ep *ve = shoal__container_of(n, struct verbs_ep, node);
-                if (ve->qp == ae.element.qp) {
-                    verbs_qp_error(ve);
-                    shoal__ep_failed(ve->ep, -EIO, "queue pair error: %s",
-                                     ibv_event_type_str(ae.event_type));
-                }
-            }
+        case IBV_EVENT_COMM_EST: {
+            struct verbs_ep *ve = ae.element.qp ? ae.element.qp->qp_context : NULL;
+            if (!ve || ve->kind != VOBJ_EP)
+                break; /* not a shoal QP */
+            if (is_ours(v, ve))
+                qp_event(ve, ae.event_type);
+            else if (ae.event_type == IBV_EVENT_COMM_EST)
+                atomic_store(&ve->async_comm_est, true);
+            else
+                atomic_store(&ve->async_fatal, (int)ae.event_type + 1);
             break;
+        }
         case IBV_EVENT_PORT_ERR:
         case IBV_EVENT_DEVICE_FATAL:
             if (ae.event_type == IBV_EVENT_PORT_ERR && ae.element.port_num != v->port)
@@ -475,14 +523,29 @@ static void async_events(shoal_ctx_t *ctx)
     }
 }
 
+/* Events another context read for our QPs (see async_events). */
+static void handed_over_events(struct verbs_ep *ve)
+{
+    if (atomic_load_explicit(&ve->async_comm_est, memory_order_relaxed) &&
+        atomic_exchange(&ve->async_comm_est, false))
+        qp_event(ve, IBV_EVENT_COMM_EST);
+    int t = atomic_load_explicit(&ve->async_fatal, memory_order_relaxed);
+    if (t && (t = atomic_exchange(&ve->async_fatal, 0)))
+        qp_event(ve, (enum ibv_event_type)(t - 1));
+}
+
 int verbs_progress(shoal_ctx_t *ctx)
 {
     struct verbs_ctx *v = verbs_ctx(ctx);
     int n = 0;
-    for (struct shoal_list *l = v->eps.next; l != &v->eps; l = l->next)
-        n += verbs_poll_ep(shoal__container_of(l, struct verbs_ep, node));
+    for (struct shoal_list *l = v->eps.next; l != &v->eps; l = l->next) {
+        struct verbs_ep *ve = shoal__container_of(l, struct verbs_ep, node);
+        handed_over_events(ve);
+        n += verbs_poll_ep(ve);
+    }
     n += verbs_cm_events(ctx);
     async_events(ctx);
+    verbs_sweep_half_open(ctx);
     return n;
 }
 
@@ -502,6 +565,14 @@ int verbs_wait(shoal_ctx_t *ctx, int timeout_ms)
     }
     if (verbs_progress(ctx))
         return 0;
+    /* Wake for the next half-open connection's deadline. */
+    uint64_t next = verbs_sweep_half_open(ctx);
+    if (next != UINT64_MAX) {
+        uint64_t now = shoal__now_ms();
+        int until = next > now ? (int)(next - now) + 1 : 0;
+        if (timeout_ms < 0 || until < timeout_ms)
+            timeout_ms = until;
+    }
     struct pollfd pfd[3] = {{.fd = v->cch->fd, .events = POLLIN},
                             {.fd = v->ech->fd, .events = POLLIN},
                             {.fd = v->verbs->async_fd, .events = POLLIN}};

@@ -274,6 +274,7 @@ static void connect_request(shoal_ctx_t *ctx, const struct cm_ev *e,
     ve->id = e->id;
     e->id->context = ve;
     ve->listener = vl->l;
+    ve->deadline = shoal__now_ms() + (uint64_t)ctx->cfg.connect_timeout_ms;
     shoal__list_add(&vl->pending, &ve->pnode);
     set_ack_timeout(ve);
     rc = qp_setup(ve);
@@ -437,6 +438,38 @@ int verbs_cm_events(shoal_ctx_t *ctx)
             shoal__ep_discard(discard);
     }
     return n;
+}
+
+/*
+ * Server side: a connection accepted (rdma_accept sent) but never
+ * ESTABLISHED within the connect timeout is dropped, QP and all.  That is
+ * a client that vanished between its request and its RTU: a crashed host
+ * sends no reject, and rdma_cm itself gives up only after its own, much
+ * longer, REP retries.  (A client process that dies is reported sooner:
+ * its kernel rejects, and the REJECTED event discards the endpoint.)
+ * Returns the earliest deadline still pending, or UINT64_MAX.
+ */
+uint64_t verbs_sweep_half_open(shoal_ctx_t *ctx)
+{
+    struct verbs_ctx *v = verbs_ctx(ctx);
+    uint64_t now = shoal__now_ms(), next = UINT64_MAX;
+    struct shoal_list *n = v->eps.next;
+    while (n != &v->eps) {
+        struct verbs_ep *ve = shoal__container_of(n, struct verbs_ep, node);
+        n = n->next; /* discarding ve unlinks only ve */
+        if (!ve->listener)
+            continue;
+        if (now < ve->deadline) {
+            next = ve->deadline < next ? ve->deadline : next;
+            continue;
+        }
+        shoal__warn(ctx, "verbs: connection from %s not established within %d ms; dropped",
+                    ve->ep->peer, ctx->cfg.connect_timeout_ms);
+        shoal__list_del(&ve->pnode);
+        ve->listener = NULL;
+        shoal__ep_discard(ve->ep);
+    }
+    return next;
 }
 
 /* ---- listener ------------------------------------------------------------------ */

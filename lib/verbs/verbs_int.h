@@ -35,6 +35,8 @@
 #ifndef SHOAL_VERBS_INT_H
 #define SHOAL_VERBS_INT_H
 
+#include <stdatomic.h>
+
 #include <infiniband/verbs.h>
 #include <rdma/rdma_cma.h>
 
@@ -80,6 +82,7 @@ struct verbs_ep {
     bool cq_armed;
     struct shoal_list node;        /* on verbs_ctx.eps */
     shoal_listener_t *listener;    /* server side, until established */
+    uint64_t deadline;             /* ... which must happen before this (ms) */
     struct shoal_list pnode;       /* on verbs_listener.pending then */
     /* receive ring */
     uint8_t *rbuf;
@@ -110,6 +113,11 @@ struct verbs_ep {
     unsigned held_head, held_count;
     /* connection state */
     bool established, qp_err, timeout_set;
+    /* Async events on this QP read by another context of the process
+     * (they share librdmacm's device and its async fd): set there, acted
+     * on by the owner's progress.  Event type + 1, or 0. */
+    _Atomic int async_fatal;
+    _Atomic bool async_comm_est;
     int cm_err;                    /* connect failed: negative errno */
     char why[160];
 };
@@ -138,6 +146,7 @@ int verbs_connect(shoal_ep_t *ep, const char *host, uint16_t port);
 void verbs_ep_close(shoal_ep_t *ep);
 void verbs_qp_error(struct verbs_ep *ve);
 int verbs_post_recv(struct verbs_ep *ve, unsigned slot);
+uint64_t verbs_sweep_half_open(shoal_ctx_t *ctx);
 
 /* verbs_ops.c */
 int verbs_put(shoal_ep_t *ep, struct shoal_op *op, shoal_mr_t *lmr, size_t loff,

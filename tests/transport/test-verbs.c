@@ -25,7 +25,9 @@
  * library (libshoal_impl) for the descriptor and hello formats, and
  * librdmacm for the half-open test's raw client.
  */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -697,6 +699,114 @@ static void test_backpressure(void)
     CU_ASSERT_EQUAL(h_run(bp_server, bp_client, 1, NULL, 120), 0);
 }
 
+/* ---- half-open connections on the server ------------------------------------- */
+
+/* arg: how the raw client vanishes after its connect request. */
+enum { HALF_SILENT = 0, HALF_KILLED = 1 };
+#define HALF_TIMEOUT_MS 1500
+
+/* A client written against librdmacm directly: resolve, create a QP, send
+ * a valid shoal hello with rdma_connect(), then never read its events, so
+ * it never sends the RTU that would establish the connection -- what a
+ * host that crashed at that moment looks like.  Or it dies there. */
+static void half_client(struct h_role *r)
+{
+    int how = *(int *)r->arg;
+    uint16_t port;
+    struct pollfd pf = {.fd = r->port_rd, .events = POLLIN};
+    CHECK(poll(&pf, 1, 30000) == 1 && read(r->port_rd, &port, 2) == 2, "no port published");
+    struct rdma_event_channel *ch = rdma_create_event_channel();
+    CHECK(ch, "rdma_create_event_channel: %s", strerror(errno));
+    struct rdma_cm_id *id;
+    CHECK(rdma_create_id(ch, &id, NULL, RDMA_PS_TCP) == 0, "rdma_create_id");
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(port)};
+    CHECK(inet_pton(AF_INET, h_host(), &sin.sin_addr) == 1, "address %s", h_host());
+    struct rdma_cm_event *ev;
+    CHECK(rdma_resolve_addr(id, NULL, (struct sockaddr *)&sin, 2000) == 0 &&
+              rdma_get_cm_event(ch, &ev) == 0 && ev->event == RDMA_CM_EVENT_ADDR_RESOLVED,
+          "resolve address");
+    rdma_ack_cm_event(ev);
+    CHECK(rdma_resolve_route(id, 2000) == 0 && rdma_get_cm_event(ch, &ev) == 0 &&
+              ev->event == RDMA_CM_EVENT_ROUTE_RESOLVED,
+          "resolve route");
+    rdma_ack_cm_event(ev);
+    struct ibv_qp_init_attr qa = {.cap = {.max_send_wr = 4, .max_recv_wr = 4,
+                                          .max_send_sge = 1, .max_recv_sge = 1},
+                                  .qp_type = IBV_QPT_RC};
+    CHECK(rdma_create_qp(id, NULL, &qa) == 0, "rdma_create_qp: %s", strerror(errno));
+    struct shoal_hello h = {.magic = SHOAL_WIRE_MAGIC, .version = SHOAL_WIRE_VERSION,
+                            .transport = SHOAL_TRANSPORT_VERBS, .ep_id = 7};
+    uint8_t hello[SHOAL_HELLO_LEN];
+    shoal__hello_encode(&h, hello);
+    struct rdma_conn_param p = {.private_data = hello, .private_data_len = sizeof(hello),
+                                .responder_resources = 1, .initiator_depth = 1,
+                                .retry_count = 6, .rnr_retry_count = 7};
+    CHECK(rdma_connect(id, &p) == 0, "rdma_connect: %s", strerror(errno));
+    if (how == HALF_KILLED) {
+        usleep(300000); /* the server accepts meanwhile */
+        raise(SIGKILL);
+    }
+    /* Silent until well after the server's connect timeout (exiting
+     * earlier would make our kernel reject, the other path). */
+    usleep((HALF_TIMEOUT_MS + 3000) * 1000);
+}
+
+static void half_server(struct h_role *r)
+{
+    int how = *(int *)r->arg;
+    unsigned c0[NRES], c1[NRES], c2[NRES];
+    shoal_config_t cfg;
+    char err[256];
+    shoal_config_init(&cfg);
+    CHECK(shoal_config_from_env(&cfg, err, sizeof(err)) == 0, "config: %s", err);
+    cfg.transport = h_transport;
+    cfg.connect_timeout_ms = HALF_TIMEOUT_MS;
+    shoal_ctx_t *ctx;
+    CHECK_RC(shoal_ctx_create(&cfg, &ctx), NULL, "ctx_create");
+    res_count(c0);
+    shoal_listener_t *l = h_listen(ctx, r);
+    shoal_ep_t *ep = NULL;
+    if (how == HALF_SILENT) {
+        uint64_t t_req = h_now_ms();
+        /* The request arrives and is accepted: a QP exists for it ... */
+        do {
+            CHECK(h_now_ms() - t_req < 10000, "no connection request within 10 s");
+            int rc = shoal_accept(l, 100, &ep);
+            CHECK(rc == -ETIMEDOUT, "accept returned %d for a connection never established",
+                  rc);
+            res_count(c1);
+        } while (c1[0] == c0[0]);
+        res_print("half-open", c1);
+    }
+    /* ... and is dropped, with everything it held, within the connect
+     * timeout (a killed client: at once, through its kernel's reject, or
+     * before we even accepted it). */
+    int rc = shoal_accept(l, HALF_TIMEOUT_MS + 1500, &ep);
+    CHECK(rc == -ETIMEDOUT, "accept returned %d for a connection never established", rc);
+    res_count(c2);
+    res_print("before listening", c0);
+    res_print("after the timeout", c2);
+    /* What is left is the listener's rdma_cm id (and librdmacm's PD for
+     * the device it is bound to). */
+    CHECK(c2[0] == c0[0] && c2[1] == c0[1] && c2[2] == c0[2],
+          "the dropped connection left %u qp, %u cq, %u mr", c2[0] - c0[0], c2[1] - c0[1],
+          c2[2] - c0[2]);
+    CHECK(c2[4] == c0[4] + 1, "%u rdma_cm ids left, expected the listener's only",
+          c2[4] - c0[4]);
+    shoal_listener_close(l);
+    shoal_ctx_destroy(ctx);
+}
+
+static void test_half_open(int how)
+{
+    int arg = how;
+    (void)h_run(half_server, half_client, 1, &arg, 40);
+    CU_ASSERT_EQUAL(h_last_status(0), 0);
+}
+
+static void test_half_open_silent(void) { test_half_open(HALF_SILENT); }
+static void test_half_open_killed(void) { test_half_open(HALF_KILLED); }
+
 /* ---- main ----------------------------------------------------------------------- */
 
 static bool verbs_usable(void)
@@ -747,9 +857,15 @@ int main(void)
     add(s, "queue depth 4: -EAGAIN, then 2000 messages through a full send queue",
         test_backpressure);
     add(s, "peer SIGKILLed with reads in flight, survivor asleep", test_death_reads);
-    if (system("rdma resource show >/dev/null 2>&1") == 0)
+    if (system("rdma resource show >/dev/null 2>&1") == 0) {
+        add(s, "half-open connection (client silent after its request) dropped after "
+               "the connect timeout", test_half_open_silent);
+        add(s, "half-open connection (client killed after its request) dropped",
+            test_half_open_killed);
         add(s, "100 connect/close cycles leak no qp/cq/mr/pd/cm_id", test_cycles);
-    else
-        printf("SKIPPED: leak test: `rdma resource show` (iproute2) does not work here\n");
+    } else {
+        printf("SKIPPED: leak and half-open tests: `rdma resource show` (iproute2) does not "
+               "work here\n");
+    }
     return cu_run_all();
 }
