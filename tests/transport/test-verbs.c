@@ -817,6 +817,68 @@ static void test_half_open(int how)
 static void test_half_open_silent(void) { test_half_open(HALF_SILENT); }
 static void test_half_open_killed(void) { test_half_open(HALF_KILLED); }
 
+/* ---- two contexts in one process --------------------------------------------- */
+
+/* They share librdmacm's device context (its PD, its async-event fd):
+ * destroying one must leave the other's connection working. */
+static void two_ctx_server(struct h_role *r)
+{
+    shoal_ctx_t *ctx = h_ctx();
+    shoal_listener_t *l = h_listen(ctx, r);
+    shoal_ep_t *ep[2];
+    uint8_t *buf = h_alloc(65536);
+    shoal_mr_t *mr;
+    CHECK_RC(shoal_mr_reg(ctx, buf, 65536, SHOAL_ACCESS_REMOTE_WRITE, &mr), ctx, "reg");
+    for (int i = 0; i < 2; i++) {
+        CHECK_RC(shoal_accept(l, 30000, &ep[i]), ctx, "accept");
+        h_send_desc(ctx, ep[i], mr);
+    }
+    /* The first context's endpoint goes away with it ... */
+    (void)wait_failed(ctx, ep[0], 15000);
+    shoal_ep_close(ep[0]);
+    /* ... the second one's still works. */
+    shoal_event_t ev;
+    h_expect(ctx, SHOAL_EV_IMM, ep[1], 15000, &ev);
+    CHECK(ev.imm == 42 && h_verify(buf, 65536, 42) < 0, "put from the surviving context");
+    h_send_str(ctx, ep[1], "ok");
+    h_expect_str(ctx, ep[1], "bye", 15000);
+    shoal_ep_close(ep[1]);
+    shoal_listener_close(l);
+    shoal_mr_dereg(mr);
+    shoal_ctx_destroy(ctx);
+    free(buf);
+}
+
+static void two_ctx_client(struct h_role *r)
+{
+    shoal_ctx_t *a = h_ctx(), *b = h_ctx();
+    shoal_ep_t *ea = h_connect(a, r);
+    shoal_ep_t *eb;
+    CHECK_RC(shoal_connect(b, h_host(), peer_port(ea), &eb), b, "connect b");
+    shoal_rmr_t *ra = h_recv_desc(a, ea), *rb = h_recv_desc(b, eb);
+    uint8_t *buf = h_alloc(65536);
+    h_fill(buf, 65536, 42);
+    shoal_mr_t *mb;
+    CHECK_RC(shoal_mr_reg(b, buf, 65536, 0, &mb), b, "reg");
+    shoal_rmr_destroy(ra);
+    shoal_ep_close(ea);
+    shoal_ctx_destroy(a);
+    CHECK_RC(shoal_put(eb, mb, 0, rb, 0, 65536, SHOAL_PUT_IMM, 42, 1), b, "put after a's end");
+    h_expect_put_and_str(b, eb, "ok", 15000);
+    h_send_str(b, eb, "bye");
+    h_expect(b, SHOAL_EV_SEND_DONE, eb, 10000, NULL);
+    shoal_rmr_destroy(rb);
+    shoal_ep_close(eb);
+    shoal_mr_dereg(mb);
+    shoal_ctx_destroy(b);
+    free(buf);
+}
+
+static void test_two_contexts(void)
+{
+    CU_ASSERT_EQUAL(h_run(two_ctx_server, two_ctx_client, 1, NULL, 60), 0);
+}
+
 /* ---- main ----------------------------------------------------------------------- */
 
 static bool verbs_usable(void)
@@ -866,6 +928,8 @@ int main(void)
                 test_access);
     add(s, "queue depth 4: -EAGAIN, then 2000 messages through a full send queue",
         test_backpressure);
+    add(s, "two contexts in one process: one destroyed, the other's connection works",
+        test_two_contexts);
     add(s, "peer SIGKILLed with reads in flight, survivor asleep", test_death_reads);
     if (system("rdma resource show >/dev/null 2>&1") == 0) {
         add(s, "half-open connection (client silent after its request) dropped after "
