@@ -32,3 +32,4 @@ TRAINER_JOB_TESTS = tests/trainer/bsp-single.sh tests/trainer/modes.sh \
 TESTS += $(TRAINER_JOB_TESTS)
 EXTRA_DIST += $(TRAINER_JOB_TESTS) tests/trainer/lib.sh
 dist_bin_SCRIPTS += tools/shoal-run tools/shoal-plot
+dist_man_MANS += docs/man/shoal-train.1 docs/man/shoal-run.1
