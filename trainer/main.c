@@ -43,6 +43,17 @@ static void usage(FILE *out)
 "                          SHOAL_TRAIN_HOST; default 127.0.0.1)\n"
 "      --connect-timeout MS  how long to look for the servers (default 60000)\n"
 "      --idle-timeout MS   no progress for this long is a failure (default 120000)\n"
+"Failures:\n"
+"      --fail-timeout MS   a peer silent this long is lost; heartbeats every quarter\n"
+"                          of it (default 2000)\n"
+"      --rejoin-timeout MS bsp: how long the servers wait for a lost worker before\n"
+"                          going on without it (default 10000)\n"
+"      --reconnect-timeout MS  workers: how long to keep trying a lost server\n"
+"                          (default 120000)\n"
+"      --checkpoint-dir DIR    servers: write checkpoints there\n"
+"      --checkpoint-every N    ... every N updates (default 200)\n"
+"      --checkpoint-secs S     ... and/or every S seconds (default 0: off)\n"
+"      --resume            servers: start from the newest valid checkpoint\n"
 "Data (default: Fashion-MNIST from " DATA_DEFAULT_DIR "):\n"
 "      --data DIR          IDX files {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]\n"
 "      --train FILE --test FILE   LIBSVM text files instead\n"
@@ -81,7 +92,8 @@ enum {
     O_RANK = 256, O_SIZE, O_COORD, O_RDV, O_HOST, O_CTO, O_ITO, O_DATA, O_TRAIN, O_TEST,
     O_FEAT, O_CLASSES, O_HIDDEN, O_MODEL, O_MODE, O_STALE, O_IPE, O_LR, O_MOM, O_WD,
     O_SCHED, O_LRSTEP, O_GAMMA, O_SEED, O_THREADS, O_METRICS, O_SAVE, O_LOGINT, O_VERIFY,
-    O_SINGLE, O_WORKERS, O_EVAL, O_COMPARE, O_TOL,
+    O_SINGLE, O_WORKERS, O_EVAL, O_COMPARE, O_TOL, O_FTO, O_RTO, O_RCTO, O_CKDIR, O_CKEVERY,
+    O_CKSECS, O_RESUME,
 };
 
 static const struct option opts[] = {
@@ -103,6 +115,12 @@ static const struct option opts[] = {
     {"save", required_argument, 0, O_SAVE}, {"log-interval", required_argument, 0, O_LOGINT},
     {"verify", no_argument, 0, O_VERIFY}, {"single", no_argument, 0, O_SINGLE},
     {"workers", required_argument, 0, O_WORKERS}, {"eval", required_argument, 0, O_EVAL},
+    {"fail-timeout", required_argument, 0, O_FTO},
+    {"rejoin-timeout", required_argument, 0, O_RTO},
+    {"reconnect-timeout", required_argument, 0, O_RCTO},
+    {"checkpoint-dir", required_argument, 0, O_CKDIR},
+    {"checkpoint-every", required_argument, 0, O_CKEVERY},
+    {"checkpoint-secs", required_argument, 0, O_CKSECS}, {"resume", no_argument, 0, O_RESUME},
     {"compare", required_argument, 0, O_COMPARE}, {"tolerance", required_argument, 0, O_TOL},
     {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
 
@@ -244,7 +262,8 @@ int main(int argc, char **argv)
     fix_openblas_core(argv);
     struct train_cfg c = {
         .rank = -1, .size = -1, .local_rank = -1, .servers = 1, .workers = 0,
-        .connect_timeout_ms = 60000, .idle_timeout_ms = 120000,
+        .connect_timeout_ms = 60000, .idle_timeout_ms = 120000, .fail_timeout_ms = 2000,
+        .rejoin_timeout_ms = 10000, .reconnect_timeout_ms = 120000, .checkpoint_every = 200,
         .hidden = {256}, .nhidden = 1, .mode = PS_BSP, .staleness = 2, .epochs = 10,
         .batch = 64, .seed = 1, .threads = 1, .log_interval = 1.0,
         .opt = {.lr = 0.1f, .momentum = 0.9f, .schedule = LR_COSINE, .step_epochs = 3,
@@ -332,6 +351,13 @@ int main(int argc, char **argv)
         case O_WORKERS: c.workers = (int)num(o, optarg, 1, PS_MAX_WORKERS); break;
         case O_EVAL: eval = optarg; break;
         case O_COMPARE: compare = optarg; break;
+        case O_FTO: c.fail_timeout_ms = (int)num(o, optarg, 100, 3600000); break;
+        case O_RTO: c.rejoin_timeout_ms = (int)num(o, optarg, 0, 86400000); break;
+        case O_RCTO: c.reconnect_timeout_ms = (int)num(o, optarg, 100, 86400000); break;
+        case O_CKDIR: copy(c.checkpoint_dir, sizeof(c.checkpoint_dir), o, optarg); break;
+        case O_CKEVERY: c.checkpoint_every = (int)num(o, optarg, 0, INT_MAX); break;
+        case O_CKSECS: c.checkpoint_secs = real(o, optarg, 0, 86400); break;
+        case O_RESUME: c.resume = true; break;
         case O_TOL: tolerance = real(o, optarg, 0, 1e9); break;
         case 'q': c.quiet = true; break;
         case 'h': usage(stdout); return 0;
@@ -347,6 +373,10 @@ int main(int argc, char **argv)
     }
     if (optind < argc) {
         fprintf(stderr, "shoal-train: unexpected argument '%s' (see --help)\n", argv[optind]);
+        return 2;
+    }
+    if (c.resume && !c.checkpoint_dir[0]) {
+        fprintf(stderr, "shoal-train: --resume needs --checkpoint-dir\n");
         return 2;
     }
     if (!!c.train_file[0] != !!c.test_file[0]) {

@@ -105,7 +105,7 @@ int net_connect(shoal_ctx_t *ctx, const char *host, uint16_t port, int timeout_m
         if (rc == 0)
             return 0;
         bool retry = rc == -ECONNREFUSED || rc == -ETIMEDOUT || rc == -EHOSTUNREACH ||
-                     rc == -ECONNRESET || rc == -ENETUNREACH;
+                     rc == -ECONNRESET || rc == -ENETUNREACH || rc == -ENOTCONN;
         if (!retry || now_s() + backoff / 1000.0 > deadline) {
             snprintf(err, errlen, "cannot connect to %s:%u: %s", host, port,
                      shoal_ctx_errmsg(ctx));

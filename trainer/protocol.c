@@ -150,6 +150,7 @@ int ps_encode(const struct ps_msg *m, uint8_t *buf, size_t cap)
         break;
     case PS_TABLE_REQ:
     case PS_BYE:
+    case PS_PING:
         break;
     case PS_TABLE:
         if (m->u.table.n > PS_MAX_SERVERS)
@@ -166,6 +167,7 @@ int ps_encode(const struct ps_msg *m, uint8_t *buf, size_t cap)
         put_u32(&w, h->workers);
         put_u32(&w, h->servers);
         put_u32(&w, h->incarnation);
+        put_u32(&w, h->clock);
         put_u32(&w, h->mode);
         put_u32(&w, h->staleness);
         put_u64(&w, h->nparams);
@@ -182,6 +184,7 @@ int ps_encode(const struct ps_msg *m, uint8_t *buf, size_t cap)
         put_u64(&w, h->offset);
         put_u64(&w, h->length);
         put_u32(&w, h->version);
+        put_u32(&w, h->iteration);
         put_blob(&w, h->desc, h->desc_len);
         break;
     }
@@ -244,6 +247,7 @@ int ps_decode(const void *buf, size_t len, struct ps_msg *m, char *why, size_t w
         break;
     case PS_TABLE_REQ:
     case PS_BYE:
+    case PS_PING:
         break;
     case PS_TABLE:
         m->u.table.n = get_u32(&r, "server count");
@@ -262,6 +266,7 @@ int ps_decode(const void *buf, size_t len, struct ps_msg *m, char *why, size_t w
         h->workers = get_u32(&r, "workers");
         h->servers = get_u32(&r, "servers");
         h->incarnation = get_u32(&r, "incarnation");
+        h->clock = get_u32(&r, "clock");
         h->mode = get_u32(&r, "mode");
         h->staleness = get_u32(&r, "staleness");
         h->nparams = get_u64(&r, "nparams");
@@ -288,6 +293,7 @@ int ps_decode(const void *buf, size_t len, struct ps_msg *m, char *why, size_t w
         h->offset = get_u64(&r, "offset");
         h->length = get_u64(&r, "length");
         h->version = get_u32(&r, "version");
+        h->iteration = get_u32(&r, "iteration");
         h->desc_len = get_blob(&r, h->desc, sizeof(h->desc), "descriptor");
         if (!r.err && (h->length == 0 || h->offset + h->length < h->offset))
             r.err = "shard";
@@ -317,7 +323,7 @@ const char *ps_type_name(enum ps_type t)
     static const char *const names[] = {
         [PS_SERVER_REG] = "SERVER_REG", [PS_TABLE_REQ] = "TABLE_REQ", [PS_TABLE] = "TABLE",
         [PS_HELLO] = "HELLO", [PS_WELCOME] = "WELCOME", [PS_BYE] = "BYE",
-        [PS_ERROR] = "ERROR", [PS_CHECK] = "CHECK"};
+        [PS_ERROR] = "ERROR", [PS_CHECK] = "CHECK", [PS_PING] = "PING"};
     return (unsigned)t < sizeof(names) / sizeof(names[0]) && names[t] ? names[t] : "unknown";
 }
 

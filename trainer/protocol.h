@@ -27,7 +27,7 @@
 #include "shoal.h"
 
 #define PS_MAGIC 0x4e525453u /* "STRN" little-endian */
-#define PS_VERSION 1
+#define PS_VERSION 2
 #define PS_HOST_MAX 64   /* bytes of a host name, with its NUL */
 #define PS_MAX_SERVERS 48 /* a table of them fits SHOAL_MSG_MAX */
 #define PS_MAX_WORKERS 1024
@@ -43,6 +43,7 @@ enum ps_type {
     PS_ERROR,          /* either way: why the peer is refused, then close */
     PS_CHECK,          /* server -> worker (--verify): CRC-32 of the parameters
                           just put, sent after them */
+    PS_PING,           /* either way: heartbeat when nothing else was sent */
 };
 
 enum ps_mode { PS_BSP = 0, PS_ASYNC, PS_SSP };
@@ -53,7 +54,9 @@ struct ps_addr {
 };
 
 struct ps_hello {
-    uint32_t worker, workers, servers, incarnation;
+    uint32_t worker, workers, servers;
+    uint32_t incarnation;              /* new for every start of the worker process */
+    uint32_t clock;                    /* iterations this worker has completed */
     uint32_t mode, staleness;
     uint64_t nparams;
     uint32_t batch, iters_per_epoch, epochs;
@@ -66,6 +69,7 @@ struct ps_welcome {
     uint32_t server;
     uint64_t offset, length;           /* the shard, in floats */
     uint32_t version;                  /* updates applied so far */
+    uint32_t iteration;                /* where this worker continues */
     uint32_t desc_len;
     uint8_t desc[SHOAL_DESC_MAX];      /* this worker's gradient slot */
 };

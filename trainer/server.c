@@ -23,6 +23,18 @@
  *   PUT_DONE: a pool buffer has one reader less.
  * Server 0 is also the coordinator: the other servers register their
  * address with it, and it gives workers the table of all servers.
+ *
+ * Failures.  A worker whose endpoint fails, or that sends nothing (not
+ * even a PING) for --fail-timeout, is LOST: its endpoint is closed and a
+ * gradient it had pushed for the current bsp round is forgotten.  bsp
+ * waits for a lost worker up to --rejoin-timeout, then goes on with the
+ * live ones (GONE); async and ssp go on at once.  A worker that connects
+ * again with the same index (a new process, or the same one after a
+ * network break) rejoins: WELCOME tells it the iteration to continue from
+ * (its clock here: pushes applied), so no gradient is applied twice and
+ * none that was answered is lost.  With --checkpoint-dir the state is
+ * saved every --checkpoint-every updates / --checkpoint-secs seconds, and
+ * --resume starts from the newest valid checkpoint.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -31,6 +43,7 @@
 #include <string.h>
 #include <zlib.h>
 
+#include "checkpoint.h"
 #include "net.h"
 #include "report.h"
 #include "train.h"
@@ -39,13 +52,21 @@ enum peer_kind { PEER_NEW = 0, PEER_WORKER, PEER_SERVER };
 
 struct speer {
     enum peer_kind kind;
-    shoal_ep_t *ep;
+    shoal_ep_t *ep;           /* NULL once closed (the peer stays listed) */
     int worker;               /* PEER_WORKER: its index */
+    double last_heard;        /* any event from it */
+    double last_sent;         /* anything to it */
     struct speer *next;       /* all peers */
 };
 
+/* A worker's place in the job, as this server sees it. */
+enum wstate { W_JOINING = 0, W_LIVE, W_LOST, W_GONE, W_DONE };
+
 struct sworker {
-    struct speer *peer;       /* NULL until its HELLO */
+    enum wstate state;
+    struct speer *peer;       /* while LIVE */
+    uint32_t incarnation;
+    double lost_at;
     shoal_mr_t *slot_mr;
     float *slot;
     shoal_rmr_t *params;      /* its parameter slice for this shard */
@@ -53,7 +74,6 @@ struct sworker {
     bool arrived;             /* bsp: this round's gradient is in */
     bool queued;              /* async/ssp: gradient waiting to be applied */
     bool waiting;             /* ssp: applied, answer held back */
-    bool bye;
     bool answer_due;          /* its answer met a full send queue */
     int answer_buf;           /* pool buffer of the answer in flight, or -1 */
 };
@@ -87,7 +107,11 @@ struct server {
     float *mom;
     uint32_t version;         /* updates applied */
     uint64_t grads;           /* gradients applied (async/ssp) */
-    int arrived, byes, hellos;
+    int arrived, hellos;
+    uint64_t dropped;         /* stale or duplicate pushes ignored */
+    double last_progress;     /* a gradient, a join or a finish */
+    uint32_t ckpt_version;    /* version of the last checkpoint */
+    double ckpt_time;
     int *queue, qhead, qlen;  /* async/ssp: workers whose gradient waits */
 
     /* server 0: the table */
@@ -233,6 +257,9 @@ static int check_job(struct server *s, const struct ps_hello *h, char *why, size
 
 static int free_buffer(const struct server *s);
 
+/* Anything sent to a peer counts as a heartbeat. */
+static void sent(struct speer *p) { p->last_sent = now_s(); }
+
 /*
  * Fault injection for the tests (SHOAL_TRAIN_INJECT=torn): right after
  * worker wi's parameters, write a second, different copy over them, as a
@@ -255,9 +282,12 @@ static int inject_torn(struct server *s, int wi)
     return 0;
 }
 
+/* Put the current shard to worker wi (imm = version). */
 static int answer(struct server *s, int wi)
 {
     struct sworker *sw = &s->w[wi];
+    if (sw->state != W_LIVE)
+        return 0;
     struct pbuf *b = &s->pool[s->cur];
     int rc = shoal_put(sw->peer->ep, b->mr, 0, sw->params, 0, s->len * sizeof(float),
                        SHOAL_PUT_IMM, s->version, (uint64_t)s->cur);
@@ -266,18 +296,21 @@ static int answer(struct server *s, int wi)
         sw->answer_due = true;
         return 0;
     }
+    if (rc == -ENOTCONN)
+        return 0; /* its failure event is on the way */
     if (rc)
         return sfail(s, "parameters to worker %d: %s", wi, shoal_ctx_errmsg(s->ctx));
     sw->answer_due = false;
     sw->answer_buf = s->cur;
     b->readers++;
+    sent(sw->peer);
     if (s->inject_torn && wi == 0 && s->version == 3 && (rc = inject_torn(s, wi)))
         return rc;
     if (s->c->verify) {
         struct ps_msg m = {.type = PS_CHECK};
         m.u.check.version = s->version;
         m.u.check.crc = (uint32_t)crc32(0L, (const Bytef *)b->p, (uInt)(s->len * sizeof(float)));
-        if ((rc = net_send(sw->peer->ep, &m)))
+        if ((rc = net_send(sw->peer->ep, &m)) && rc != -ENOTCONN)
             return sfail(s, "CHECK to worker %d: %s", wi, shoal_strerror(rc));
     }
     return 0;
@@ -291,10 +324,30 @@ static int free_buffer(const struct server *s)
     return -1;
 }
 
+/* Workers still in the job (not finished, not given up on). */
+static int active_workers(const struct server *s)
+{
+    int n = 0;
+    for (int i = 0; i < s->W; i++)
+        n += s->w[i].state != W_DONE && s->w[i].state != W_GONE;
+    return n;
+}
+
 static float current_lr(const struct server *s)
 {
-    double round = s->c->mode == PS_BSP ? (double)s->version : (double)s->grads / s->W;
-    double epoch = s->job.iters_per_epoch ? round / s->job.iters_per_epoch : 0.0;
+    double epoch;
+    if (s->c->mode == PS_BSP) {
+        epoch = s->job.iters_per_epoch ? (double)s->version / s->job.iters_per_epoch : 0.0;
+    } else {
+        /* async/ssp: the fraction of the job's gradients done so far,
+         * where a worker given up on is planned for what it did. */
+        double T = (double)s->job.iters_per_epoch * s->job.epochs, done = 0, planned = 0;
+        for (int i = 0; i < s->W; i++) {
+            done += s->w[i].clock;
+            planned += s->w[i].state == W_GONE ? s->w[i].clock : T;
+        }
+        epoch = planned > 0 ? done / planned * s->job.epochs : 0.0;
+    }
     return optim_lr(&s->c->opt, epoch, (int)s->job.epochs);
 }
 
@@ -307,21 +360,78 @@ static void update(struct server *s, int to, const float *const *slots, int n, f
     s->version++;
 }
 
-/* bsp: the round is complete when every worker's gradient is in. */
+/* ---- checkpoints -------------------------------------------------------- */
+
+static void checkpoint(struct server *s)
+{
+    const struct train_cfg *c = s->c;
+    uint32_t clock[PS_MAX_WORKERS];
+    uint8_t done[PS_MAX_WORKERS];
+    for (int i = 0; i < s->W; i++) {
+        clock[i] = s->w[i].clock;
+        done[i] = s->w[i].state == W_DONE;
+    }
+    struct ckpt k = {.server = (uint32_t)s->index, .servers = (uint32_t)c->servers,
+                     .job = s->job, .off = s->off, .len = s->len, .version = s->version,
+                     .grads = s->grads, .workers = (uint32_t)s->W, .clock = clock,
+                     .done = done, .params = s->pool[s->cur].p, .mom = s->mom};
+    char err[512];
+    double t0 = now_s();
+    s->ckpt_version = s->version;
+    s->ckpt_time = t0;
+    if (ckpt_save(c->checkpoint_dir, &k, err, sizeof(err))) {
+        /* Training goes on; the previous checkpoint is intact. */
+        fprintf(stderr, "shoal-train: server %d: checkpoint at update %u failed: %s\n",
+                s->index, s->version, err);
+        return;
+    }
+    if (!c->quiet)
+        fprintf(stderr, "shoal-train: server %d: checkpoint at update %u (%.1f ms)\n",
+                s->index, s->version, (now_s() - t0) * 1e3);
+}
+
+static bool checkpoint_due(const struct server *s)
+{
+    const struct train_cfg *c = s->c;
+    if (!c->checkpoint_dir[0] || !s->job_known || s->version == s->ckpt_version)
+        return false;
+    if (c->checkpoint_every > 0 && s->version - s->ckpt_version >= (uint32_t)c->checkpoint_every)
+        return true;
+    return c->checkpoint_secs > 0 && now_s() - s->ckpt_time >= c->checkpoint_secs;
+}
+
+/* ---- rounds ---------------------------------------------------------------- */
+
+/* bsp: the round is complete when every live worker's gradient is in and
+ * no lost worker may still come back for it (within --rejoin-timeout). */
 static int bsp_round(struct server *s)
 {
-    if (s->arrived < s->W)
+    int live = 0;
+    for (int i = 0; i < s->W; i++) {
+        enum wstate st = s->w[i].state;
+        if (st == W_JOINING || st == W_LOST)
+            return 0;
+        if (st == W_LIVE)
+            live++;
+    }
+    if (live == 0 || s->arrived < live)
         return 0;
     int to = free_buffer(s);
     if (to < 0)
         return 0; /* retried when a put completes */
     const float *slots[PS_MAX_WORKERS];
+    int n = 0;
     for (int i = 0; i < s->W; i++)
-        slots[i] = s->w[i].slot;
-    update(s, to, slots, s->W, 1.0f / (float)s->W);
+        if (s->w[i].state == W_LIVE && s->w[i].arrived)
+            slots[n++] = s->w[i].slot;
+    update(s, to, slots, n, 1.0f / (float)n);
+    s->grads += (uint64_t)n;
     s->arrived = 0;
-    for (int i = 0; i < s->W; i++) {
+    for (int i = 0; i < s->W; i++)
         s->w[i].arrived = false;
+    if (checkpoint_due(s))
+        checkpoint(s); /* a round boundary: every live clock == version */
+    for (int i = 0; i < s->W; i++) {
         int rc = answer(s, i);
         if (rc)
             return rc;
@@ -333,7 +443,7 @@ static uint32_t slowest(const struct server *s)
 {
     uint32_t m = UINT32_MAX;
     for (int i = 0; i < s->W; i++)
-        if (!s->w[i].bye && s->w[i].clock < m)
+        if ((s->w[i].state == W_LIVE || s->w[i].state == W_JOINING) && s->w[i].clock < m)
             m = s->w[i].clock;
     return m;
 }
@@ -350,19 +460,25 @@ static int async_step(struct server *s)
         s->qhead = (s->qhead + 1) % s->W;
         s->qlen--;
         const float *slot = s->w[wi].slot;
-        update(s, to, &slot, 1, 1.0f / (float)s->W);
+        /* Each gradient weighs what it would in a bsp average of the
+         * workers still in the job. */
+        int n = active_workers(s);
+        update(s, to, &slot, 1, 1.0f / (float)(n > 0 ? n : 1));
         s->grads++;
         s->w[wi].queued = false;
         s->w[wi].waiting = true;
     }
+    if (!s->qlen && checkpoint_due(s))
+        checkpoint(s);
     uint32_t low = slowest(s);
     for (int i = 0; i < s->W; i++) {
         struct sworker *sw = &s->w[i];
-        if (!sw->waiting)
+        if (!sw->waiting || sw->state != W_LIVE)
             continue;
         /* Worker i starts iteration clock next; ssp lets it while the
          * slowest has done clock - staleness. */
-        if (s->c->mode == PS_SSP && sw->clock > low + (uint32_t)s->c->staleness)
+        if (s->c->mode == PS_SSP && low != UINT32_MAX &&
+            sw->clock > low + (uint32_t)s->c->staleness)
             continue;
         sw->waiting = false;
         int rc = answer(s, i);
@@ -377,12 +493,56 @@ static int progress_updates(struct server *s)
     if (!s->job_known)
         return 0;
     for (int i = 0; i < s->W; i++)
-        if (s->w[i].answer_due && s->w[i].peer) {
+        if (s->w[i].answer_due && s->w[i].state == W_LIVE) {
             int rc = answer(s, i);
             if (rc || s->w[i].answer_due)
                 return rc;
         }
     return s->c->mode == PS_BSP ? bsp_round(s) : async_step(s);
+}
+
+/* ---- membership ------------------------------------------------------------ */
+
+static void close_peer(struct server *s, struct speer *p)
+{
+    (void)s;
+    if (p->ep)
+        shoal_ep_close(p->ep);
+    p->ep = NULL;
+}
+
+/* Worker wi's connection is over (failed, silent, finished or replaced). */
+static void detach_worker(struct server *s, int wi, enum wstate to, const char *why)
+{
+    struct sworker *sw = &s->w[wi];
+    if (sw->state != W_LIVE)
+        return;
+    /* Closing completes its answer in flight without an event. */
+    if (sw->answer_buf >= 0)
+        s->pool[sw->answer_buf].readers--;
+    sw->answer_buf = -1;
+    sw->answer_due = false;
+    if (sw->params)
+        shoal_rmr_destroy(sw->params);
+    sw->params = NULL;
+    if (sw->peer) {
+        close_peer(s, sw->peer);
+        sw->peer->kind = PEER_NEW;
+        sw->peer->worker = -1;
+    }
+    sw->peer = NULL;
+    if (s->c->mode == PS_BSP && sw->arrived) {
+        /* Its gradient of this round is forgotten: it redoes the round. */
+        sw->arrived = false;
+        sw->clock--;
+        s->arrived--;
+    }
+    sw->waiting = false; /* answered when it comes back */
+    sw->state = to;
+    sw->lost_at = now_s();
+    if (to == W_LOST)
+        fprintf(stderr, "shoal-train: server %d: lost worker %d (%s); %s\n", s->index, wi, why,
+                s->c->mode == PS_BSP ? "waiting for it to rejoin" : "going on without it");
 }
 
 /* ---- events -------------------------------------------------------------- */
@@ -401,9 +561,21 @@ static int on_hello(struct server *s, struct speer *p, const struct ps_hello *h)
             return rc;
     }
     struct sworker *sw = &s->w[h->worker];
-    if (sw->peer) {
-        net_send_error(p->ep, "worker %u is already connected", h->worker);
-        return sfail(s, "a second worker %u from %s", h->worker, shoal_ep_peer(p->ep));
+    if (sw->state == W_DONE) {
+        net_send_error(p->ep, "worker %u has already finished this job", h->worker);
+        close_peer(s, p);
+        return 0;
+    }
+    if (sw->state == W_LIVE) {
+        /* A new connection of a worker we think is alive: the old one is
+         * dead (a restart, or a break we have not noticed yet).  An older
+         * incarnation cannot replace a newer one. */
+        if (h->incarnation != sw->incarnation && h->incarnation < sw->incarnation) {
+            net_send_error(p->ep, "worker %u: a newer incarnation is connected", h->worker);
+            close_peer(s, p);
+            return 0;
+        }
+        detach_worker(s, (int)h->worker, W_LOST, "replaced by a new connection");
     }
     int rc = shoal_rmr_unpack(p->ep, h->desc, h->desc_len, &sw->params);
     if (rc) {
@@ -418,16 +590,28 @@ static int on_hello(struct server *s, struct speer *p, const struct ps_hello *h)
         return sfail(s, "worker %u offered a parameter region of %zu bytes, expected %zu",
                      h->worker, shoal_rmr_length(sw->params), s->len * sizeof(float));
     }
+    bool rejoin = sw->state == W_LOST || sw->state == W_GONE || sw->incarnation != 0;
     p->kind = PEER_WORKER;
     p->worker = (int)h->worker;
     sw->peer = p;
+    sw->state = W_LIVE;
+    sw->incarnation = h->incarnation;
+    /* bsp: everyone is at the current round; async/ssp: its own count. */
+    if (s->c->mode == PS_BSP)
+        sw->clock = s->version;
     s->hellos++;
+    s->last_progress = now_s();
+    if (rejoin)
+        fprintf(stderr, "shoal-train: server %d: worker %u rejoined (incarnation %08x, it had "
+                "done %u iterations; continues at %u)\n", s->index, h->worker, h->incarnation,
+                h->clock, sw->clock);
     struct ps_msg m = {.type = PS_WELCOME};
     struct ps_welcome *wl = &m.u.welcome;
     wl->server = (uint32_t)s->index;
     wl->offset = s->off;
     wl->length = s->len;
     wl->version = s->version;
+    wl->iteration = sw->clock;
     size_t dlen;
     rc = shoal_mr_pack(sw->slot_mr, wl->desc, sizeof(wl->desc), &dlen);
     if (rc < 0)
@@ -435,9 +619,12 @@ static int on_hello(struct server *s, struct speer *p, const struct ps_hello *h)
     wl->desc_len = (uint32_t)dlen;
     if ((rc = net_send(p->ep, &m)))
         return sfail(s, "WELCOME to worker %u: %s", h->worker, shoal_strerror(rc));
+    sent(p);
     if (s->t_first == 0)
         s->t_first = now_s();
-    return answer(s, p->worker);
+    if ((rc = answer(s, p->worker)))
+        return rc;
+    return progress_updates(s); /* ssp: the slowest may have changed */
 }
 
 static int on_message(struct server *s, struct speer *p, const void *data, size_t len)
@@ -445,21 +632,30 @@ static int on_message(struct server *s, struct speer *p, const void *data, size_
     struct ps_msg m;
     char why[256];
     if (ps_decode(data, len, &m, why, sizeof(why))) {
+        /* A peer that speaks garbage is cut off; the job goes on. */
+        fprintf(stderr, "shoal-train: server %d: %s sent a bad message (%s); closing it\n",
+                s->index, shoal_ep_peer(p->ep), why);
         net_send_error(p->ep, "bad message: %s", why);
-        return sfail(s, "%s sent a bad message: %s", shoal_ep_peer(p->ep), why);
+        if (p->kind == PEER_WORKER)
+            detach_worker(s, p->worker, W_LOST, "protocol error");
+        else
+            close_peer(s, p);
+        return 0;
     }
     switch (m.type) {
+    case PS_PING:
+        return 0;
     case PS_SERVER_REG: {
         uint32_t r = m.u.reg.rank;
-        if (s->index != 0 || p->kind != PEER_NEW || r == 0 || r >= (uint32_t)s->c->servers ||
-            s->table.u.table.addr[r].port)
+        if (s->index != 0 || p->kind != PEER_NEW || r == 0 || r >= (uint32_t)s->c->servers)
             break;
         p->kind = PEER_SERVER;
-        s->table.u.table.addr[r] = m.u.reg.addr;
-        s->registered++;
+        if (!s->table.u.table.addr[r].port)
+            s->registered++;
+        s->table.u.table.addr[r] = m.u.reg.addr; /* a restarted server re-registers */
         if (table_complete(s))
             for (struct speer *q = s->peers; q; q = q->next)
-                if (q->kind == PEER_NEW && q->worker == -2) {
+                if (q->kind == PEER_NEW && q->worker == -2 && q->ep) {
                     int rc = send_table(s, q->ep);
                     if (rc)
                         return rc;
@@ -479,48 +675,59 @@ static int on_message(struct server *s, struct speer *p, const void *data, size_
             break;
         if (m.u.hello.worker >= (uint32_t)s->c->workers && s->c->workers > 0) {
             net_send_error(p->ep, "worker index %u out of range", m.u.hello.worker);
-            return sfail(s, "HELLO from worker %u of %u", m.u.hello.worker, s->c->workers);
+            close_peer(s, p);
+            return 0;
         }
         return on_hello(s, p, &m.u.hello);
     case PS_BYE: {
-        if (p->kind != PEER_WORKER || s->w[p->worker].bye)
+        if (p->kind != PEER_WORKER)
             break;
-        struct sworker *sw = &s->w[p->worker];
-        sw->bye = true;
-        s->byes++;
+        int wi = p->worker;
         s->t_last = now_s();
-        /* Done with it: close now, so its exit is not a failure.  Closing
-         * completes the last answer, whose event is then not reported. */
-        if (sw->answer_buf >= 0)
-            s->pool[sw->answer_buf].readers--;
-        sw->answer_buf = -1;
-        shoal_rmr_destroy(sw->params);
-        sw->params = NULL;
-        shoal_ep_close(p->ep);
-        p->ep = NULL;
+        s->last_progress = s->t_last;
+        detach_worker(s, wi, W_DONE, "finished");
         return progress_updates(s); /* ssp: the slowest may have changed */
     }
     case PS_ERROR:
-        return sfail(s, "%s reports: %s", shoal_ep_peer(p->ep), m.u.error.text);
+        fprintf(stderr, "shoal-train: server %d: %s reports: %s\n", s->index,
+                shoal_ep_peer(p->ep), m.u.error.text);
+        if (p->kind == PEER_WORKER)
+            detach_worker(s, p->worker, W_LOST, "it reported an error");
+        else
+            close_peer(s, p);
+        return 0;
     default:
         break;
     }
+    fprintf(stderr, "shoal-train: server %d: %s sent an unexpected %s message; closing it\n",
+            s->index, shoal_ep_peer(p->ep), ps_type_name(m.type));
     net_send_error(p->ep, "unexpected %s message", ps_type_name(m.type));
-    return sfail(s, "%s sent an unexpected %s message", shoal_ep_peer(p->ep),
-                 ps_type_name(m.type));
+    if (p->kind == PEER_WORKER)
+        detach_worker(s, p->worker, W_LOST, "protocol error");
+    else
+        close_peer(s, p);
+    return 0;
 }
 
 static int on_gradient(struct server *s, struct speer *p, uint32_t k)
 {
-    if (p->kind != PEER_WORKER)
-        return sfail(s, "%s wrote into a slot before its HELLO", shoal_ep_peer(p->ep));
+    if (p->kind != PEER_WORKER) {
+        fprintf(stderr, "shoal-train: server %d: %s wrote into a slot before its HELLO; "
+                "closing it\n", s->index, shoal_ep_peer(p->ep));
+        close_peer(s, p);
+        return 0;
+    }
     struct sworker *sw = &s->w[p->worker];
-    if (k != sw->clock || sw->arrived || sw->queued || sw->waiting || sw->bye)
-        return sfail(s, "worker %d pushed iteration %u; expected %u%s", p->worker, k, sw->clock,
-                     sw->arrived || sw->queued || sw->waiting
-                         ? " after its previous answer"
-                         : "");
+    if (k != sw->clock || sw->arrived || sw->queued || sw->waiting) {
+        /* A duplicate or stale push (e.g. from before a reconnection):
+         * dropped, never applied twice. */
+        s->dropped++;
+        fprintf(stderr, "shoal-train: server %d: dropped push %u of worker %d (expected %u)\n",
+                s->index, k, p->worker, sw->clock);
+        return 0;
+    }
     sw->clock++;
+    s->last_progress = now_s();
     if (s->c->mode == PS_BSP) {
         sw->arrived = true;
         s->arrived++;
@@ -536,17 +743,16 @@ static int handle(struct server *s, const shoal_event_t *ev)
 {
     /* ev->ep is NULL when the endpoint was closed earlier in this batch. */
     struct speer *p = ev->ep ? shoal_ep_user(ev->ep) : NULL;
-    if (!p)
+    if (!p || !p->ep)
         return 0;
+    p->last_heard = now_s();
     switch (ev->type) {
     case SHOAL_EV_PUT_DONE:
         if (ev->wr_id < (uint64_t)s->npool && s->pool[ev->wr_id].readers > 0)
             s->pool[ev->wr_id].readers--;
         if (p->kind == PEER_WORKER)
             s->w[p->worker].answer_buf = -1;
-        if (ev->status && !(p->kind == PEER_WORKER && s->w[p->worker].bye))
-            return sfail(s, "parameters to %s failed: %s", shoal_ep_peer(ev->ep),
-                         ev->reason ? ev->reason : shoal_strerror(ev->status));
+        /* A failed put is followed by the endpoint's failure event. */
         return progress_updates(s);
     case SHOAL_EV_SEND_DONE:
         return 0;
@@ -555,14 +761,14 @@ static int handle(struct server *s, const shoal_event_t *ev)
     case SHOAL_EV_RECV:
         return on_message(s, p, ev->data, ev->len);
     case SHOAL_EV_EP_FAILED:
-        if (p->kind == PEER_WORKER && s->w[p->worker].bye)
-            return 0;
-        if (p->kind == PEER_SERVER || (p->kind == PEER_NEW && p->ep == s->coord))
-            return 0; /* a fellow server finished or died: its workers notice */
-        if (p->kind == PEER_NEW)
-            return 0; /* e.g. a port scanner */
-        return sfail(s, "lost worker %d (%s): %s", p->worker, shoal_ep_peer(ev->ep),
-                     ev->reason);
+        if (p->kind == PEER_WORKER) {
+            char why[200];
+            snprintf(why, sizeof(why), "%s", ev->reason ? ev->reason : "connection failed");
+            detach_worker(s, p->worker, W_LOST, why);
+            return progress_updates(s);
+        }
+        close_peer(s, p); /* a fellow server or a stranger */
+        return 0;
     default:
         return 0;
     }
@@ -575,21 +781,75 @@ static struct speer *add_peer(struct server *s, shoal_ep_t *ep)
         return NULL;
     p->ep = ep;
     p->worker = -1;
+    p->last_heard = p->last_sent = now_s();
     p->next = s->peers;
     s->peers = p;
     shoal_ep_set_user(ep, p);
     return p;
 }
 
+/* Free the records of closed peers that are nobody's worker any more. */
+static void reap_peers(struct server *s)
+{
+    for (struct speer **pp = &s->peers; *pp;) {
+        struct speer *p = *pp;
+        if (!p->ep && p->kind != PEER_WORKER) {
+            *pp = p->next;
+            free(p);
+        } else {
+            pp = &p->next;
+        }
+    }
+}
+
 static bool finished(const struct server *s)
 {
-    return s->job_known && s->byes == s->W;
+    if (!s->job_known)
+        return false;
+    for (int i = 0; i < s->W; i++)
+        if (s->w[i].state != W_DONE && s->w[i].state != W_GONE)
+            return false;
+    return true;
+}
+
+/* Heartbeats, silence, rejoin deadlines, checkpoints by time. */
+static int housekeeping(struct server *s)
+{
+    const struct train_cfg *c = s->c;
+    double now = now_s(), hb = c->fail_timeout_ms / 4000.0;
+    for (struct speer *p = s->peers; p; p = p->next) {
+        if (!p->ep || p->kind == PEER_SERVER)
+            continue;
+        if (p->kind == PEER_WORKER && (now - p->last_heard) * 1000 > c->fail_timeout_ms) {
+            char why[96];
+            snprintf(why, sizeof(why), "silent for %.0f ms", (now - p->last_heard) * 1000);
+            detach_worker(s, p->worker, W_LOST, why);
+            continue;
+        }
+        if (now - p->last_sent >= hb) {
+            struct ps_msg ping = {.type = PS_PING};
+            if (net_send(p->ep, &ping) == 0)
+                sent(p);
+        }
+    }
+    bool changed = false;
+    for (int i = 0; s->w && i < s->W; i++)
+        if (s->w[i].state == W_LOST && (now - s->w[i].lost_at) * 1000 > c->rejoin_timeout_ms) {
+            s->w[i].state = W_GONE;
+            changed = true;
+            fprintf(stderr, "shoal-train: server %d: worker %d did not rejoin within %d ms; "
+                    "going on without it\n", s->index, i, c->rejoin_timeout_ms);
+        }
+    reap_peers(s);
+    if (checkpoint_due(s) && (c->mode != PS_BSP || s->arrived == 0))
+        checkpoint(s);
+    return changed ? progress_updates(s) : 0;
 }
 
 static int run(struct server *s)
 {
     const struct train_cfg *c = s->c;
-    double idle_since = now_s();
+    s->last_progress = now_s();
     while (!finished(s)) {
         shoal_ep_t *ep;
         while (shoal_accept(s->l, 0, &ep) == 0)
@@ -604,12 +864,67 @@ static int run(struct server *s)
             if (rc)
                 return rc;
         }
-        if (n > 0)
-            idle_since = now_s();
-        else if ((now_s() - idle_since) * 1000 > c->idle_timeout_ms)
-            return sfail(s, "no progress for %d ms (%d of %d workers joined, %d finished)",
-                         c->idle_timeout_ms, s->hellos, s->W, s->byes);
+        int rc = housekeeping(s);
+        if (rc)
+            return rc;
+        if ((now_s() - s->last_progress) * 1000 > c->idle_timeout_ms) {
+            int live = 0, done = 0;
+            for (int i = 0; s->w && i < s->W; i++) {
+                live += s->w[i].state == W_LIVE;
+                done += s->w[i].state == W_DONE;
+            }
+            return sfail(s, "no progress for %d ms (%d of %d workers live, %d finished)",
+                         c->idle_timeout_ms, live, s->job_known ? s->W : c->workers, done);
+        }
     }
+    if (c->checkpoint_dir[0] && s->version != s->ckpt_version)
+        checkpoint(s);
+    return 0;
+}
+
+/* --resume: the newest valid checkpoint becomes the state. */
+static int resume(struct server *s)
+{
+    const struct train_cfg *c = s->c;
+    struct ckpt k;
+    char path[4096 + 64], err[512];
+    int rc = ckpt_load(c->checkpoint_dir, (uint32_t)s->index, &k, stderr, path, sizeof(path),
+                       err, sizeof(err));
+    if (rc == -ENOENT) {
+        fprintf(stderr, "shoal-train: server %d: --resume: %s; starting fresh\n", s->index, err);
+        return 0;
+    }
+    if (rc)
+        return sfail(s, "--resume: %s", err);
+    if (k.servers != (uint32_t)c->servers || (c->workers && k.workers != (uint32_t)c->workers) ||
+        k.job.mode != (uint32_t)c->mode) {
+        ckpt_free(&k);
+        return sfail(s, "--resume: %s is from another job (%u servers, %u workers, mode %s)",
+                     path, k.servers, k.workers, ps_mode_name((enum ps_mode)k.job.mode));
+    }
+    if ((rc = setup_job(s, &k.job))) {
+        ckpt_free(&k);
+        return rc;
+    }
+    if (k.off != s->off || k.len != s->len || (!k.mom) != (!s->mom)) {
+        ckpt_free(&k);
+        return sfail(s, "--resume: %s holds another shard or optimizer", path);
+    }
+    memcpy(s->pool[s->cur].p, k.params, s->len * sizeof(float));
+    if (s->mom)
+        memcpy(s->mom, k.mom, s->len * sizeof(float));
+    s->version = s->ckpt_version = k.version;
+    s->grads = k.grads;
+    s->ckpt_time = now_s();
+    for (int i = 0; i < s->W; i++) {
+        s->w[i].clock = k.clock[i];
+        s->w[i].state = k.done[i] ? W_DONE : W_LOST;
+        s->w[i].lost_at = now_s();
+        s->w[i].incarnation = 1; /* anyone who connects now is rejoining */
+    }
+    fprintf(stderr, "shoal-train: server %d: resumed from %s (update %u, %llu gradients "
+            "applied)\n", s->index, path, k.version, (unsigned long long)k.grads);
+    ckpt_free(&k);
     return 0;
 }
 
@@ -667,13 +982,21 @@ int server_main(const struct train_cfg *c)
     if (!c->quiet)
         fprintf(stderr, "shoal-train: server %d listening on %s:%u over %s\n", s->index,
                 s->host, s->port, shoal_ctx_describe(s->ctx));
+    if (c->resume && (rc = resume(s)))
+        goto out;
     rc = run(s);
-    if (rc == 0 && !c->quiet && s->t_last > s->t_first) {
+    if (rc == 0 && s->job_known) {
         double el = s->t_last - s->t_first;
         double rounds = c->mode == PS_BSP ? (double)s->version : (double)s->grads / s->W;
-        fprintf(stderr, "shoal-train: server %d: %u updates, %.1f rounds/s, %.0f samples/s "
-                "(all workers)\n", s->index, s->version, rounds / el,
-                rounds * s->job.batch * s->W / el);
+        if (!c->quiet && el > 0)
+            fprintf(stderr, "shoal-train: server %d: %u updates, %.1f rounds/s, %.0f "
+                    "samples/s (all workers)\n", s->index, s->version, rounds / el,
+                    rounds * s->job.batch * s->W / el);
+        /* The evidence that nothing was applied twice: every gradient
+         * applied had the iteration its worker was expected to push. */
+        fprintf(stderr, "shoal-train: server %d: applied %llu gradients, each once; dropped %llu "
+                "duplicate or stale pushes\n", s->index, (unsigned long long)s->grads,
+                (unsigned long long)s->dropped);
     }
 out:
     if (rc)

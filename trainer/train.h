@@ -29,7 +29,17 @@ struct train_cfg {
     char rendezvous[TRAIN_PATH_MAX]; /* or a file rank 0 writes its address to */
     char host[PS_HOST_MAX];  /* where this process listens (servers) */
     int connect_timeout_ms;  /* to find the servers at start */
-    int idle_timeout_ms;     /* no progress for this long = failure */
+    int idle_timeout_ms;     /* no training progress for this long = failure */
+
+    /* failures */
+    int fail_timeout_ms;     /* a peer silent this long is lost (heartbeats
+                                every quarter of it) */
+    int rejoin_timeout_ms;   /* bsp: how long to wait for a lost worker */
+    int reconnect_timeout_ms;/* workers: how long to try to reach a lost server */
+    char checkpoint_dir[TRAIN_PATH_MAX]; /* servers: where checkpoints go */
+    int checkpoint_every;    /* updates between checkpoints (0 = by time only) */
+    double checkpoint_secs;  /* seconds between checkpoints (0 = by count only) */
+    bool resume;             /* servers: start from the newest valid checkpoint */
 
     /* data */
     char data_dir[TRAIN_PATH_MAX];   /* IDX directory */

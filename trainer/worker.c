@@ -19,6 +19,14 @@
  * delivers after the data): the slice is never written while it is read.
  * --verify checks that with a CRC-32 the server sends after each slice,
  * compared on arrival and again after the gradient was computed.
+ *
+ * Failures.  A server whose endpoint fails, or that sends nothing (its
+ * heartbeats included) for --fail-timeout, is lost.  The worker keeps its
+ * state and reconnects to every server with backoff (re-reading the
+ * rendezvous file, as a restarted server may listen elsewhere) for up to
+ * --reconnect-timeout.  Each WELCOME says at which iteration to continue
+ * (a resumed server may be behind); the batches are a function of the
+ * iteration, so the worker redoes exactly the work the server lost.
  */
 #include <cblas.h>
 #include <errno.h>
@@ -26,6 +34,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include "batch.h"
@@ -48,6 +58,9 @@ struct wpeer {
     bool check_due;           /* --verify: a CHECK follows the parameters */
     uint32_t crc;             /* --verify: the CRC of the slice we hold */
     bool bye_done;            /* our BYE left */
+    bool failed;              /* the connection broke: reconnect */
+    uint32_t start;           /* WELCOME: the iteration to continue from */
+    double last_heard, last_sent;
 };
 
 struct worker {
@@ -61,6 +74,10 @@ struct worker {
     struct wpeer peer[PS_MAX_SERVERS];
     struct ps_msg table;
     bool have_table;
+    uint32_t incarnation;     /* this process's start, for the servers */
+    bool finishing;           /* BYE sent: the servers close on us */
+    uint32_t k;               /* iterations completed */
+    int iters;
     char err[1024];
 };
 
@@ -112,8 +129,12 @@ static int on_message(struct worker *w, struct wpeer *p, const void *data, size_
                          "writable), expected %zu", p->addr, shoal_rmr_length(p->slot),
                          p->len * sizeof(float));
         p->welcomed = true;
+        p->start = h->iteration;
+        p->version = h->version;
         return 0;
     }
+    case PS_PING:
+        return 0;
     case PS_CHECK:
         if (!p->check_due)
             break;
@@ -134,6 +155,16 @@ static int on_message(struct worker *w, struct wpeer *p, const void *data, size_
     return wfail(w, "server %s sent an unexpected %s message", p->addr, ps_type_name(m.type));
 }
 
+static void lose(struct worker *w, struct wpeer *p, const char *why)
+{
+    if (p->failed)
+        return;
+    p->failed = true;
+    if (!w->finishing)
+        fprintf(stderr, "shoal-train: worker %d: lost server %s: %s\n", w->index, p->addr,
+            why ? why : "connection failed");
+}
+
 /* Wait once for events and handle them.  Returns <0 (w->err says why) on
  * a failure, else the number of events. */
 static int pump(struct worker *w, int timeout_ms)
@@ -144,21 +175,20 @@ static int pump(struct worker *w, int timeout_ms)
         return wfail(w, "transport: %s", shoal_ctx_errmsg(w->ctx));
     for (int i = 0; i < n; i++) {
         struct wpeer *p = ev[i].ep ? shoal_ep_user(ev[i].ep) : NULL;
-        if (!p)
+        if (!p || p->failed)
             continue;
+        p->last_heard = now_s();
         switch (ev[i].type) {
         case SHOAL_EV_PUT_DONE:
             p->puts--;
             if (ev[i].status)
-                return wfail(w, "gradient push to server %s failed: %s", p->addr,
-                             ev[i].reason ? ev[i].reason : shoal_strerror(ev[i].status));
+                lose(w, p, ev[i].reason ? ev[i].reason : shoal_strerror(ev[i].status));
             break;
         case SHOAL_EV_SEND_DONE:
             if (ev[i].wr_id == PS_BYE)
                 p->bye_done = true;
             if (ev[i].status)
-                return wfail(w, "message to server %s failed: %s", p->addr,
-                             ev[i].reason ? ev[i].reason : shoal_strerror(ev[i].status));
+                lose(w, p, ev[i].reason ? ev[i].reason : shoal_strerror(ev[i].status));
             break;
         case SHOAL_EV_IMM:
             if (!p->welcomed)
@@ -177,7 +207,8 @@ static int pump(struct worker *w, int timeout_ms)
             break;
         }
         case SHOAL_EV_EP_FAILED:
-            return wfail(w, "lost server %s: %s", p->addr, ev[i].reason);
+            lose(w, p, ev[i].reason);
+            break;
         default:
             break;
         }
@@ -185,17 +216,50 @@ static int pump(struct worker *w, int timeout_ms)
     return n;
 }
 
-/* Pump until @done(w) holds; bounded by the idle timeout. */
+/* Heartbeats out, and silence in: a server heard of for --fail-timeout
+ * is lost. */
+static void heartbeats(struct worker *w)
+{
+    double now = now_s(), hb = w->c->fail_timeout_ms / 4000.0;
+    for (int s = 0; s < w->S; s++) {
+        struct wpeer *p = &w->peer[s];
+        if (!p->ep || p->failed)
+            continue;
+        if ((now - p->last_heard) * 1000 > w->c->fail_timeout_ms) {
+            char why[64];
+            snprintf(why, sizeof(why), "silent for %.0f ms", (now - p->last_heard) * 1000);
+            lose(w, p, why);
+            continue;
+        }
+        if (now - p->last_sent >= hb) {
+            struct ps_msg ping = {.type = PS_PING};
+            if (net_send(p->ep, &ping) == 0)
+                p->last_sent = now;
+        }
+    }
+}
+
+static bool any_failed(const struct worker *w)
+{
+    for (int s = 0; s < w->S; s++)
+        if (w->peer[s].failed)
+            return true;
+    return false;
+}
+
+/* Pump until @done(w) holds.  -ECONNRESET when a server is lost (the
+ * caller reconnects); bounded by the idle timeout. */
 static int pump_until(struct worker *w, bool (*done)(const struct worker *), const char *what)
 {
-    double idle_since = now_s();
+    double since = now_s();
     while (!done(w)) {
-        int n = pump(w, 200);
+        int n = pump(w, 50);
         if (n < 0)
             return n;
-        if (n > 0)
-            idle_since = now_s();
-        else if ((now_s() - idle_since) * 1000 > w->c->idle_timeout_ms)
+        heartbeats(w);
+        if (any_failed(w))
+            return -ECONNRESET;
+        if ((now_s() - since) * 1000 > w->c->idle_timeout_ms)
             return wfail(w, "no progress for %d ms while waiting for %s", w->c->idle_timeout_ms,
                          what);
     }
@@ -225,20 +289,22 @@ static bool round_done(const struct worker *w)
 static bool byes_sent(const struct worker *w)
 {
     for (int s = 0; s < w->S; s++)
-        if (!w->peer[s].bye_done)
+        if (!w->peer[s].bye_done && !w->peer[s].failed)
             return false;
     return true;
 }
 
-static int hello(struct worker *w, struct wpeer *p, int iters)
+static int hello(struct worker *w, struct wpeer *p)
 {
+    int iters = w->iters;
     const struct train_cfg *c = w->c;
     struct ps_msg m = {.type = PS_HELLO};
     struct ps_hello *h = &m.u.hello;
     h->worker = (uint32_t)w->index;
     h->workers = (uint32_t)c->workers;
     h->servers = (uint32_t)c->servers;
-    h->incarnation = 0;
+    h->incarnation = w->incarnation;
+    h->clock = w->k;
     h->mode = c->mode;
     h->staleness = (uint32_t)c->staleness;
     h->nparams = w->m.nparams;
@@ -246,9 +312,9 @@ static int hello(struct worker *w, struct wpeer *p, int iters)
     h->iters_per_epoch = (uint32_t)iters;
     h->epochs = (uint32_t)c->epochs;
     model_describe(&w->m, h->model, sizeof(h->model));
-    int rc = shoal_mr_reg(w->ctx, w->params + p->off, p->len * sizeof(float),
-                          SHOAL_ACCESS_REMOTE_WRITE, &p->pmr);
-    if (rc)
+    int rc;
+    if (!p->pmr && (rc = shoal_mr_reg(w->ctx, w->params + p->off, p->len * sizeof(float),
+                                      SHOAL_ACCESS_REMOTE_WRITE, &p->pmr)))
         return wfail(w, "registering %zu bytes of parameters: %s", p->len * sizeof(float),
                      shoal_ctx_errmsg(w->ctx));
     size_t dlen;
@@ -259,29 +325,58 @@ static int hello(struct worker *w, struct wpeer *p, int iters)
     rc = net_send(p->ep, &m);
     if (rc)
         return wfail(w, "HELLO to server %s: %s", p->addr, shoal_strerror(rc));
+    p->last_sent = p->last_heard = now_s();
     return 0;
 }
 
-/* Connect to every server: server 0 through the coordinator address (and
- * ask it for the table), the others from the table. */
-static int join(struct worker *w, int iters)
+/* Forget every connection (keeping the registered parameter slices). */
+static void disconnect_all(struct worker *w)
+{
+    for (int s = 0; s < w->S; s++) {
+        struct wpeer *p = &w->peer[s];
+        if (p->slot)
+            shoal_rmr_destroy(p->slot);
+        if (p->ep)
+            shoal_ep_close(p->ep);
+        p->slot = NULL;
+        p->ep = NULL;
+        p->welcomed = p->fresh = p->check_due = p->failed = false;
+        p->puts = 0;
+    }
+    w->have_table = false;
+}
+
+static bool all_fresh(const struct worker *w)
+{
+    return all_welcomed(w) && round_done(w);
+}
+
+/*
+ * Connect to every server: server 0 through the coordinator address (and
+ * ask it for the table), the others from the table; HELLO each and wait
+ * for the WELCOMEs and the first parameters.  Every server must name the
+ * same iteration to continue from, which becomes w->k.  -ECONNRESET (or a
+ * connect error) means "try again".
+ */
+static int connect_all(struct worker *w, int timeout_ms)
 {
     const struct train_cfg *c = w->c;
     char host[PS_HOST_MAX];
     uint16_t port;
+    disconnect_all(w);
     int rc = net_coordinator(c, host, sizeof(host), &port, w->err, sizeof(w->err));
     if (rc)
         return rc;
     struct wpeer *p0 = &w->peer[0];
     snprintf(p0->addr, sizeof(p0->addr), "%s:%u", host, port);
-    rc = net_connect(w->ctx, host, port, c->connect_timeout_ms, &p0->ep, w->err,
-                     sizeof(w->err));
+    rc = net_connect(w->ctx, host, port, timeout_ms, &p0->ep, w->err, sizeof(w->err));
     if (rc)
         return rc;
     shoal_ep_set_user(p0->ep, p0);
+    p0->last_heard = p0->last_sent = now_s();
     struct ps_msg req = {.type = PS_TABLE_REQ};
     if ((rc = net_send(p0->ep, &req)))
-        return wfail(w, "TABLE_REQ to %s: %s", p0->addr, shoal_strerror(rc));
+        return -ECONNRESET;
     if ((rc = pump_until(w, have_table, "the server table")))
         return rc;
     if (w->table.u.table.n != (uint32_t)w->S)
@@ -291,16 +386,60 @@ static int join(struct worker *w, int iters)
         struct wpeer *p = &w->peer[s];
         const struct ps_addr *a = &w->table.u.table.addr[s];
         snprintf(p->addr, sizeof(p->addr), "%s:%u", a->host, a->port);
-        rc = net_connect(w->ctx, a->host, a->port, c->connect_timeout_ms, &p->ep, w->err,
-                         sizeof(w->err));
+        rc = net_connect(w->ctx, a->host, a->port, timeout_ms, &p->ep, w->err, sizeof(w->err));
         if (rc)
             return rc;
         shoal_ep_set_user(p->ep, p);
     }
     for (int s = 0; s < w->S; s++)
-        if ((rc = hello(w, &w->peer[s], iters)))
+        if ((rc = hello(w, &w->peer[s])))
             return rc;
-    return pump_until(w, all_welcomed, "the servers' WELCOME");
+    if ((rc = pump_until(w, all_fresh, "the servers' WELCOME and parameters")))
+        return rc;
+    for (int s = 1; s < w->S; s++)
+        if (w->peer[s].start != w->peer[0].start)
+            return wfail(w, "after reconnecting, server %s continues at iteration %u and "
+                         "server %s at %u: servers restarted from different checkpoints "
+                         "cannot be reconciled", w->peer[0].addr, w->peer[0].start,
+                         w->peer[s].addr, w->peer[s].start);
+    w->k = w->peer[0].start;
+    return 0;
+}
+
+/* Network trouble is worth another try; a refusal or a protocol error
+ * (-EPROTO from wfail) is not. */
+static bool retryable(int rc)
+{
+    return rc != -EPROTO && rc != -EINVAL && rc != -ENOMEM && rc != -EACCES;
+}
+
+/* (Re)join the job, retrying for up to @timeout_ms. */
+static int rejoin(struct worker *w, int timeout_ms, bool first)
+{
+    double t0 = now_s(), deadline = t0 + timeout_ms / 1000.0;
+    uint32_t was = w->k;
+    for (int attempt = 1;; attempt++) {
+        /* Short attempts: a restarted server 0 may publish a new address
+         * in the rendezvous file, which each attempt reads again. */
+        int left = (int)((deadline - now_s()) * 1000);
+        left = left < 100 ? 100 : left > 2000 ? 2000 : left;
+        w->err[0] = 0;
+        int rc = connect_all(w, left);
+        if (rc == 0) {
+            if (!first)
+                fprintf(stderr, "shoal-train: worker %d: reconnected after %.0f ms (attempt "
+                        "%d); continuing at iteration %u (was at %u)\n", w->index,
+                        (now_s() - t0) * 1000, attempt, w->k, was);
+            return 0;
+        }
+        if (!retryable(rc) || now_s() >= deadline) {
+            if (retryable(rc) && !w->err[0])
+                wfail(w, "could not reach the servers within %d ms", timeout_ms);
+            return rc;
+        }
+        struct timespec ts = {0, 200 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
 }
 
 static int push(struct worker *w, uint32_t k)
@@ -391,10 +530,9 @@ int worker_main(const struct train_cfg *c)
         wfail(w, "registering the gradient: %s", shoal_ctx_errmsg(w->ctx));
         goto out;
     }
-    if ((rc = join(w, iters)))
-        goto out;
-    /* The first parameters come unasked, once the server has welcomed us. */
-    if ((rc = pump_until(w, round_done, "the initial parameters")))
+    w->iters = iters;
+    w->incarnation = (uint32_t)(((uint64_t)time(NULL) << 12) ^ (uint64_t)getpid()) | 1u;
+    if ((rc = rejoin(w, c->connect_timeout_ms, true)))
         goto out;
 
     char label[PS_MODEL_MAX + 64], desc[PS_MODEL_MAX];
@@ -413,36 +551,52 @@ int worker_main(const struct train_cfg *c)
                 openblas_get_corename(), openblas_get_num_threads(),
                 openblas_get_num_threads() == 1 ? "" : "s", net_placement(w->ctx));
     }
-    uint32_t k = 0;
     double acc = 0, tloss = 0;
+    const uint32_t total = (uint32_t)iters * (uint32_t)c->epochs;
+    uint32_t timed = 0;
     /* Worker 0 times every parameter round: push, update, fresh slice back. */
-    rounds = w->index == 0 ? malloc((size_t)iters * c->epochs * sizeof(float)) : NULL;
-    for (int e = 0; e < c->epochs; e++) {
-        batcher_epoch(&bt, e);
-        for (int t = 0; t < iters; t++, k++) {
-            batcher_fill(&bt, t, c->batch, x, y);
-            float loss = model_grad(&w->m, w->params, w->grad, x, y, c->batch, &ws);
-            uint32_t before[PS_MAX_SERVERS];
-            for (int s = 0; s < w->S; s++)
-                before[s] = w->peer[s].version;
-            double t_push = now_s();
-            if ((rc = push(w, k)) || (rc = pump_until(w, round_done, "fresh parameters")))
-                goto out;
-            if (rounds)
-                rounds[k] = (float)((now_s() - t_push) * 1e6);
-            for (int s = 0; s < w->S; s++) {
-                uint32_t v = w->peer[s].version;
-                bool ok = c->mode == PS_BSP ? v == k + 1 : v > before[s];
-                if (!ok) {
-                    rc = wfail(w, "server %s answered iteration %u with parameters of "
-                               "version %u", w->peer[s].addr, k, v);
-                    goto out;
-                }
-            }
-            if (rep_open)
-                report_step(&rep, e, t, loss, (long)(k + 1) * c->batch * c->workers);
+    rounds = w->index == 0 ? malloc((size_t)total * sizeof(float)) : NULL;
+    int epoch = -1;
+    while (w->k < total) {
+        const uint32_t k = w->k;
+        const int e = (int)(k / (uint32_t)iters), t = (int)(k % (uint32_t)iters);
+        if (e != epoch) {
+            batcher_epoch(&bt, e);
+            epoch = e;
         }
-        if (rep_open) {
+        batcher_fill(&bt, t, c->batch, x, y);
+        float loss = model_grad(&w->m, w->params, w->grad, x, y, c->batch, &ws);
+        uint32_t before[PS_MAX_SERVERS];
+        for (int s = 0; s < w->S; s++)
+            before[s] = w->peer[s].version;
+        double t_push = now_s();
+        rc = push(w, k);
+        if (rc == 0)
+            rc = pump_until(w, round_done, "fresh parameters");
+        if (rc == -ECONNRESET) {
+            /* Keep our state, find the servers again, and continue where
+             * they say (the batches follow from the iteration). */
+            if ((rc = rejoin(w, c->reconnect_timeout_ms, false)))
+                goto out;
+            continue;
+        }
+        if (rc)
+            goto out;
+        if (rounds && timed < total)
+            rounds[timed++] = (float)((now_s() - t_push) * 1e6);
+        for (int s = 0; s < w->S; s++) {
+            uint32_t v = w->peer[s].version;
+            bool ok = c->mode == PS_BSP ? v == k + 1 : v > before[s];
+            if (!ok) {
+                rc = wfail(w, "server %s answered iteration %u with parameters of "
+                           "version %u", w->peer[s].addr, k, v);
+                goto out;
+            }
+        }
+        w->k = k + 1;
+        if (rep_open)
+            report_step(&rep, e, t, loss, (long)(k + 1) * c->batch * c->workers);
+        if (rep_open && w->k % (uint32_t)iters == 0) {
             size_t ok = 0;
             tloss = model_eval(&w->m, w->params, test.x, test.y, test.n, &ok, &ws);
             acc = test.n ? (double)ok / (double)test.n : 0.0;
@@ -453,16 +607,19 @@ int worker_main(const struct train_cfg *c)
     for (int s = 0; s < w->S; s++)
         if (net_send(w->peer[s].ep, &bye))
             w->peer[s].bye_done = true; /* nothing to wait for */
-    /* Closing flushes, but waiting for the BYE to leave shows it did. */
-    if ((rc = pump_until(w, byes_sent, "the BYE messages to leave")))
+    /* Closing flushes, but waiting for the BYE to leave shows it did (a
+     * server closing on us after it is as good). */
+    w->finishing = true;
+    if ((rc = pump_until(w, byes_sent, "the BYE messages to leave")) && rc != -ECONNRESET)
         goto out;
+    rc = 0;
     if (rep_open) {
-        if (rounds && k > 0) {
-            qsort(rounds, k, sizeof(float), cmp_float);
+        if (rounds && timed > 0) {
+            qsort(rounds, timed, sizeof(float), cmp_float);
             fprintf(stderr, "parameter round (push, update, parameters back; %zu bytes each "
                     "way): median %.0f us, p99 %.0f us over %u rounds\n",
-                    w->m.nparams * sizeof(float), rounds[k / 2], rounds[(size_t)k * 99 / 100],
-                    k);
+                    w->m.nparams * sizeof(float), rounds[timed / 2],
+                    rounds[(size_t)timed * 99 / 100], timed);
         }
         fprintf(stderr, "final test accuracy: %.2f%%\n", 100.0 * acc);
         if (c->save[0] && (rc = modelfile_save(c->save, &w->m, w->params, w->err,

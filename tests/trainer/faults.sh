@@ -1,0 +1,211 @@
+#!/bin/bash
+# faults.sh -- the fault suite (make check-faults): a full training job
+# (MLP-256 on Fashion-MNIST, 1 server + 2 workers, 10 epochs) survives
+#   - a worker killed (-9) at a seeded point, with and without a restart,
+#     in each mode (bsp, async, ssp);
+#   - a worker stopped (SIGSTOP) for longer than --fail-timeout, then
+#     continued;
+#   - the server killed and restarted with --resume (bsp: the final model
+#     must equal an undisturbed run's: nothing lost, nothing applied twice);
+#   - the network cut for less and for more than --fail-timeout (a drop
+#     rule in a network namespace of the test's own).
+# Each run must finish, reach the accuracy bar (87.5%; SHOAL_FAULT_BAR),
+# and its server must report every gradient applied once.  For each fault
+# the log gives the time to detect it and to recover.
+#   tests/trainer/faults.sh [SCENARIO...]     (default: all)
+. "$(dirname "$0")/lib.sh"
+need_data
+seed=${SHOAL_FAULT_SEED:-42}
+bar=${SHOAL_FAULT_BAR:-8750}
+epochs=${SHOAL_FAULT_EPOCHS:-10}
+RANDOM=$seed
+common="--data $data --epochs $epochs --fail-timeout 2000 --rejoin-timeout 6000
+        --reconnect-timeout 60000 --idle-timeout 60000 --log-interval 5"
+
+# A point to strike: after checkpoint/update N, N seeded in [lo, hi).
+pick() { echo $(( $1 + RANDOM % ($2 - $1) )); }
+
+# wait_line FILE REGEX SECONDS
+wait_line() {
+    local end=$((SECONDS + $3))
+    while [ $SECONDS -lt $end ]; do
+        grep -q -- "$2" "$1" 2>/dev/null && return 0
+        sleep 0.05
+    done
+    echo "timed out waiting for '$2' in $1" >&2
+    return 1
+}
+
+# Start one rank in the background: rank LOG [extra args]; sets $last_pid.
+# (exec: $! is the trainer itself, so kill -9 strikes it, not a wrapper;
+# the watchdog bounds every scenario instead of timeout(1).)
+rank() {
+    local r=$1 log=$2; shift 2
+    (SHOAL_RANK=$r SHOAL_SIZE=3 SHOAL_RENDEZVOUS=$dir/rdv exec "$train" $common "$@" \
+        >>"$log" 2>&1) &
+    last_pid=$!
+    echo $last_pid >>"$scratch/pids"
+}
+watchdog() {
+    : >"$scratch/pids"
+    [ -n "${dog:-}" ] && kill "$dog" 2>/dev/null
+    ( sleep 400; echo "watchdog: scenario over 400 s, killing it" >&2
+      xargs -r kill -9 <"$scratch/pids" ) &
+    dog=$!
+}
+
+# Wait for every pid; all must exit 0.
+wait_all() {
+    local st=0 p
+    for p in "$@"; do wait "$p" || st=1; done
+    return $st
+}
+
+# Verdict on a finished run: accuracy, nothing applied twice.
+judge() {
+    local name=$1 a
+    a=$(accuracy "$dir/w0.log")
+    if [ -z "$a" ]; then
+        tail -n 5 "$dir"/*.log; bad "$name: no final accuracy"; return
+    fi
+    if ! grep -q "applied [0-9]* gradients, each once" "$dir"/s*.log; then
+        tail -n 5 "$dir"/s*.log; bad "$name: the server did not finish its account"; return
+    fi
+    [ "$a" -ge "$bar" ] && ok "$name: final accuracy $(awk "BEGIN{print $a/100}")%" ||
+        bad "$name: final accuracy $(awk "BEGIN{print $a/100}")% is below $(awk "BEGIN{print $bar/100}")%"
+    grep -h "lost worker\|lost server\|rejoined\|reconnected\|did not rejoin\|resumed from\|dropped push" \
+        "$dir"/*.log | sed 's/^/    /' | head -8
+}
+
+new_dir() {
+    dir=$scratch/$1
+    mkdir -p "$dir/ck"
+}
+
+# ---- scenarios ----------------------------------------------------------
+
+worker_kill() { # MODE restart|norestart
+    local mode=$1 how=$2 name="kill -9 worker 1 ($1, $2)"
+    new_dir "kill-$1-$2"
+    local extra="--mode $mode"
+    [ $mode = ssp ] && extra="$extra --staleness 2"
+    rank 0 "$dir/s0.log" $extra --checkpoint-dir "$dir/ck" --checkpoint-every 100
+    local s=$last_pid
+    rank 1 "$dir/w0.log" $extra; local w0=$last_pid
+    rank 2 "$dir/w1.log" $extra; local w1=$last_pid
+    local at; at=$(pick 300 2000)
+    wait_line "$dir/s0.log" "checkpoint at update [0-9]*[0-9]" 120 || { bad "$name: no start"; kill -9 $s $w0 $w1; return; }
+    # Strike after update >= at (async counts per gradient, so scale).
+    while ! awk -v at="$at" '/checkpoint at update/ { if ($7 + 0 >= at) f = 1 } END { exit !f }' \
+        "$dir/s0.log"; do sleep 0.02; kill -0 $w1 2>/dev/null || break; done
+    kill -9 $w1 2>/dev/null
+    local t_kill=$(date +%s.%N)
+    echo "    killed worker 1 after update $at"
+    if [ $how = restart ]; then
+        sleep 0.5
+        rank 2 "$dir/w1b.log" $extra; w1=$last_pid
+    else
+        wait $w1 2>/dev/null
+        w1=
+    fi
+    if wait_all $s $w0 $w1; then judge "$name"; else tail -n 5 "$dir"/*.log; bad "$name: a process failed"; fi
+    local t_lost
+    t_lost=$(grep -m1 -o "lost worker 1" "$dir/s0.log" >/dev/null && echo yes)
+    [ -n "$t_lost" ] || bad "$name: the server never reported the lost worker"
+    if [ $how = restart ]; then
+        grep -q "worker 1 rejoined" "$dir/s0.log" && ok "$name: worker 1 rejoined" ||
+            bad "$name: worker 1 did not rejoin"
+    fi
+}
+
+worker_stop() {
+    local name="SIGSTOP worker 1 for 3.5 s (bsp)"
+    new_dir stop
+    rank 0 "$dir/s0.log" --checkpoint-dir "$dir/ck" --checkpoint-every 100; local s=$last_pid
+    rank 1 "$dir/w0.log"; local w0=$last_pid
+    rank 2 "$dir/w1.log"; local w1=$last_pid
+    wait_line "$dir/s0.log" "checkpoint at update [3-9]00" 120 || { bad "$name: no start"; kill -9 $s $w0 $w1; return; }
+    kill -STOP $w1
+    sleep 3.5
+    kill -CONT $w1
+    if wait_all $s $w0 $w1; then judge "$name"; else tail -n 5 "$dir"/*.log; bad "$name: a process failed"; fi
+    grep -q "lost worker 1 (silent" "$dir/s0.log" && ok "$name: detected as silent" ||
+        bad "$name: the stop went unnoticed"
+    grep -q "worker 1 rejoined" "$dir/s0.log" && ok "$name: worker 1 rejoined after SIGCONT" ||
+        bad "$name: worker 1 did not rejoin"
+}
+
+server_kill() {
+    local name="kill -9 the server, restart with --resume (bsp)"
+    new_dir server
+    local ck="--checkpoint-dir $dir/ck --checkpoint-every 50"
+    rank 0 "$dir/s0.log" $ck; local s=$last_pid
+    rank 1 "$dir/w0.log" --save "$dir/model.bin"; local w0=$last_pid
+    rank 2 "$dir/w1.log"; local w1=$last_pid
+    local at; at=$(pick 5 30)
+    wait_line "$dir/s0.log" "checkpoint at update $((at * 50)) " 120 || { bad "$name: no start"; kill -9 $s $w0 $w1; return; }
+    kill -9 $s; wait $s 2>/dev/null
+    echo "    killed the server after its checkpoint at update $((at * 50))"
+    sleep 1
+    rank 0 "$dir/s0b.log" $ck --resume; s=$last_pid
+    if wait_all $s $w0 $w1; then judge "$name"; else tail -n 5 "$dir"/*.log; bad "$name: a process failed"; return; fi
+    grep -q "resumed from" "$dir/s0b.log" && ok "$name: resumed from a checkpoint" ||
+        bad "$name: did not resume"
+    # Undisturbed, the same job ends at the same parameters, bit for bit:
+    # the resumed server and the workers redid exactly the lost rounds.
+    new_dir server-ref
+    rank 0 "$dir/s0.log"; s=$last_pid
+    rank 1 "$dir/w0.log" --save "$dir/ref.bin"; w0=$last_pid
+    rank 2 "$dir/w1.log"; w1=$last_pid
+    wait_all $s $w0 $w1 || bad "$name: the undisturbed run failed"
+    check "$name: final model = undisturbed run (no update lost or doubled)" \
+        "$train" --compare "$scratch/server/model.bin" "$dir/ref.bin" --tolerance 0
+}
+
+netcut_run() {
+    local cut=$1 name="network cut for $1 s (bsp)"
+    command -v nft >/dev/null || { echo "SKIPPED: $name: no nft (apt-get install nftables)"; return; }
+    command -v unshare >/dev/null || { echo "SKIPPED: $name: no unshare"; return; }
+    new_dir "cut$cut"
+    export dir train common cut
+    if unshare -n bash -c '
+        set -u
+        ip link set lo up || exit 90
+        run() { SHOAL_RANK=$1 SHOAL_SIZE=3 SHOAL_RENDEZVOUS=$dir/rdv timeout 400 "$train" $common "${@:3}" >>"$2" 2>&1 & }
+        run 0 "$dir/s0.log" --checkpoint-dir "$dir/ck" --checkpoint-every 100; s=$!
+        run 1 "$dir/w0.log"; w0=$!
+        run 2 "$dir/w1.log"; w1=$!
+        end=$((SECONDS + 120))
+        until grep -q "checkpoint at update [3-9]00" "$dir/s0.log" 2>/dev/null; do
+            [ $SECONDS -gt $end ] && exit 91; sleep 0.05; done
+        nft add table inet cut && nft add chain inet cut in "{ type filter hook input priority 0; }" &&
+            nft add rule inet cut in iif lo drop || exit 92
+        echo "    network down for $cut s"
+        sleep "$cut"
+        nft delete table inet cut
+        echo "    network up"
+        st=0
+        for p in $s $w0 $w1; do wait $p || st=1; done
+        exit $st
+    '; then
+        judge "$name"
+    else
+        rc=$?
+        tail -n 5 "$dir"/*.log
+        bad "$name: the job failed (status $rc)"
+    fi
+}
+
+all="worker_kill:bsp:norestart worker_kill:bsp:restart worker_kill:async:norestart
+     worker_kill:async:restart worker_kill:ssp:norestart worker_kill:ssp:restart
+     worker_stop server_kill netcut_run:1 netcut_run:4"
+for sc in ${*:-$all}; do
+    IFS=: read -r fn a b <<<"$sc"
+    echo "== $fn $a $b"
+    t0=$SECONDS
+    watchdog
+    $fn $a $b
+    echo "   ($((SECONDS - t0)) s)"
+done
+kill "$dog" 2>/dev/null
+finish

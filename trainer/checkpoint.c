@@ -1,0 +1,297 @@
+/*
+ * checkpoint.c -- saving and loading server checkpoints (see checkpoint.h).
+ */
+#include "checkpoint.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "modelfile.h"
+
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "checkpoints store floats in little-endian order: port ckpt_save/ckpt_load"
+#endif
+
+#define MAGIC "SHOALCKP"
+#define FORMAT 1
+#define KEEP 2
+
+struct buf {
+    uint8_t *p;
+    size_t len, cap;
+    bool bad;
+};
+
+static void put(struct buf *b, const void *src, size_t n)
+{
+    if (b->bad)
+        return;
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 4096;
+        while (cap < b->len + n)
+            cap *= 2;
+        uint8_t *q = realloc(b->p, cap);
+        if (!q) {
+            b->bad = true;
+            return;
+        }
+        b->p = q;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, src, n);
+    b->len += n;
+}
+
+static void put32(struct buf *b, uint32_t v) { put(b, &v, 4); }
+static void put64(struct buf *b, uint64_t v) { put(b, &v, 8); }
+
+static void file_name(char *out, size_t len, const char *dir, uint32_t server, uint32_t version)
+{
+    snprintf(out, len, "%s/server-%u.ckpt.%010u", dir, server, version);
+}
+
+/* Versions of this server's checkpoints in @dir, newest first. */
+static int list_versions(const char *dir, uint32_t server, uint32_t *v, int max)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return -errno;
+    char prefix[64];
+    int n = snprintf(prefix, sizeof(prefix), "server-%u.ckpt.", server), k = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) && k < max) {
+        if (strncmp(e->d_name, prefix, (size_t)n) != 0)
+            continue;
+        char *end;
+        unsigned long x = strtoul(e->d_name + n, &end, 10);
+        if (*end || end == e->d_name + n || x > UINT32_MAX)
+            continue; /* e.g. a leftover temporary file */
+        v[k++] = (uint32_t)x;
+    }
+    closedir(d);
+    for (int i = 1; i < k; i++) /* insertion sort, descending */
+        for (int j = i; j > 0 && v[j] > v[j - 1]; j--) {
+            uint32_t t = v[j];
+            v[j] = v[j - 1];
+            v[j - 1] = t;
+        }
+    return k;
+}
+
+int ckpt_save(const char *dir, const struct ckpt *c, char *err, size_t errlen)
+{
+    struct buf b = {0};
+    const struct ps_hello *j = &c->job;
+    put(&b, MAGIC, 8);
+    put32(&b, FORMAT);
+    put32(&b, c->server);
+    put32(&b, c->servers);
+    put32(&b, j->workers);
+    put32(&b, j->mode);
+    put32(&b, j->staleness);
+    put64(&b, j->nparams);
+    put32(&b, j->batch);
+    put32(&b, j->iters_per_epoch);
+    put32(&b, j->epochs);
+    put(&b, j->model, PS_MODEL_MAX);
+    put64(&b, c->off);
+    put64(&b, c->len);
+    put32(&b, c->version);
+    put64(&b, c->grads);
+    put32(&b, c->workers);
+    put(&b, c->clock, (size_t)c->workers * 4);
+    put(&b, c->done, c->workers);
+    put32(&b, c->mom != NULL);
+    put(&b, c->params, c->len * sizeof(float));
+    if (c->mom)
+        put(&b, c->mom, c->len * sizeof(float));
+    uint32_t crc = b.bad ? 0 : (uint32_t)crc32(0L, b.p, (uInt)b.len);
+    put32(&b, crc);
+    if (b.bad) {
+        free(b.p);
+        snprintf(err, errlen, "checkpoint: out of memory");
+        return -ENOMEM;
+    }
+    char path[4096 + 64];
+    file_name(path, sizeof(path), dir, c->server, c->version);
+    int rc = atomic_write(path, b.p, b.len, err, errlen);
+    free(b.p);
+    if (rc)
+        return rc;
+    /* Keep the newest KEEP; older ones go only once this one is safe. */
+    uint32_t v[64];
+    int n = list_versions(dir, c->server, v, 64);
+    for (int i = KEEP; i < n; i++) {
+        file_name(path, sizeof(path), dir, c->server, v[i]);
+        unlink(path);
+    }
+    return 0;
+}
+
+struct rd {
+    const uint8_t *p;
+    size_t len, at;
+    bool bad;
+};
+
+static const void *take(struct rd *r, size_t n)
+{
+    if (r->bad || r->len - r->at < n) {
+        r->bad = true;
+        return NULL;
+    }
+    const void *q = r->p + r->at;
+    r->at += n;
+    return q;
+}
+
+static uint32_t get32(struct rd *r)
+{
+    uint32_t v = 0;
+    const void *q = take(r, 4);
+    if (q)
+        memcpy(&v, q, 4);
+    return v;
+}
+
+static uint64_t get64(struct rd *r)
+{
+    uint64_t v = 0;
+    const void *q = take(r, 8);
+    if (q)
+        memcpy(&v, q, 8);
+    return v;
+}
+
+/* Parse one file; a message in err when it is not a good checkpoint. */
+static int load_one(const char *path, uint32_t server, struct ckpt *c, char *err,
+                    size_t errlen)
+{
+    memset(c, 0, sizeof(*c));
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return -errno;
+    }
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    rewind(f);
+    uint8_t *data = size > 12 && size < (1l << 34) ? malloc((size_t)size) : NULL;
+    if (!data || fread(data, 1, (size_t)size, f) != (size_t)size) {
+        fclose(f);
+        free(data);
+        snprintf(err, errlen, "%s: unreadable or too short (%ld bytes)", path, size);
+        return -EINVAL;
+    }
+    fclose(f);
+    int rc = -EINVAL;
+    struct rd r = {.p = data, .len = (size_t)size - 4};
+    uint32_t stored;
+    memcpy(&stored, data + size - 4, 4);
+    if (memcmp(data, MAGIC, 8) != 0) {
+        snprintf(err, errlen, "%s: not a checkpoint (bad magic)", path);
+        goto out;
+    }
+    if (stored != (uint32_t)crc32(0L, data, (uInt)(size - 4))) {
+        snprintf(err, errlen, "%s: checksum mismatch (corrupt or truncated)", path);
+        goto out;
+    }
+    take(&r, 8);
+    if (get32(&r) != FORMAT) {
+        snprintf(err, errlen, "%s: unknown checkpoint format", path);
+        goto out;
+    }
+    c->server = get32(&r);
+    c->servers = get32(&r);
+    c->job.workers = get32(&r);
+    c->job.servers = c->servers;
+    c->job.mode = get32(&r);
+    c->job.staleness = get32(&r);
+    c->job.nparams = get64(&r);
+    c->job.batch = get32(&r);
+    c->job.iters_per_epoch = get32(&r);
+    c->job.epochs = get32(&r);
+    const void *model = take(&r, PS_MODEL_MAX);
+    if (model) {
+        memcpy(c->job.model, model, PS_MODEL_MAX);
+        c->job.model[PS_MODEL_MAX - 1] = 0;
+    }
+    c->off = get64(&r);
+    c->len = get64(&r);
+    c->version = get32(&r);
+    c->grads = get64(&r);
+    c->workers = get32(&r);
+    if (r.bad || c->server != server || c->workers != c->job.workers || c->workers == 0 ||
+        c->workers > PS_MAX_WORKERS || c->len == 0 || c->len > c->job.nparams) {
+        snprintf(err, errlen, "%s: inconsistent header", path);
+        goto out;
+    }
+    c->clock = malloc(c->workers * 4);
+    c->done = malloc(c->workers);
+    c->params = malloc(c->len * sizeof(float));
+    const void *q = take(&r, (size_t)c->workers * 4);
+    if (!c->clock || !c->done || !c->params || !q) {
+        snprintf(err, errlen, "%s: truncated or out of memory", path);
+        goto out;
+    }
+    memcpy(c->clock, q, (size_t)c->workers * 4);
+    q = take(&r, c->workers);
+    if (q)
+        memcpy(c->done, q, c->workers);
+    uint32_t has_mom = get32(&r);
+    q = take(&r, c->len * sizeof(float));
+    if (q)
+        memcpy(c->params, q, c->len * sizeof(float));
+    if (has_mom && !r.bad) {
+        c->mom = malloc(c->len * sizeof(float));
+        q = take(&r, c->len * sizeof(float));
+        if (c->mom && q)
+            memcpy(c->mom, q, c->len * sizeof(float));
+        else
+            r.bad = true;
+    }
+    if (r.bad || r.at != r.len) {
+        snprintf(err, errlen, "%s: sizes do not match the header", path);
+        goto out;
+    }
+    rc = 0;
+out:
+    free(data);
+    if (rc)
+        ckpt_free(c);
+    return rc;
+}
+
+int ckpt_load(const char *dir, uint32_t server, struct ckpt *c, FILE *log, char *path,
+              size_t pathlen, char *err, size_t errlen)
+{
+    uint32_t v[64];
+    int n = list_versions(dir, server, v, 64);
+    if (n < 0) {
+        snprintf(err, errlen, "%s: %s", dir, strerror(-n));
+        return n;
+    }
+    for (int i = 0; i < n; i++) {
+        file_name(path, pathlen, dir, server, v[i]);
+        char why[512];
+        if (load_one(path, server, c, why, sizeof(why)) == 0)
+            return 0;
+        if (log)
+            fprintf(log, "shoal-train: server %u: skipping checkpoint %s\n", server, why);
+    }
+    snprintf(err, errlen, "%s: no valid checkpoint of server %u", dir, server);
+    return -ENOENT;
+}
+
+void ckpt_free(struct ckpt *c)
+{
+    free(c->clock);
+    free(c->done);
+    free(c->params);
+    free(c->mom);
+    memset(c, 0, sizeof(*c));
+}
