@@ -34,3 +34,11 @@ TESTS += $(TRAINER_JOB_TESTS)
 EXTRA_DIST += $(TRAINER_JOB_TESTS) tests/trainer/lib.sh
 dist_bin_SCRIPTS += tools/shoal-run tools/shoal-plot
 dist_man_MANS += docs/man/shoal-train.1 docs/man/shoal-run.1
+
+# The fault suite: longer runs (kill -9, SIGSTOP, server restarts, network
+# cuts), so not in `make check`; CI runs it after (tools/run-tests).
+EXTRA_DIST += tests/trainer/faults.sh
+check-faults: all
+	abs_top_srcdir=$(abs_top_srcdir) abs_top_builddir=$(abs_top_builddir) \
+	  $(SHELL) $(srcdir)/tests/trainer/faults.sh
+.PHONY: check-faults
