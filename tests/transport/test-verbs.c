@@ -746,9 +746,9 @@ static void half_client(struct h_role *r)
     CHECK(rdma_create_qp(id, NULL, &qa) == 0, "rdma_create_qp: %s", strerror(errno));
     struct shoal_hello h = {.magic = SHOAL_WIRE_MAGIC, .version = SHOAL_WIRE_VERSION,
                             .transport = SHOAL_TRANSPORT_VERBS, .ep_id = 7};
-    uint8_t hello[SHOAL_HELLO_LEN];
-    shoal__hello_encode(&h, hello);
-    struct rdma_conn_param p = {.private_data = hello, .private_data_len = sizeof(hello),
+    uint8_t hello[SHOAL_HELLO_MAX];
+    size_t hlen = shoal__hello_encode(&h, hello);
+    struct rdma_conn_param p = {.private_data = hello, .private_data_len = (uint8_t)hlen,
                                 .responder_resources = 1, .initiator_depth = 1,
                                 .retry_count = 6, .rnr_retry_count = 7};
     CHECK(rdma_connect(id, &p) == 0, "rdma_connect: %s", strerror(errno));
