@@ -4,11 +4,16 @@
  * close.
  *
  * Handshake.  The client resolves the address and route, creates its QP,
- * and calls rdma_connect() with its 16-byte shoal hello as private data.
- * The server checks the hello on CONNECT_REQUEST (rdma_reject, logged, on
- * a mismatch), creates its endpoint and QP, and rdma_accept()s with its
+ * and calls rdma_connect() with its shoal hello as private data.  The
+ * server checks the hello on CONNECT_REQUEST (rdma_reject, logged, on a
+ * mismatch, with the reason in the REJ's private data when it is about
+ * authentication), creates its endpoint and QP, and rdma_accept()s with its
  * own hello.  ESTABLISHED finishes both sides: the client checks the
- * server's hello, the server hands the endpoint to the listener.
+ * server's hello, the server hands the endpoint to the listener.  With
+ * SHOAL_AUTH_FILE (lib/core/auth.c) the hellos carry nonces and the
+ * server's proof, the client sends its proof as the first SEND on the QP,
+ * and the server hands the endpoint over only once that proof verified
+ * (verbs_hs_proof), whichever of it and ESTABLISHED comes first.
  *
  * Every CM event is copied and acknowledged before it is acted on, so an
  * rdma_cm id can always be destroyed afterwards.
@@ -520,8 +525,9 @@ uint64_t verbs_sweep_half_open(shoal_ctx_t *ctx)
             next = ve->deadline < next ? ve->deadline : next;
             continue;
         }
-        shoal__warn(ctx, "verbs: connection from %s not established within %d ms; dropped",
-                    ve->ep->peer, ctx->cfg.connect_timeout_ms);
+        shoal__warn(ctx, "verbs: connection from %s %s within %d ms; dropped", ve->ep->peer,
+                    ve->established ? "sent no authentication proof" : "not established",
+                    ctx->cfg.connect_timeout_ms);
         shoal__list_del(&ve->pnode);
         ve->listener = NULL;
         shoal__ep_discard(ve->ep);

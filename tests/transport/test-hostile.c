@@ -386,9 +386,12 @@ static void garbage_client(struct h_role *r)
      * docs/ARCHITECTURE.md, "Hostile input"). */
     if (only && atoi(only) == 5) {
         static const uint8_t zeros[4096];
-        int s = tcp_connect(port);
-        send_some(s, zeros, sizeof(zeros));
-        held[nheld++] = s;
+        for (int i = 0; i < 3; i++) { /* more than once: not a matter of timing */
+            int s = tcp_connect(port);
+            send_some(s, zeros, sizeof(zeros));
+            held[nheld++] = s;
+            usleep(100000);
+        }
     }
     /* 5. A good client, while the silent ones are still open. */
     shoal_ctx_t *ctx = h_ctx();
