@@ -13,7 +13,10 @@
  *    creation fails with a clear error;
  *  - UCX: random bytes, truncated, oversized and silent connections sent
  *    with plain TCP sockets to the listening port never crash or hang the
- *    server, and it serves a good client afterwards.
+ *    server, and it serves a good client afterwards;
+ *  - UCX: a UCP client that connects and says nothing, or sends a hello
+ *    with a nonce and never its proof, is dropped after the connect
+ *    timeout, logged, and never reaches accept().
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -26,6 +29,8 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <ucp/api/ucp.h>
 
 #include "../cu.h"
 #include "harness.h"
@@ -415,6 +420,130 @@ static void test_tcp_garbage(void)
     CU_ASSERT_EQUAL(h_run(garbage_server, garbage_client, 1, NULL, 90), 0);
 }
 
+/* ---- UCP clients that never finish the handshake ----------------------------- */
+
+/* A client written against UCP directly: it connects to the shoal port (so
+ * the server has a half-open endpoint) and then either says nothing or
+ * sends a hello announcing a secret and never its proof.  The server must
+ * drop it after SHOAL_CONNECT_TIMEOUT, log that, and hand nothing to
+ * accept(). */
+enum { STALL_SILENT = 0, STALL_NO_PROOF = 1 };
+#define STALL_TIMEOUT_MS 1000
+
+static ucs_status_t ignore_am(void *arg, const void *header, size_t hlen, void *data,
+                              size_t len, const ucp_am_recv_param_t *param)
+{
+    (void)arg, (void)header, (void)hlen, (void)data, (void)len, (void)param;
+    return UCS_OK;
+}
+
+static void stall_client(struct h_role *r)
+{
+    int how = *(int *)r->arg;
+    uint16_t port;
+    struct pollfd p = {.fd = r->port_rd, .events = POLLIN};
+    CHECK(poll(&p, 1, 30000) == 1 && read(r->port_rd, &port, sizeof(port)) == sizeof(port),
+          "no port published");
+    ucp_config_t *cfg;
+    ucp_context_h uctx;
+    ucp_worker_h w;
+    ucp_ep_h uep;
+    CHECK(ucp_config_read(NULL, NULL, &cfg) == UCS_OK, "ucp_config_read");
+    ucp_params_t up = {.field_mask = UCP_PARAM_FIELD_FEATURES, .features = UCP_FEATURE_AM};
+    CHECK(ucp_init(&up, cfg, &uctx) == UCS_OK, "ucp_init");
+    ucp_config_release(cfg);
+    ucp_worker_params_t wp = {.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE,
+                              .thread_mode = UCS_THREAD_MODE_SINGLE};
+    CHECK(ucp_worker_create(uctx, &wp, &w) == UCS_OK, "ucp_worker_create");
+    /* The server's HELLO_ACK (id 1) comes back: take it and ignore it. */
+    ucp_am_handler_param_t hp = {
+        .field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB |
+                      UCP_AM_HANDLER_PARAM_FIELD_FLAGS,
+        .id = 1, .cb = ignore_am, .flags = UCP_AM_FLAG_WHOLE_MSG};
+    CHECK(ucp_worker_set_am_recv_handler(w, &hp) == UCS_OK, "set_am_recv_handler");
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(port)};
+    CHECK(inet_pton(AF_INET, h_host(), &sin.sin_addr) == 1, "address");
+    ucp_ep_params_t ep = {
+        .field_mask = UCP_EP_PARAM_FIELD_FLAGS | UCP_EP_PARAM_FIELD_SOCK_ADDR |
+                      UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE,
+        .flags = UCP_EP_PARAMS_FLAGS_CLIENT_SERVER,
+        .sockaddr = {.addr = (struct sockaddr *)&sin, .addrlen = sizeof(sin)},
+        .err_mode = UCP_ERR_HANDLING_MODE_PEER,
+    };
+    CHECK(ucp_ep_create(w, &ep, &uep) == UCS_OK, "ucp_ep_create");
+    if (how == STALL_NO_PROOF) {
+        /* A shoal hello (version 2, transport ucx, flags AUTH) and a
+         * nonce, as HELLO (active message 0): then silence. */
+        static uint8_t hello[32] = {0x53, 0x4f, 0x41, 0x4c, 2, 0, SHOAL_TRANSPORT_UCX, 1,
+                                    1, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+        ucp_request_param_t rp = {.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS,
+                                  .flags = UCP_AM_SEND_FLAG_REPLY};
+        ucs_status_ptr_t req = ucp_am_send_nbx(uep, 0, hello, sizeof(hello), NULL, 0, &rp);
+        CHECK(!UCS_PTR_IS_ERR(req), "ucp_am_send_nbx");
+        while (req && ucp_request_check_status(req) == UCS_INPROGRESS)
+            ucp_worker_progress(w);
+        if (req)
+            ucp_request_free(req);
+    }
+    /* Stay connected, progressing, well past the server's timeout. */
+    uint64_t t0 = h_now_ms();
+    while (h_now_ms() - t0 < STALL_TIMEOUT_MS + 2500) {
+        ucp_worker_progress(w);
+        usleep(1000);
+    }
+    ucp_request_param_t cp = {.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS,
+                              .flags = UCP_EP_CLOSE_FLAG_FORCE};
+    ucs_status_ptr_t req = ucp_ep_close_nbx(uep, &cp);
+    while (req && !UCS_PTR_IS_ERR(req) && ucp_request_check_status(req) == UCS_INPROGRESS)
+        ucp_worker_progress(w);
+    if (req && !UCS_PTR_IS_ERR(req))
+        ucp_request_free(req);
+    ucp_worker_destroy(w);
+    ucp_cleanup(uctx);
+}
+
+static void stall_server(struct h_role *r)
+{
+    int how = *(int *)r->arg;
+    int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    CHECK(fd >= 0 && dup2(fd, 2) == 2, "redirect stderr");
+    close(fd);
+    use_secret(how == STALL_NO_PROOF ? secret_a : NULL);
+    char t[16];
+    snprintf(t, sizeof(t), "%d", STALL_TIMEOUT_MS);
+    setenv("SHOAL_CONNECT_TIMEOUT", t, 1);
+    shoal_ctx_t *ctx = h_ctx();
+    shoal_listener_t *l = h_listen(ctx, r);
+    shoal_ep_t *ep = NULL;
+    int rc = shoal_accept(l, STALL_TIMEOUT_MS + 2000, &ep);
+    CHECK(rc == -ETIMEDOUT && !ep, "accept: %s for a client that never finished",
+          shoal_strerror(rc));
+    shoal_listener_close(l);
+    shoal_ctx_destroy(ctx);
+}
+
+static void run_stall(int how)
+{
+    snprintf(log_path, sizeof(log_path), "%s/server.log", tmpdir);
+    CU_ASSERT_EQUAL(h_run(stall_server, stall_client, 1, &how, 30), 0);
+    char buf[8192] = "";
+    int fd = open(log_path, O_RDONLY);
+    if (fd >= 0) {
+        ssize_t n = read(fd, buf, sizeof(buf) - 1);
+        buf[n > 0 ? n : 0] = '\0';
+        close(fd);
+    }
+    char want[96];
+    snprintf(want, sizeof(want), "handshake not finished within %d ms; dropped",
+             STALL_TIMEOUT_MS);
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, want));
+    if (!strstr(buf, want))
+        fprintf(stderr, "server log:\n%s\n", buf);
+}
+
+static void test_stall_silent(void) { run_stall(STALL_SILENT); }
+static void test_stall_no_proof(void) { run_stall(STALL_NO_PROOF); }
+
 /* ---- suite setup (as test-transport) -------------------------------------- */
 
 static bool transport_usable(shoal_transport_t t)
@@ -508,9 +637,14 @@ int main(int argc, char **argv)
         CU_add_test(s, "client without secret: refused", test_auth_client_none);
         CU_add_test(s, "server without secret: refused", test_auth_server_none);
         CU_add_test(s, "secret file readable by others, short, missing", test_bad_files);
-        if (t == SHOAL_TRANSPORT_UCX)
+        if (t == SHOAL_TRANSPORT_UCX) {
             CU_add_test(s, "TCP garbage at the listener: no crash, no hang, still serves",
                         test_tcp_garbage);
+            CU_add_test(s, "UCP client silent after connecting: dropped after the timeout",
+                        test_stall_silent);
+            CU_add_test(s, "UCP client that never sends its proof: dropped after the timeout",
+                        test_stall_no_proof);
+        }
         suites++;
     }
     int rc = 77;
