@@ -24,6 +24,86 @@
 
 #include "shoal.h"
 
+/* The connection handshake every provider carries in its own way (active
+ * messages on UCX, rdma_cm private data plus one first SEND on verbs).
+ * Layout (version 2), little-endian:
+ *    0 u32 magic "SOAL"   4 u16 version   6 u8 transport   7 u8 flags
+ *    8 u32 ep_id          12 u32 peer_id
+ *   16 what the flags announce, in this order:
+ *      SHOAL_HELLO_AUTH:   nonce[16]  the sender holds a secret; its challenge
+ *      SHOAL_HELLO_PROOF:  proof[32]  HMAC-SHA256 answering the peer's challenge
+ *      SHOAL_HELLO_REFUSE: u8 reason  the sender refuses the connection
+ * Trailing bytes are ignored (rdma_cm pads private data). */
+#define SHOAL_WIRE_MAGIC   0x4c414f53u  /* "SOAL" little-endian */
+#define SHOAL_WIRE_VERSION 2
+#define SHOAL_HELLO_LEN    16           /* the fixed part */
+#define SHOAL_NONCE_LEN    16
+#define SHOAL_PROOF_LEN    32
+#define SHOAL_HELLO_MAX    (SHOAL_HELLO_LEN + SHOAL_NONCE_LEN + SHOAL_PROOF_LEN + 1)
+#define SHOAL_HELLO_AUTH   0x01
+#define SHOAL_HELLO_PROOF  0x02
+#define SHOAL_HELLO_REFUSE 0x04
+/* Refusal reasons, from the refusing side's point of view. */
+enum {
+    SHOAL_REFUSE_AUTH_REQUIRED = 1, /* I have a secret; you sent no authentication */
+    SHOAL_REFUSE_AUTH_UNEXPECTED,   /* I have no secret; you sent authentication */
+    SHOAL_REFUSE_AUTH_FAILED,       /* your proof does not match my secret */
+};
+struct shoal_hello {
+    uint32_t magic;
+    uint16_t version;
+    uint8_t transport;
+    uint8_t flags;
+    uint32_t ep_id;     /* the sender's id for this connection */
+    uint32_t peer_id;   /* in a reply: the id the other side sent */
+    uint8_t nonce[SHOAL_NONCE_LEN];
+    uint8_t proof[SHOAL_PROOF_LEN];
+    uint8_t reason;
+};
+/* Encode; returns the length (at most SHOAL_HELLO_MAX). */
+size_t shoal__hello_encode(const struct shoal_hello *h, uint8_t out[SHOAL_HELLO_MAX]);
+/* Decode and validate; returns 0, -EBADMSG (short, bad magic, unknown
+ * flags) or -EPROTO (version or transport mismatch with @transport).  @why
+ * gets text. */
+int shoal__hello_decode(const void *buf, size_t len, shoal_transport_t transport,
+                        struct shoal_hello *h, char *why, size_t whylen);
+
+/*
+ * The handshake, with authentication when SHOAL_AUTH_FILE is set (auth.c).
+ * The provider moves the bytes; these functions decide.
+ *   client                          server
+ *   HELLO [AUTH nonce_c]      ->    shoal__hs_accept
+ *   shoal__hs_ack             <-    HELLO_ACK [AUTH nonce_s, PROOF proof_s] or REFUSE
+ *   proof [PROOF proof_c]     ->    shoal__hs_proof (only with a secret)
+ * Without a secret on either side it is the two messages of version 1.
+ * On the server the endpoint is handed to the listener only once
+ * ep->hs.need_proof is false.
+ */
+struct shoal_hs {
+    uint32_t my_id, peer_id;
+    uint8_t my_nonce[SHOAL_NONCE_LEN], peer_nonce[SHOAL_NONCE_LEN];
+    bool auth;          /* both sides hold a secret */
+    bool need_proof;    /* server: waiting for the client's proof */
+};
+/* Client: make the first hello for an endpoint whose id is @my_id. */
+int shoal__hs_hello(shoal_ep_t *ep, uint32_t my_id, uint8_t out[SHOAL_HELLO_MAX],
+                    size_t *outlen);
+/* Server: a HELLO arrived on @ep (ep->peer set).  0: send @out (the
+ * HELLO_ACK); the endpoint is then ready, or waits for a proof if
+ * ep->hs.need_proof.  Negative: refused, a warning naming the peer is
+ * logged; send @out if *outlen (the refusal, with a reason), then drop. */
+int shoal__hs_accept(shoal_ep_t *ep, const void *in, size_t inlen, uint32_t my_id,
+                     uint8_t out[SHOAL_HELLO_MAX], size_t *outlen);
+/* Client: the server's answer (a HELLO_ACK, or a refusal) arrived.
+ * 0: the server is accepted; send @out if *outlen (our proof).  Negative
+ * (-EACCES, -EBADMSG, -EPROTO): the ctx's errmsg says why; send @out if
+ * *outlen (telling the server why), then fail the connect. */
+int shoal__hs_ack(shoal_ep_t *ep, const void *in, size_t inlen,
+                  uint8_t out[SHOAL_HELLO_MAX], size_t *outlen);
+/* Server: the client's proof arrived.  0: authenticated.  Negative:
+ * refused (warning logged naming the peer). */
+int shoal__hs_proof(shoal_ep_t *ep, const void *in, size_t inlen);
+
 /* ------------------------------------------------------------------ */
 /* Core objects (fields marked "core" are the core's; "prov" is yours) */
 /* ------------------------------------------------------------------ */
@@ -64,6 +144,8 @@ struct shoal_ctx {
     unsigned n_mrs;                      /* core: live registrations */
     struct shoal_op *free_ops;           /* core: op freelist */
     uint32_t next_ep_id;                 /* core: ids for endpoints */
+    uint8_t *auth_key;                   /* core: SHOAL_AUTH_FILE's secret, or NULL */
+    size_t auth_keylen;
 };
 
 struct shoal_mr {
@@ -112,6 +194,7 @@ struct shoal_ep {
     uint32_t id;                         /* core: unique in the ctx */
     unsigned outstanding;                /* core: ops not yet completed */
     char peer[96];                       /* prov: "host:port" */
+    struct shoal_hs hs;                  /* core: handshake state (auth.c) */
     void *user;
     void *priv;                          /* prov */
 };
@@ -294,25 +377,6 @@ static inline uint64_t shoal__get_le64(const uint8_t *p)
 /* CRC-32 (IEEE 802.3 polynomial) of @len bytes, chained through @crc
  * (start with 0). */
 uint32_t shoal__crc32(uint32_t crc, const void *buf, size_t len);
-
-/* The connection handshake every provider carries in its own way (an
- * active message on UCX, rdma_cm private data on verbs). */
-#define SHOAL_WIRE_MAGIC   0x4c414f53u  /* "SOAL" little-endian */
-#define SHOAL_WIRE_VERSION 1
-#define SHOAL_HELLO_LEN    16
-struct shoal_hello {
-    uint32_t magic;
-    uint16_t version;
-    uint8_t transport;
-    uint8_t flags;
-    uint32_t ep_id;     /* the sender's id for this connection */
-    uint32_t peer_id;   /* in a reply: the id the other side sent */
-};
-void shoal__hello_encode(const struct shoal_hello *h, uint8_t out[SHOAL_HELLO_LEN]);
-/* Decode and validate; returns 0, -EBADMSG (short, bad magic) or -EPROTO
- * (version or transport mismatch with @transport).  @why gets text. */
-int shoal__hello_decode(const void *buf, size_t len, shoal_transport_t transport,
-                        struct shoal_hello *h, char *why, size_t whylen);
 
 /* List helpers. */
 static inline void shoal__list_init(struct shoal_list *l) { l->prev = l->next = l; }

@@ -93,6 +93,7 @@ typedef enum shoal_log_level {
 
 #define SHOAL_DEVICE_MAX 64
 #define SHOAL_BIND_MAX 256
+#define SHOAL_AUTH_FILE_MAX 1024
 
 /**
  * Context configuration.  Fill with shoal_config_init() (defaults), then
@@ -107,6 +108,7 @@ typedef struct shoal_config {
     char bind[SHOAL_BIND_MAX];      /**< SHOAL_BIND=auto|none|<cpu list> ("0-3,8"); see Placement */
     int local_rank;                 /**< SHOAL_LOCAL_RANK; -1 = from the launcher, else 0 */
     int local_size;                 /**< SHOAL_LOCAL_SIZE; -1 = from the launcher, else 1 */
+    char auth_file[SHOAL_AUTH_FILE_MAX]; /**< SHOAL_AUTH_FILE: shared secret; "" = none */
 } shoal_config_t;
 
 /** Set every field to its built-in default. */

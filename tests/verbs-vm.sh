@@ -15,7 +15,8 @@ top_build=${abs_top_builddir:-$PWD}
 bin=$top_build/tests/transport/test-transport
 [ -x "$bin" ] || bin=$here/transport/test-transport
 vbin=$(dirname "$bin")/test-verbs
-if [ ! -x "$bin" ] || [ ! -x "$vbin" ]; then
+hbin=$(dirname "$bin")/test-hostile
+if [ ! -x "$bin" ] || [ ! -x "$vbin" ] || [ ! -x "$hbin" ]; then
     echo "verbs-vm.sh: cannot find tests/transport/test-transport and test-verbs" \
          "(build them first: make check)" >&2
     exit 99
@@ -33,7 +34,8 @@ for st in /sys/class/infiniband/*/ports/*/state; do
         echo "verbs-vm.sh: this host has an active RDMA port ($st); running the suite here"
         "$bin" verbs; rc=$?
         "$vbin"; vrc=$?
-        [ $rc = 0 ] && [ $vrc = 0 ]; exit $?
+        "$hbin" verbs; hrc=$?
+        [ $rc = 0 ] && [ $vrc = 0 ] && [ $hrc = 0 ]; exit $?
     fi
 done
 
@@ -84,9 +86,15 @@ start=$(date +%s)
 SHOAL_TEST_HOST=$SOFTROCE_IP "$SHOAL_TEST_VBIN"
 vrc=$?
 echo "== verbs-only tests: exit $vrc in $(( $(date +%s) - start )) s"
-[ $rc = 0 ] && [ $vrc = 0 ]
+echo "== authentication on verbs (tests/transport/test-hostile verbs)"
+start=$(date +%s)
+SHOAL_TEST_HOST=$SOFTROCE_IP "$SHOAL_TEST_HBIN" verbs
+hrc=$?
+echo "== authentication on verbs: exit $hrc in $(( $(date +%s) - start )) s"
+[ $rc = 0 ] && [ $vrc = 0 ] && [ $hrc = 0 ]
 '
 "$vm" -t 420 -w "$bindir" -e "SHOAL_BUILDDIR=$bindir" -e "SHOAL_TEST_BIN=$bin" -e "SHOAL_TEST_VBIN=$vbin" \
+    -e "SHOAL_TEST_HBIN=$hbin" \
     -e "ASAN_OPTIONS=${ASAN_OPTIONS:-}" -e "UBSAN_OPTIONS=${UBSAN_OPTIONS:-}" -c "$guest_cmd"
 rc=$?
 case $rc in

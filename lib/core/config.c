@@ -195,6 +195,22 @@ static void show_lsize(const shoal_config_t *cfg, char *out, size_t n)
     snprintf(out, n, cfg->local_size < 0 ? "(launcher)" : "%d", cfg->local_size);
 }
 
+static int parse_auth(shoal_config_t *cfg, const char *val, char *err, size_t errlen)
+{
+    if (strlen(val) >= sizeof(cfg->auth_file)) {
+        snprintf(err, errlen, "SHOAL_AUTH_FILE: longer than %zu characters",
+                 sizeof(cfg->auth_file) - 1);
+        return -EINVAL;
+    }
+    strcpy(cfg->auth_file, val);
+    return 0;
+}
+
+static void show_auth(const shoal_config_t *cfg, char *out, size_t n)
+{
+    snprintf(out, n, "%s", cfg->auth_file[0] ? cfg->auth_file : "(none)");
+}
+
 static const struct option_row options[] = {
     {"TRANSPORT", "auto",
      "transport: auto (verbs when an active RDMA port exists, else ucx), verbs, ucx",
@@ -215,6 +231,10 @@ static const struct option_row options[] = {
      parse_lrank, show_lrank},
     {"LOCAL_SIZE", "", "processes on the node (with LOCAL_RANK); empty = from the launcher",
      parse_lsize, show_lsize},
+    {"AUTH_FILE", "",
+     "file with the job's shared secret (not readable by others); connections are "
+     "authenticated with HMAC-SHA256 and peers without it refused; empty = no authentication",
+     parse_auth, show_auth},
 };
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))
 

@@ -40,6 +40,18 @@ struct shoal_desc {
 int shoal__desc_parse(shoal_ctx_t *ctx, const void *buf, size_t len,
                       struct shoal_desc *d);
 
+/* Authentication (auth.c): read SHOAL_AUTH_FILE into ctx->auth_key (0
+ * when unset; -EPERM for a file others can read, -EINVAL/-errno otherwise,
+ * with errmsg), and wipe it. */
+int shoal__auth_load(shoal_ctx_t *ctx);
+void shoal__auth_free(shoal_ctx_t *ctx);
+/* HMAC-SHA256 proof of @role ('C' client, 'S' server) over the
+ * connection's ids and both nonces. */
+int shoal__auth_proof(const uint8_t *key, size_t keylen, char role, uint8_t transport,
+                      uint32_t client_id, uint32_t server_id,
+                      const uint8_t nonce_c[SHOAL_NONCE_LEN],
+                      const uint8_t nonce_s[SHOAL_NONCE_LEN], uint8_t out[SHOAL_PROOF_LEN]);
+
 /* The providers in auto's order of preference (ctx.c; for shoal-info). */
 const struct shoal_provider *const *shoal__providers(size_t *n);
 

@@ -78,14 +78,17 @@ int shoal_ctx_create(const shoal_config_t *cfg, shoal_ctx_t **ctx_p)
     if ((unsigned)ctx->cfg.log_level > SHOAL_LOG_TRACE ||
         (unsigned)ctx->cfg.transport > SHOAL_TRANSPORT_UCX ||
         ctx->cfg.connect_timeout_ms <= 0 || ctx->cfg.queue_depth <= 0 ||
-        memchr(ctx->cfg.device, '\0', sizeof(ctx->cfg.device)) == NULL) {
+        memchr(ctx->cfg.device, '\0', sizeof(ctx->cfg.device)) == NULL ||
+        memchr(ctx->cfg.auth_file, '\0', sizeof(ctx->cfg.auth_file)) == NULL) {
         free(ctx);
         return -EINVAL;
     }
     shoal__list_init(&ctx->eps);
     shoal__list_init(&ctx->listeners);
     ctx->next_ep_id = 1;
-    int rc = choose_provider(ctx);
+    int rc = shoal__auth_load(ctx);
+    if (rc == 0)
+        rc = choose_provider(ctx);
     if (rc == 0)
         rc = ctx->prov->ctx_init(ctx);
     if (rc == 0 && (rc = shoal__topo_ctx_init(ctx)) != 0)
@@ -94,6 +97,7 @@ int shoal_ctx_create(const shoal_config_t *cfg, shoal_ctx_t **ctx_p)
         /* Keep the reason visible: the ctx that held it is going away. */
         if (ctx->errmsg[0])
             shoal__error(ctx, "%s", ctx->errmsg);
+        shoal__auth_free(ctx);
         free(ctx);
         return rc;
     }
@@ -122,6 +126,7 @@ void shoal_ctx_destroy(shoal_ctx_t *ctx)
     ctx->prov->ctx_fini(ctx);
     shoal__topo_ctx_fini(ctx);
     shoal__evq_fini(&ctx->evq);
+    shoal__auth_free(ctx);
     while (ctx->free_ops) {
         struct shoal_op *op = ctx->free_ops;
         ctx->free_ops = op->next_free;

@@ -23,7 +23,8 @@ const char *shoal_strerror(int err)
     case 0: return "success";
     case EAGAIN: return "resources busy: poll for completions and retry";
     case ERANGE: return "offset or length outside the registered region";
-    case EACCES: return "region was not registered for this access";
+    case EACCES: return "access refused (a region not registered for this access, or a "
+                        "peer that failed authentication)";
     case EBADMSG: return "corrupt or truncated message or descriptor";
     case EPROTO: return "protocol mismatch (version, magic or transport)";
     case ENOTCONN: return "endpoint is not connected (failed or closing)";

@@ -35,22 +35,35 @@ uint64_t shoal__now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-void shoal__hello_encode(const struct shoal_hello *h, uint8_t out[SHOAL_HELLO_LEN])
+size_t shoal__hello_encode(const struct shoal_hello *h, uint8_t out[SHOAL_HELLO_MAX])
 {
+    size_t n = SHOAL_HELLO_LEN;
     shoal__put_le32(out, h->magic);
     shoal__put_le16(out + 4, h->version);
     out[6] = h->transport;
     out[7] = h->flags;
     shoal__put_le32(out + 8, h->ep_id);
     shoal__put_le32(out + 12, h->peer_id);
+    if (h->flags & SHOAL_HELLO_AUTH) {
+        memcpy(out + n, h->nonce, SHOAL_NONCE_LEN);
+        n += SHOAL_NONCE_LEN;
+    }
+    if (h->flags & SHOAL_HELLO_PROOF) {
+        memcpy(out + n, h->proof, SHOAL_PROOF_LEN);
+        n += SHOAL_PROOF_LEN;
+    }
+    if (h->flags & SHOAL_HELLO_REFUSE)
+        out[n++] = h->reason;
+    return n;
 }
 
 int shoal__hello_decode(const void *buf, size_t len, shoal_transport_t transport,
                         struct shoal_hello *h, char *why, size_t whylen)
 {
     const uint8_t *p = buf;
+    memset(h, 0, sizeof(*h));
     if (!buf || len < SHOAL_HELLO_LEN) {
-        snprintf(why, whylen, "handshake of %zu bytes, expected %d", len,
+        snprintf(why, whylen, "handshake of %zu bytes, expected at least %d", buf ? len : 0,
                  SHOAL_HELLO_LEN);
         return -EBADMSG;
     }
@@ -75,6 +88,30 @@ int shoal__hello_decode(const void *buf, size_t len, shoal_transport_t transport
                  shoal_transport_name(transport));
         return -EPROTO;
     }
+    unsigned known = SHOAL_HELLO_AUTH | SHOAL_HELLO_PROOF | SHOAL_HELLO_REFUSE;
+    if (h->flags & ~known) {
+        snprintf(why, whylen, "handshake with unknown flags 0x%02x", h->flags);
+        return -EBADMSG;
+    }
+    size_t need = SHOAL_HELLO_LEN + (h->flags & SHOAL_HELLO_AUTH ? SHOAL_NONCE_LEN : 0) +
+                  (h->flags & SHOAL_HELLO_PROOF ? SHOAL_PROOF_LEN : 0) +
+                  (h->flags & SHOAL_HELLO_REFUSE ? 1 : 0);
+    if (len < need) {
+        snprintf(why, whylen, "handshake of %zu bytes, its flags 0x%02x need %zu", len,
+                 h->flags, need);
+        return -EBADMSG;
+    }
+    size_t n = SHOAL_HELLO_LEN;
+    if (h->flags & SHOAL_HELLO_AUTH) {
+        memcpy(h->nonce, p + n, SHOAL_NONCE_LEN);
+        n += SHOAL_NONCE_LEN;
+    }
+    if (h->flags & SHOAL_HELLO_PROOF) {
+        memcpy(h->proof, p + n, SHOAL_PROOF_LEN);
+        n += SHOAL_PROOF_LEN;
+    }
+    if (h->flags & SHOAL_HELLO_REFUSE)
+        h->reason = p[n];
     return 0;
 }
 

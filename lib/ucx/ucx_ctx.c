@@ -174,8 +174,8 @@ static int ucx_progress(shoal_ctx_t *ctx)
         n += (int)done;
     } while (done && n < 64);
     u->in_progress = false;
-    if (u->sweep)
-        ucx_sweep_pending(ctx);
+    if (u->sweep || !shoal__list_empty(&u->pending))
+        ucx_sweep_pending(ctx); /* also drops handshakes past their deadline */
     return n;
 }
 

@@ -8,7 +8,11 @@
  * HELLO_ACK carrying its own token and becomes ready for accept().  The
  * client's connect() returns when HELLO_ACK arrives.  Every later active
  * message names the receiver's token, which is checked against the
- * connection it arrived on.
+ * connection it arrived on.  With SHOAL_AUTH_FILE the hellos carry nonces
+ * and the server's proof, and the client sends its proof as a second HELLO;
+ * the server's endpoint is ready only after it (lib/core/auth.c decides).
+ * A server endpoint whose handshake is not done within the connect timeout
+ * is dropped.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -169,27 +173,29 @@ static ucs_status_t am_hello(void *arg, const void *header, size_t hlen, void *d
         return UCS_OK;
     }
     struct ucx_ep *e = ucx_ep(ep);
-    struct shoal_hello h;
-    char why[160];
-    int rc = shoal__hello_decode(header, hlen, SHOAL_TRANSPORT_UCX, &h, why, sizeof(why));
+    uint8_t out[SHOAL_HELLO_MAX];
+    size_t outlen = 0;
+    int rc;
+    if (ep->hs.need_proof) {
+        /* The third message of an authenticated handshake: the proof. */
+        rc = shoal__hs_proof(ep, header, hlen);
+    } else {
+        rc = shoal__hs_accept(ep, header, hlen, e->token, out, &outlen);
+        if (outlen) {
+            int src = ucx_am_send_hdr(ep, UCX_AM_HELLO_ACK, out, outlen);
+            rc = rc ? rc : src;
+        }
+        if (rc == 0 && ep->hs.need_proof) {
+            e->peer_token = ep->hs.peer_id;
+            return UCS_OK; /* stays pending until the proof */
+        }
+    }
     if (rc) {
-        shoal__warn(ctx, "ucx: refused connection from %s: %s", ep->peer, why);
         ep->state = SHOAL_EP_FAILED;
         u->sweep = true;
         return UCS_OK;
     }
-    e->peer_token = h.ep_id;
-    struct shoal_hello ack = {.magic = SHOAL_WIRE_MAGIC, .version = SHOAL_WIRE_VERSION,
-                              .transport = SHOAL_TRANSPORT_UCX, .ep_id = e->token,
-                              .peer_id = h.ep_id};
-    uint8_t buf[SHOAL_HELLO_LEN];
-    shoal__hello_encode(&ack, buf);
-    rc = ucx_am_send_hdr(ep, UCX_AM_HELLO_ACK, buf, sizeof(buf));
-    if (rc) {
-        ep->state = SHOAL_EP_FAILED;
-        u->sweep = true;
-        return UCS_OK;
-    }
+    e->peer_token = ep->hs.peer_id;
     shoal_listener_t *l = e->listener;
     shoal__list_del(&e->pnode);
     shoal__ep_connected(ep);
@@ -212,10 +218,30 @@ static ucs_status_t am_hello_ack(void *arg, const void *header, size_t hlen, voi
         return UCS_OK;
     }
     shoal_ep_t *ep = ucx_ep_lookup(ctx, h.peer_id, param, "HELLO_ACK");
-    if (!ep || ep->state != SHOAL_EP_CONNECTING)
+    if (!ep || ep->state != SHOAL_EP_CONNECTING || ucx_ep(ep)->hello_acked)
         return UCS_OK;
-    ucx_ep(ep)->peer_token = h.ep_id;
-    ucx_ep(ep)->hello_acked = true;
+    struct ucx_ep *e = ucx_ep(ep);
+    uint8_t out[SHOAL_HELLO_MAX];
+    size_t outlen = 0;
+    rc = shoal__hs_ack(ep, header, hlen, out, &outlen);
+    if (rc)
+        snprintf(e->hs_why, sizeof(e->hs_why), "%s", shoal_ctx_errmsg(ctx));
+    if (outlen) {
+        /* Our proof, or why we refuse the server, on the HELLO id. */
+        int src = ucx_am_send_hdr(ep, UCX_AM_HELLO, out, outlen);
+        if (rc == 0 && src) {
+            rc = src;
+            snprintf(e->hs_why, sizeof(e->hs_why), "sending the proof: %s",
+                     shoal_strerror(src));
+        }
+    }
+    if (rc) {
+        e->hs_err = rc;
+        shoal__ep_failed(ep, rc, "%s", e->hs_why);
+        return UCS_OK;
+    }
+    e->peer_token = ep->hs.peer_id;
+    e->hello_acked = true;
     shoal__ep_connected(ep);
     return UCS_OK;
 }
@@ -323,11 +349,11 @@ int ucx_connect(shoal_ep_t *ep, const char *host, uint16_t port)
         return shoal__fail(ctx, ucx_status_errno(st), "connect to %s:%u: %s", host, port,
                            ucs_status_string(st));
     }
-    struct shoal_hello h = {.magic = SHOAL_WIRE_MAGIC, .version = SHOAL_WIRE_VERSION,
-                            .transport = SHOAL_TRANSPORT_UCX, .ep_id = e->token};
-    uint8_t buf[SHOAL_HELLO_LEN];
-    shoal__hello_encode(&h, buf);
-    rc = ucx_am_send_hdr(ep, UCX_AM_HELLO, buf, sizeof(buf));
+    uint8_t buf[SHOAL_HELLO_MAX];
+    size_t blen;
+    rc = shoal__hs_hello(ep, e->token, buf, &blen);
+    if (rc == 0)
+        rc = ucx_am_send_hdr(ep, UCX_AM_HELLO, buf, blen);
     if (rc)
         return shoal__fail(ctx, rc, "connect to %s:%u: sending hello: %s", host, port,
                            shoal_strerror(rc));
@@ -342,6 +368,8 @@ int ucx_connect(shoal_ep_t *ep, const char *host, uint16_t port)
                                host, port, ctx->cfg.connect_timeout_ms);
         ctx->prov->wait(ctx, (int)(deadline - now));
     }
+    if (e->hs_err)
+        return shoal__fail(ctx, e->hs_err, "connect to %s:%u: %s", host, port, e->hs_why);
     if (ep->state != SHOAL_EP_CONNECTED) {
         int err = ucx_status_errno(e->fail_status);
         if (!err)
@@ -374,6 +402,7 @@ static void conn_handler(ucp_conn_request_h req, void *arg)
     shoal__addr_str(known ? (const struct sockaddr *)&attr.client_address : NULL, ep->peer,
                     sizeof(ep->peer));
     e->listener = l;
+    e->deadline = shoal__now_ms() + (uint64_t)ctx->cfg.connect_timeout_ms;
     shoal__list_add(&u->pending, &e->pnode);
     ucp_ep_params_t p = {
         .field_mask = UCP_EP_PARAM_FIELD_CONN_REQUEST | UCP_EP_PARAM_FIELD_ERR_HANDLER |
@@ -403,11 +432,19 @@ void ucx_sweep_pending(shoal_ctx_t *ctx)
         if (e->uep && !e->listener)
             uep_close(u->slots[e->token & 0xffff], true);
     }
+    uint64_t now = shoal__now_ms();
     struct shoal_list *n = u->pending.next;
     while (n != &u->pending) {
         struct ucx_ep *e = shoal__container_of(n, struct ucx_ep, pnode);
         n = n->next;
         shoal_ep_t *ep = u->slots[e->token & 0xffff];
+        if (ep->state == SHOAL_EP_CONNECTING && now >= e->deadline) {
+            /* A client that connected and then said nothing (or never
+             * proved itself): it must not hold a slot forever. */
+            shoal__warn(ctx, "ucx: connection from %s: handshake not finished within %d ms; "
+                        "dropped", ep->peer, ctx->cfg.connect_timeout_ms);
+            ep->state = SHOAL_EP_FAILED;
+        }
         if (ep->state == SHOAL_EP_FAILED || ep->state == SHOAL_EP_CLOSING)
             shoal__ep_discard(ep);
     }

@@ -16,7 +16,8 @@
 
 /* Active message ids. */
 enum {
-    UCX_AM_HELLO = 0, /* client -> server: struct shoal_hello (header) */
+    UCX_AM_HELLO = 0, /* client -> server: struct shoal_hello (header); with
+                         authentication also the client's proof after the ack */
     UCX_AM_HELLO_ACK, /* server -> client: struct shoal_hello (header) */
     UCX_AM_IMM,       /* header: token u32, imm u32 -- after a fence */
     UCX_AM_MSG,       /* header: token u32; data: the control message */
@@ -55,6 +56,9 @@ struct ucx_ep {
     struct shoal_list pnode;   /* on ucx_ctx.pending while handshaking */
     struct shoal_list fnode;   /* on ucx_ctx.failed until force-closed */
     bool hello_acked;          /* client: HELLO_ACK arrived */
+    uint64_t deadline;         /* server: handshake must finish by then (ms) */
+    int hs_err;                /* client: the handshake refused (negative errno) */
+    char hs_why[256];          /* ... and why */
 };
 
 struct ucx_mr {

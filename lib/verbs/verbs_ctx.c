@@ -357,7 +357,11 @@ static void deliver(struct verbs_ep *ve, const struct verbs_arrival *a)
 {
     shoal_ep_t *ep = ve->ep;
     bool live = ep->state == SHOAL_EP_CONNECTED || ep->state == SHOAL_EP_CONNECTING;
-    if (live && a->is_imm)
+    if (ep->hs.need_proof && ep->state == SHOAL_EP_CONNECTING)
+        /* Server: the first arrival must be the client's proof. */
+        verbs_hs_proof(ve, a->is_imm ? NULL : ve->rbuf + (size_t)a->slot * VERBS_RECV_SIZE,
+                       a->is_imm ? 0 : a->len);
+    else if (live && a->is_imm)
         shoal__ep_imm(ep, a->imm);
     else if (live)
         shoal__ep_recv(ep, ve->rbuf + (size_t)a->slot * VERBS_RECV_SIZE, a->len);

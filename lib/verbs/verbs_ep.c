@@ -4,11 +4,16 @@
  * close.
  *
  * Handshake.  The client resolves the address and route, creates its QP,
- * and calls rdma_connect() with its 16-byte shoal hello as private data.
- * The server checks the hello on CONNECT_REQUEST (rdma_reject, logged, on
- * a mismatch), creates its endpoint and QP, and rdma_accept()s with its
+ * and calls rdma_connect() with its shoal hello as private data.  The
+ * server checks the hello on CONNECT_REQUEST (rdma_reject, logged, on a
+ * mismatch, with the reason in the REJ's private data when it is about
+ * authentication), creates its endpoint and QP, and rdma_accept()s with its
  * own hello.  ESTABLISHED finishes both sides: the client checks the
- * server's hello, the server hands the endpoint to the listener.
+ * server's hello, the server hands the endpoint to the listener.  With
+ * SHOAL_AUTH_FILE (lib/core/auth.c) the hellos carry nonces and the
+ * server's proof, the client sends its proof as the first SEND on the QP,
+ * and the server hands the endpoint over only once that proof verified
+ * (verbs_hs_proof), whichever of it and ESTABLISHED comes first.
  *
  * Every CM event is copied and acknowledged before it is acted on, so an
  * rdma_cm id can always be destroyed afterwards.
@@ -185,20 +190,12 @@ static struct verbs_ep *ve_new(shoal_ep_t *ep)
     return ve;
 }
 
-static void hello_make(shoal_ep_t *ep, uint32_t peer_id, uint8_t out[SHOAL_HELLO_LEN])
-{
-    struct shoal_hello h = {.magic = SHOAL_WIRE_MAGIC, .version = SHOAL_WIRE_VERSION,
-                            .transport = SHOAL_TRANSPORT_VERBS, .ep_id = ep->id,
-                            .peer_id = peer_id};
-    shoal__hello_encode(&h, out);
-}
-
 static void conn_param(struct verbs_ctx *v, struct rdma_conn_param *p, const uint8_t *hello,
-                       int resp, int init)
+                       size_t hlen, int resp, int init)
 {
     memset(p, 0, sizeof(*p));
     p->private_data = hello;
-    p->private_data_len = SHOAL_HELLO_LEN;
+    p->private_data_len = (uint8_t)hlen;
     int rmax = v->dattr.max_qp_rd_atom, imax = v->dattr.max_qp_init_rd_atom;
     p->responder_resources = (uint8_t)(resp < rmax ? resp : rmax);
     p->initiator_depth = (uint8_t)(init < imax ? init : imax);
@@ -212,7 +209,7 @@ struct cm_ev {
     enum rdma_cm_event_type type;
     int status;
     struct rdma_cm_id *id, *listen_id;
-    uint8_t pdata[64];
+    uint8_t pdata[256];  /* REQ carries at most 56 bytes, REP 196, REJ 148 */
     size_t pdlen;
     int resp, init;   /* the peer's rd_atomic numbers (CONNECT_REQUEST) */
 };
@@ -237,23 +234,44 @@ static void cm_fail(struct verbs_ep *ve, int err, const char *fmt, ...)
     va_end(ap);
 }
 
+/* Server side: the endpoint's handshake (and proof, with authentication)
+ * is complete: hand it to its listener. */
+static void server_ready(struct verbs_ep *ve)
+{
+    shoal_listener_t *l = ve->listener;
+    shoal__list_del(&ve->pnode);
+    ve->listener = NULL;
+    shoal__ep_connected(ve->ep);
+    shoal__listener_ready(l, ve->ep);
+}
+
+void verbs_hs_proof(struct verbs_ep *ve, const void *buf, size_t len)
+{
+    shoal_ep_t *ep = ve->ep;
+    if (!ve->listener || ep->state != SHOAL_EP_CONNECTING)
+        return;
+    if (shoal__hs_proof(ep, buf, len) != 0) {
+        /* verbs_sweep_half_open discards it, out of the CQ poll. */
+        ep->state = SHOAL_EP_FAILED;
+        verbs_qp_error(ve);
+        return;
+    }
+    if (ve->established)
+        server_ready(ve);
+}
+
 static void connect_request(shoal_ctx_t *ctx, const struct cm_ev *e,
                             struct rdma_cm_id **destroy)
 {
     struct verbs_ctx *v = verbs_ctx(ctx);
     struct verbs_listener *vl = e->listen_id->context;
-    char peer[96], why[200];
+    char peer[96];
     shoal__addr_str(rdma_get_peer_addr(e->id), peer, sizeof(peer));
-    struct shoal_hello h;
-    int rc = shoal__hello_decode(e->pdata, e->pdlen, SHOAL_TRANSPORT_VERBS, &h, why,
-                                 sizeof(why));
-    if (rc == 0 && e->id->verbs != v->verbs) {
-        snprintf(why, sizeof(why), "it arrived on device %s, this context uses %s",
-                 e->id->verbs ? ibv_get_device_name(e->id->verbs->device) : "?", v->devname);
-        rc = -ENODEV;
-    }
-    if (rc) {
-        shoal__warn(ctx, "verbs: refused connection from %s: %s", peer, why);
+    if (e->id->verbs != v->verbs) {
+        shoal__warn(ctx, "verbs: refused connection from %s: it arrived on device %s, this "
+                    "context uses %s", peer,
+                    e->id->verbs ? ibv_get_device_name(e->id->verbs->device) : "?",
+                    v->devname);
         rdma_reject(e->id, NULL, 0);
         *destroy = e->id;
         return;
@@ -276,13 +294,21 @@ static void connect_request(shoal_ctx_t *ctx, const struct cm_ev *e,
     ve->listener = vl->l;
     ve->deadline = shoal__now_ms() + (uint64_t)ctx->cfg.connect_timeout_ms;
     shoal__list_add(&vl->pending, &ve->pnode);
+    /* The hello (and its refusal, with a reason in the REJ's private data,
+     * when the two sides disagree about authentication). */
+    uint8_t out[SHOAL_HELLO_MAX];
+    size_t outlen = 0;
+    int rc = shoal__hs_accept(ep, e->pdata, e->pdlen, ep->id, out, &outlen);
+    if (rc) {
+        rdma_reject(e->id, outlen ? out : NULL, (uint8_t)outlen);
+        ep->state = SHOAL_EP_FAILED;
+        return;
+    }
     set_ack_timeout(ve);
     rc = qp_setup(ve);
     if (rc == 0) {
-        uint8_t hello[SHOAL_HELLO_LEN];
-        hello_make(ep, h.ep_id, hello);
         struct rdma_conn_param p;
-        conn_param(v, &p, hello, e->init, e->resp);
+        conn_param(v, &p, out, outlen, e->init, e->resp);
         if (rdma_accept(e->id, &p))
             rc = shoal__fail(ctx, -errno, "rdma_accept: %s", strerror(errno));
     }
@@ -315,46 +341,75 @@ static shoal_ep_t *ep_event(shoal_ctx_t *ctx, struct verbs_ep *ve, const struct 
             cm_fail(ve, rc, "%s", shoal_ctx_errmsg(ctx));
             break;
         }
-        uint8_t hello[SHOAL_HELLO_LEN];
-        hello_make(ep, 0, hello);
+        uint8_t hello[SHOAL_HELLO_MAX];
+        size_t hlen;
+        rc = shoal__hs_hello(ep, ep->id, hello, &hlen);
+        if (rc) {
+            cm_fail(ve, rc, "%s", shoal_ctx_errmsg(ctx));
+            break;
+        }
         struct rdma_conn_param p;
-        conn_param(v, &p, hello, 16, 16);
+        conn_param(v, &p, hello, hlen, 16, 16);
         if (rdma_connect(ve->id, &p))
             cm_fail(ve, -errno, "rdma_connect: %s", strerror(errno));
         break;
     }
     case RDMA_CM_EVENT_ESTABLISHED:
         if (ve->listener) {
-            shoal_listener_t *l = ve->listener;
-            shoal__list_del(&ve->pnode);
-            ve->listener = NULL;
-            if (ep->state != SHOAL_EP_CONNECTING)
+            if (ep->state != SHOAL_EP_CONNECTING) {
+                shoal__list_del(&ve->pnode);
+                ve->listener = NULL;
                 return ep;
+            }
             ve->established = true;
             set_rnr_timer(ve);
             verbs_check_path(ve);
-            shoal__ep_connected(ep);
-            shoal__listener_ready(l, ep);
+            /* With authentication, ready once the client's proof came
+             * (verbs_hs_proof; it may come first or after). */
+            if (!ep->hs.need_proof)
+                server_ready(ve);
             break;
         }
         if (ep->state != SHOAL_EP_CONNECTING)
             break;
         {
-            struct shoal_hello h;
-            int rc = shoal__hello_decode(e->pdata, e->pdlen, SHOAL_TRANSPORT_VERBS, &h, why,
-                                         sizeof(why));
+            uint8_t out[SHOAL_HELLO_MAX];
+            size_t outlen = 0;
+            int rc = shoal__hs_ack(ep, e->pdata, e->pdlen, out, &outlen);
+            if (rc)
+                snprintf(why, sizeof(why), "%s", shoal_ctx_errmsg(ctx));
+            ve->established = true; /* so close disconnects */
+            if (outlen) {
+                /* Our proof, or why we refuse the server: the first SEND. */
+                int src = verbs_send_hs(ve, out, outlen);
+                if (rc == 0 && src) {
+                    rc = src;
+                    snprintf(why, sizeof(why), "sending the authentication proof: %s",
+                             shoal_strerror(src));
+                }
+            }
             if (rc) {
-                cm_fail(ve, rc, "bad handshake from the server: %s", why);
-                rdma_disconnect(ve->id);
+                cm_fail(ve, rc, "%s", why);
                 break;
             }
         }
-        ve->established = true;
         set_rnr_timer(ve);
         verbs_check_path(ve);
         shoal__ep_connected(ep);
         break;
     case RDMA_CM_EVENT_REJECTED:
+        if (e->pdlen && !ve->listener) {
+            /* A shoal server says why in the private data. */
+            uint8_t out[SHOAL_HELLO_MAX];
+            size_t outlen;
+            struct shoal_hello h;
+            if (shoal__hello_decode(e->pdata, e->pdlen, SHOAL_TRANSPORT_VERBS, &h, why,
+                                    sizeof(why)) == 0 && (h.flags & SHOAL_HELLO_REFUSE)) {
+                int rc = shoal__hs_ack(ep, e->pdata, e->pdlen, out, &outlen);
+                cm_fail(ve, rc, "%s", shoal_ctx_errmsg(ctx));
+                break;
+            }
+        }
         cm_fail(ve, -ECONNREFUSED, "connection refused (rdma_cm reject status %d%s)",
                 e->status, e->status == 8 ? ": nothing listens on that port" : "");
         break;
@@ -459,12 +514,20 @@ uint64_t verbs_sweep_half_open(shoal_ctx_t *ctx)
         n = n->next; /* discarding ve unlinks only ve */
         if (!ve->listener)
             continue;
+        if (ve->ep->state == SHOAL_EP_FAILED) {
+            /* Refused during the handshake (verbs_hs_proof). */
+            shoal__list_del(&ve->pnode);
+            ve->listener = NULL;
+            shoal__ep_discard(ve->ep);
+            continue;
+        }
         if (now < ve->deadline) {
             next = ve->deadline < next ? ve->deadline : next;
             continue;
         }
-        shoal__warn(ctx, "verbs: connection from %s not established within %d ms; dropped",
-                    ve->ep->peer, ctx->cfg.connect_timeout_ms);
+        shoal__warn(ctx, "verbs: connection from %s %s within %d ms; dropped", ve->ep->peer,
+                    ve->established ? "sent no authentication proof" : "not established",
+                    ctx->cfg.connect_timeout_ms);
         shoal__list_del(&ve->pnode);
         ve->listener = NULL;
         shoal__ep_discard(ve->ep);

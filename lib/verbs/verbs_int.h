@@ -148,6 +148,8 @@ void verbs_ep_close(shoal_ep_t *ep);
 void verbs_qp_error(struct verbs_ep *ve);
 int verbs_post_recv(struct verbs_ep *ve, unsigned slot);
 uint64_t verbs_sweep_half_open(shoal_ctx_t *ctx);
+/* Server: the first message on a connection that owes its proof. */
+void verbs_hs_proof(struct verbs_ep *ve, const void *buf, size_t len);
 
 /* verbs_ops.c */
 int verbs_put(shoal_ep_t *ep, struct shoal_op *op, shoal_mr_t *lmr, size_t loff,
@@ -155,6 +157,9 @@ int verbs_put(shoal_ep_t *ep, struct shoal_op *op, shoal_mr_t *lmr, size_t loff,
 int verbs_get(shoal_ep_t *ep, struct shoal_op *op, shoal_mr_t *lmr, size_t loff,
               shoal_rmr_t *rmr, size_t roff, size_t len);
 int verbs_send(shoal_ep_t *ep, struct shoal_op *op, const void *buf, size_t len);
+/* Client: send a handshake message (proof or refusal) as the first SEND and
+ * wait, bounded, for its completion. */
+int verbs_send_hs(struct verbs_ep *ve, const void *buf, size_t len);
 int verbs_rmr_init(shoal_rmr_t *rmr);
 void verbs_rmr_fini(shoal_rmr_t *rmr);
 int verbs_mr_reg(shoal_mr_t *mr);

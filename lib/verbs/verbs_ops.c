@@ -251,3 +251,36 @@ int verbs_send(shoal_ep_t *ep, struct shoal_op *op, const void *buf, size_t len)
     }
     return rc;
 }
+
+int verbs_send_hs(struct verbs_ep *ve, const void *buf, size_t len)
+{
+    if (ve->sq_count >= ve->sq_cap)
+        return -EAGAIN;
+    struct ibv_sge sge = {.addr = (uintptr_t)buf, .length = (uint32_t)len};
+    struct ibv_send_wr wr = {.wr_id = ve->sq_posted << 1, .sg_list = &sge, .num_sge = 1,
+                             .opcode = IBV_WR_SEND, .send_flags = IBV_SEND_SIGNALED}, *bad;
+    if (len <= ve->max_inline) {
+        wr.send_flags |= IBV_SEND_INLINE;
+    } else {
+        /* No inline sends on this device: a bounce buffer, kept for the
+         * connection's life (one of VERBS_NBOUNCE). */
+        if (!ve->nsfree)
+            return -EAGAIN;
+        uint8_t *b = ve->sbuf + (size_t)ve->sfree[--ve->nsfree] * VERBS_RECV_SIZE;
+        memcpy(b, buf, len);
+        sge.addr = (uintptr_t)b;
+        sge.lkey = ve->smr->lkey;
+    }
+    int rc = ibv_post_send(ve->qp, &wr, &bad);
+    if (rc)
+        return -rc;
+    ve->sq[(ve->sq_head + ve->sq_count) % ve->sq_cap].op = NULL;
+    ve->sq_count++;
+    ve->sq_posted++;
+    uint64_t deadline = shoal__now_ms() + 1000;
+    while (ve->sq_done < ve->sq_posted && !ve->qp_err && shoal__now_ms() < deadline)
+        verbs_poll_ep(ve);
+    if (ve->qp_err)
+        return -ECONNRESET;
+    return ve->sq_done >= ve->sq_posted ? 0 : -ETIMEDOUT;
+}

@@ -746,9 +746,9 @@ static void half_client(struct h_role *r)
     CHECK(rdma_create_qp(id, NULL, &qa) == 0, "rdma_create_qp: %s", strerror(errno));
     struct shoal_hello h = {.magic = SHOAL_WIRE_MAGIC, .version = SHOAL_WIRE_VERSION,
                             .transport = SHOAL_TRANSPORT_VERBS, .ep_id = 7};
-    uint8_t hello[SHOAL_HELLO_LEN];
-    shoal__hello_encode(&h, hello);
-    struct rdma_conn_param p = {.private_data = hello, .private_data_len = sizeof(hello),
+    uint8_t hello[SHOAL_HELLO_MAX];
+    size_t hlen = shoal__hello_encode(&h, hello);
+    struct rdma_conn_param p = {.private_data = hello, .private_data_len = (uint8_t)hlen,
                                 .responder_resources = 1, .initiator_depth = 1,
                                 .retry_count = 6, .rnr_retry_count = 7};
     CHECK(rdma_connect(id, &p) == 0, "rdma_connect: %s", strerror(errno));
@@ -816,6 +816,134 @@ static void test_half_open(int how)
 
 static void test_half_open_silent(void) { test_half_open(HALF_SILENT); }
 static void test_half_open_killed(void) { test_half_open(HALF_KILLED); }
+
+/* ---- garbage in rdma_cm connect requests ------------------------------------- */
+
+/* A raw librdmacm client sends connect requests whose private data (the
+ * shoal hello's place) is garbage: random bytes of every length the REQ
+ * allows, a misplaced proof, another version, unknown flags, and a hello
+ * announcing a secret to a server that has none.  Each must be rejected
+ * (the last with the reason in the REJ), no endpoint may reach accept(),
+ * and a good client must be served afterwards. */
+static int raw_connect(uint16_t port, const uint8_t *pd, size_t pdlen, uint8_t *rej,
+                       size_t *rejlen)
+{
+    struct rdma_event_channel *ch = rdma_create_event_channel();
+    CHECK(ch, "rdma_create_event_channel: %s", strerror(errno));
+    struct rdma_cm_id *id;
+    CHECK(rdma_create_id(ch, &id, NULL, RDMA_PS_TCP) == 0, "rdma_create_id");
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(port)};
+    CHECK(inet_pton(AF_INET, h_host(), &sin.sin_addr) == 1, "address %s", h_host());
+    struct rdma_cm_event *ev;
+    CHECK(rdma_resolve_addr(id, NULL, (struct sockaddr *)&sin, 2000) == 0 &&
+              rdma_get_cm_event(ch, &ev) == 0 && ev->event == RDMA_CM_EVENT_ADDR_RESOLVED,
+          "resolve address");
+    rdma_ack_cm_event(ev);
+    CHECK(rdma_resolve_route(id, 2000) == 0 && rdma_get_cm_event(ch, &ev) == 0 &&
+              ev->event == RDMA_CM_EVENT_ROUTE_RESOLVED,
+          "resolve route");
+    rdma_ack_cm_event(ev);
+    struct ibv_qp_init_attr qa = {.cap = {.max_send_wr = 4, .max_recv_wr = 4,
+                                          .max_send_sge = 1, .max_recv_sge = 1},
+                                  .qp_type = IBV_QPT_RC};
+    CHECK(rdma_create_qp(id, NULL, &qa) == 0, "rdma_create_qp: %s", strerror(errno));
+    struct rdma_conn_param p = {.private_data = pd, .private_data_len = (uint8_t)pdlen,
+                                .responder_resources = 1, .initiator_depth = 1,
+                                .retry_count = 6, .rnr_retry_count = 7};
+    CHECK(rdma_connect(id, &p) == 0, "rdma_connect: %s", strerror(errno));
+    struct pollfd pf = {.fd = ch->fd, .events = POLLIN};
+    CHECK(poll(&pf, 1, 10000) == 1 && rdma_get_cm_event(ch, &ev) == 0,
+          "no answer to a garbage connect request within 10 s");
+    int type = ev->event;
+    *rejlen = 0;
+    if (type == RDMA_CM_EVENT_REJECTED && ev->param.conn.private_data) {
+        *rejlen = ev->param.conn.private_data_len;
+        if (*rejlen > 256)
+            *rejlen = 256;
+        memcpy(rej, ev->param.conn.private_data, *rejlen);
+    }
+    rdma_ack_cm_event(ev);
+    if (type == RDMA_CM_EVENT_ESTABLISHED)
+        rdma_disconnect(id);
+    rdma_destroy_qp(id);
+    rdma_destroy_id(id);
+    rdma_destroy_event_channel(ch);
+    return type;
+}
+
+static void garbage_cm_client(struct h_role *r)
+{
+    uint16_t port;
+    struct pollfd pf = {.fd = r->port_rd, .events = POLLIN};
+    CHECK(poll(&pf, 1, 30000) == 1 && read(r->port_rd, &port, 2) == 2, "no port published");
+    uint32_t x = 0x5ea1u;
+    uint8_t pd[SHOAL_HELLO_MAX], rej[256]; /* a REQ carries at most 56 bytes */
+    size_t rejlen;
+    for (int i = 0; i < 14; i++) {
+        size_t len = (size_t)(i * 4) % 57; /* 0..56 */
+        for (size_t k = 0; k < sizeof(pd); k++) {
+            x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+            pd[k] = (uint8_t)x;
+        }
+        struct shoal_hello h = {.magic = SHOAL_WIRE_MAGIC, .version = SHOAL_WIRE_VERSION,
+                                .transport = SHOAL_TRANSPORT_VERBS, .ep_id = 7};
+        if (i == 10) { /* a first hello claiming to carry a proof (a hello cut
+                          short is no test here: rdma_cm pads a REQ's private
+                          data with zeros to 56 bytes) */
+            h.flags = SHOAL_HELLO_PROOF;
+            len = shoal__hello_encode(&h, pd);
+        } else if (i == 11) { /* another version */
+            h.version = 1;
+            len = shoal__hello_encode(&h, pd);
+        } else if (i == 12) { /* unknown flags */
+            h.flags = 0x40;
+            len = shoal__hello_encode(&h, pd);
+        } else if (i == 13) { /* a secret the server does not have */
+            h.flags = SHOAL_HELLO_AUTH;
+            len = shoal__hello_encode(&h, pd);
+        }
+        int type = raw_connect(port, pd, len, rej, &rejlen);
+        CHECK(type == RDMA_CM_EVENT_REJECTED, "garbage request %d (%zu bytes): %s", i, len,
+              rdma_event_str(type));
+        if (i == 13) {
+            struct shoal_hello d;
+            char why[160];
+            CHECK(shoal__hello_decode(rej, rejlen, SHOAL_TRANSPORT_VERBS, &d, why,
+                                      sizeof(why)) == 0 &&
+                      d.flags == SHOAL_HELLO_REFUSE &&
+                      d.reason == SHOAL_REFUSE_AUTH_UNEXPECTED,
+                  "the REJ of request %d does not say why (%zu bytes)", i, rejlen);
+        }
+    }
+    shoal_ctx_t *ctx = h_ctx();
+    shoal_ep_t *ep;
+    CHECK_RC(shoal_connect(ctx, h_host(), port, &ep), ctx, "good client after the garbage");
+    h_send_str(ctx, ep, "ping");
+    h_expect_str(ctx, ep, "pong", 15000);
+    shoal_ep_close(ep);
+    shoal_ctx_destroy(ctx);
+}
+
+static void garbage_cm_server(struct h_role *r)
+{
+    shoal_ctx_t *ctx = h_ctx();
+    shoal_listener_t *l = h_listen(ctx, r);
+    shoal_ep_t *ep, *extra = NULL;
+    CHECK_RC(shoal_accept(l, 60000, &ep), ctx, "accept");
+    h_expect_str(ctx, ep, "ping", 15000);
+    h_send_str(ctx, ep, "pong");
+    int rc = shoal_accept(l, 200, &extra);
+    CHECK(rc == -ETIMEDOUT && !extra, "a second endpoint was handed out (%d)", rc);
+    (void)wait_failed(ctx, ep, 15000);
+    shoal_ep_close(ep);
+    shoal_listener_close(l);
+    shoal_ctx_destroy(ctx);
+}
+
+static void test_garbage_cm(void)
+{
+    CU_ASSERT_EQUAL(h_run(garbage_cm_server, garbage_cm_client, 1, NULL, 90), 0);
+}
 
 /* ---- two contexts in one process --------------------------------------------- */
 
@@ -931,6 +1059,8 @@ int main(void)
     add(s, "two contexts in one process: one destroyed, the other's connection works",
         test_two_contexts);
     add(s, "peer SIGKILLed with reads in flight, survivor asleep", test_death_reads);
+    add(s, "garbage private data in connect requests: rejected, then a good client",
+        test_garbage_cm);
     if (system("rdma resource show >/dev/null 2>&1") == 0) {
         add(s, "half-open connection (client silent after its request) dropped after "
                "the connect timeout", test_half_open_silent);
