@@ -119,6 +119,7 @@ struct server {
     int registered;           /* servers known, including us */
     double t_first, t_last;
     bool inject_torn;         /* tests only: see inject_torn() */
+    double last_look;         /* last heartbeat check */
     char err[1024];
 };
 
@@ -817,6 +818,12 @@ static int housekeeping(struct server *s)
 {
     const struct train_cfg *c = s->c;
     double now = now_s(), hb = c->fail_timeout_ms / 4000.0;
+    /* If this process itself did not look for a while (a checkpoint's
+     * fsync, a descheduled process), the silence is ours, not theirs. */
+    if ((now - s->last_look) * 1000 > c->fail_timeout_ms / 2)
+        for (struct speer *p = s->peers; p; p = p->next)
+            p->last_heard = now;
+    s->last_look = now;
     for (struct speer *p = s->peers; p; p = p->next) {
         if (!p->ep || p->kind == PEER_SERVER)
             continue;

@@ -9,14 +9,18 @@
 #     must equal an undisturbed run's: nothing lost, nothing applied twice);
 #   - the network cut for less and for more than --fail-timeout (a drop
 #     rule in a network namespace of the test's own).
-# Each run must finish, reach the accuracy bar (87.5%; SHOAL_FAULT_BAR),
-# and its server must report every gradient applied once.  For each fault
+# Each run must finish, reach the accuracy bar (bsp 87.5%, SHOAL_FAULT_BAR;
+# async and ssp 86%, SHOAL_FAULT_BAR_ASYNC: undisturbed they reach about
+# 86.5-87% here, short of bsp's 88.6%), and its server must report every
+# gradient applied once.  For each fault
 # the log gives the time to detect it and to recover.
 #   tests/trainer/faults.sh [SCENARIO...]     (default: all)
 . "$(dirname "$0")/lib.sh"
 need_data
 seed=${SHOAL_FAULT_SEED:-42}
-bar=${SHOAL_FAULT_BAR:-8750}
+bar_bsp=${SHOAL_FAULT_BAR:-8750}
+bar_async=${SHOAL_FAULT_BAR_ASYNC:-8600}
+bar=$bar_bsp
 epochs=${SHOAL_FAULT_EPOCHS:-10}
 RANDOM=$seed
 common="--data $data --epochs $epochs --fail-timeout 2000 --rejoin-timeout 6000
@@ -87,6 +91,8 @@ new_dir() {
 worker_kill() { # MODE restart|norestart
     local mode=$1 how=$2 name="kill -9 worker 1 ($1, $2)"
     new_dir "kill-$1-$2"
+    bar=$bar_bsp
+    [ $mode = bsp ] || bar=$bar_async
     local extra="--mode $mode"
     [ $mode = ssp ] && extra="$extra --staleness 2"
     rank 0 "$dir/s0.log" $extra --checkpoint-dir "$dir/ck" --checkpoint-every 100
@@ -120,6 +126,7 @@ worker_kill() { # MODE restart|norestart
 
 worker_stop() {
     local name="SIGSTOP worker 1 for 3.5 s (bsp)"
+    bar=$bar_bsp
     new_dir stop
     rank 0 "$dir/s0.log" --checkpoint-dir "$dir/ck" --checkpoint-every 100; local s=$last_pid
     rank 1 "$dir/w0.log"; local w0=$last_pid
@@ -137,6 +144,7 @@ worker_stop() {
 
 server_kill() {
     local name="kill -9 the server, restart with --resume (bsp)"
+    bar=$bar_bsp
     new_dir server
     local ck="--checkpoint-dir $dir/ck --checkpoint-every 50"
     rank 0 "$dir/s0.log" $ck; local s=$last_pid
@@ -164,6 +172,7 @@ server_kill() {
 
 netcut_run() {
     local cut=$1 name="network cut for $1 s (bsp)"
+    bar=$bar_bsp
     command -v nft >/dev/null || { echo "SKIPPED: $name: no nft (apt-get install nftables)"; return; }
     command -v unshare >/dev/null || { echo "SKIPPED: $name: no unshare"; return; }
     new_dir "cut$cut"
