@@ -193,6 +193,8 @@ struct shoal_ep {
     enum shoal_ep_state state;           /* core, via shoal__ep_* */
     uint32_t id;                         /* core: unique in the ctx */
     unsigned outstanding;                /* core: ops not yet completed */
+    bool abort;                          /* core: shoal_ep_abort(): close
+                                            without flushing */
     char peer[96];                       /* prov: "host:port" */
     struct shoal_hs hs;                  /* core: handshake state (auth.c) */
     void *user;

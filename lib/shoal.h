@@ -336,6 +336,14 @@ int shoal_connect(shoal_ctx_t *ctx, const char *host, uint16_t port,
  */
 void shoal_ep_close(shoal_ep_t *ep);
 
+/**
+ * Close an endpoint without waiting for anything: outstanding operations
+ * are canceled at once.  For a peer the application has given up on (it
+ * stopped answering): shoal_ep_close() would wait, up to the connect
+ * timeout, for operations a silent peer may never acknowledge.
+ */
+void shoal_ep_abort(shoal_ep_t *ep);
+
 /** "host:port" of the peer, for messages. */
 const char *shoal_ep_peer(const shoal_ep_t *ep);
 

@@ -504,11 +504,12 @@ static int progress_updates(struct server *s)
 
 /* ---- membership ------------------------------------------------------------ */
 
+/* Cut a peer off without waiting on it: it may be stopped or gone. */
 static void close_peer(struct server *s, struct speer *p)
 {
     (void)s;
     if (p->ep)
-        shoal_ep_close(p->ep);
+        shoal_ep_abort(p->ep);
     p->ep = NULL;
 }
 
@@ -746,7 +747,10 @@ static int handle(struct server *s, const shoal_event_t *ev)
     struct speer *p = ev->ep ? shoal_ep_user(ev->ep) : NULL;
     if (!p || !p->ep)
         return 0;
-    p->last_heard = now_s();
+    /* Only what the peer sent shows it is alive; our own completions
+     * (a PING's SEND_DONE) do not. */
+    if (ev->type == SHOAL_EV_IMM || ev->type == SHOAL_EV_RECV)
+        p->last_heard = now_s();
     switch (ev->type) {
     case SHOAL_EV_PUT_DONE:
         if (ev->wr_id < (uint64_t)s->npool && s->pool[ev->wr_id].readers > 0)

@@ -178,7 +178,8 @@ static int pump(struct worker *w, int timeout_ms)
         struct wpeer *p = ev[i].ep ? shoal_ep_user(ev[i].ep) : NULL;
         if (!p || p->failed)
             continue;
-        p->last_heard = now_s();
+        if (ev[i].type == SHOAL_EV_IMM || ev[i].type == SHOAL_EV_RECV)
+            p->last_heard = now_s(); /* the server itself, not our completions */
         switch (ev[i].type) {
         case SHOAL_EV_PUT_DONE:
             p->puts--;
@@ -342,8 +343,8 @@ static void disconnect_all(struct worker *w)
         struct wpeer *p = &w->peer[s];
         if (p->slot)
             shoal_rmr_destroy(p->slot);
-        if (p->ep)
-            shoal_ep_close(p->ep);
+        if (p->ep) /* a lost server may be stopped: do not wait on it */
+            (p->failed ? shoal_ep_abort : shoal_ep_close)(p->ep);
         p->slot = NULL;
         p->ep = NULL;
         p->welcomed = p->fresh = p->check_due = p->failed = false;

@@ -61,6 +61,14 @@ void shoal_ep_close(shoal_ep_t *ep)
         ep_free(ep);
 }
 
+void shoal_ep_abort(shoal_ep_t *ep)
+{
+    if (!ep)
+        return;
+    ep->abort = true;
+    ep_free(ep);
+}
+
 const char *shoal_ep_peer(const shoal_ep_t *ep) { return ep->peer; }
 void shoal_ep_set_user(shoal_ep_t *ep, void *user) { ep->user = user; }
 void *shoal_ep_user(const shoal_ep_t *ep) { return ep->user; }

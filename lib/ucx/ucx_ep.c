@@ -544,7 +544,7 @@ void ucx_ep_close(shoal_ep_t *ep)
     /* A healthy endpoint is flushed (outstanding ops finish); a failed one
      * is forced (they complete as canceled). */
     if (e->uep)
-        uep_close(ep, e->fail_status != UCS_OK);
+        uep_close(ep, e->fail_status != UCS_OK || ep->abort);
     u->slots[e->token & 0xffff] = NULL;
     free(e);
     ep->priv = NULL;

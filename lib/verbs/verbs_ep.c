@@ -631,7 +631,7 @@ void verbs_ep_close(shoal_ep_t *ep)
     shoal__list_del(&ve->pnode);
     if (ve->qp) {
         /* A healthy connection first lets its operations finish. */
-        if (!ve->qp_err && verbs_ops_pending(ve)) {
+        if (!ve->qp_err && verbs_ops_pending(ve) && !ep->abort) {
             uint64_t deadline = shoal__now_ms() + (uint64_t)ctx->cfg.connect_timeout_ms;
             while (verbs_ops_pending(ve) && !ve->qp_err && shoal__now_ms() < deadline)
                 verbs_poll_ep(ve);
