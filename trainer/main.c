@@ -54,6 +54,8 @@ static void usage(FILE *out)
 "      --checkpoint-every N    ... every N updates (default 200)\n"
 "      --checkpoint-secs S     ... and/or every S seconds (default 0: off)\n"
 "      --resume            servers: start from the newest valid checkpoint\n"
+"      --auth-file FILE    shared secret every rank proves in the handshake\n"
+"                          (HMAC-SHA256; the same as SHOAL_AUTH_FILE)\n"
 "Data (default: Fashion-MNIST from " DATA_DEFAULT_DIR "):\n"
 "      --data DIR          IDX files {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]\n"
 "      --train FILE --test FILE   LIBSVM text files instead\n"
@@ -93,7 +95,7 @@ enum {
     O_FEAT, O_CLASSES, O_HIDDEN, O_MODEL, O_MODE, O_STALE, O_IPE, O_LR, O_MOM, O_WD,
     O_SCHED, O_LRSTEP, O_GAMMA, O_SEED, O_THREADS, O_METRICS, O_SAVE, O_LOGINT, O_VERIFY,
     O_SINGLE, O_WORKERS, O_EVAL, O_COMPARE, O_TOL, O_FTO, O_RTO, O_RCTO, O_CKDIR, O_CKEVERY,
-    O_CKSECS, O_RESUME,
+    O_CKSECS, O_RESUME, O_AUTH,
 };
 
 static const struct option opts[] = {
@@ -121,6 +123,7 @@ static const struct option opts[] = {
     {"checkpoint-dir", required_argument, 0, O_CKDIR},
     {"checkpoint-every", required_argument, 0, O_CKEVERY},
     {"checkpoint-secs", required_argument, 0, O_CKSECS}, {"resume", no_argument, 0, O_RESUME},
+    {"auth-file", required_argument, 0, O_AUTH},
     {"compare", required_argument, 0, O_COMPARE}, {"tolerance", required_argument, 0, O_TOL},
     {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
 
@@ -358,6 +361,14 @@ int main(int argc, char **argv)
         case O_CKEVERY: c.checkpoint_every = (int)num(o, optarg, 0, INT_MAX); break;
         case O_CKSECS: c.checkpoint_secs = real(o, optarg, 0, 86400); break;
         case O_RESUME: c.resume = true; break;
+        case O_AUTH:
+            /* libshoal reads it with the other SHOAL_* settings. */
+            if (access(optarg, R_OK) != 0) {
+                fprintf(stderr, "shoal-train: --auth-file: %s: %s\n", optarg, strerror(errno));
+                return 2;
+            }
+            setenv("SHOAL_AUTH_FILE", optarg, 1);
+            break;
         case O_TOL: tolerance = real(o, optarg, 0, 1e9); break;
         case 'q': c.quiet = true; break;
         case 'h': usage(stdout); return 0;
