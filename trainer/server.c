@@ -152,8 +152,9 @@ static bool table_complete(const struct server *s)
 static int send_table(struct server *s, shoal_ep_t *ep)
 {
     int rc = net_send(ep, &s->table);
-    if (rc)
-        return sfail(s, "TABLE to %s: %s", shoal_ep_peer(ep), shoal_strerror(rc));
+    if (rc) /* that peer's connection broke; its failure event follows */
+        fprintf(stderr, "shoal-train: server %d: TABLE to %s: %s\n", s->index,
+                shoal_ep_peer(ep), shoal_strerror(rc));
     return 0;
 }
 
@@ -283,6 +284,8 @@ static int inject_torn(struct server *s, int wi)
     return 0;
 }
 
+static void detach_worker(struct server *s, int wi, enum wstate to, const char *why);
+
 /* Put the current shard to worker wi (imm = version). */
 static int answer(struct server *s, int wi)
 {
@@ -297,10 +300,13 @@ static int answer(struct server *s, int wi)
         sw->answer_due = true;
         return 0;
     }
-    if (rc == -ENOTCONN)
-        return 0; /* its failure event is on the way */
-    if (rc)
-        return sfail(s, "parameters to worker %d: %s", wi, shoal_ctx_errmsg(s->ctx));
+    if (rc) {
+        /* The connection broke under us: the worker is lost, not the job. */
+        char why[200];
+        snprintf(why, sizeof(why), "put failed: %s", shoal_ctx_errmsg(s->ctx));
+        detach_worker(s, wi, W_LOST, why);
+        return 0;
+    }
     sw->answer_due = false;
     sw->answer_buf = s->cur;
     b->readers++;
@@ -311,8 +317,8 @@ static int answer(struct server *s, int wi)
         struct ps_msg m = {.type = PS_CHECK};
         m.u.check.version = s->version;
         m.u.check.crc = (uint32_t)crc32(0L, (const Bytef *)b->p, (uInt)(s->len * sizeof(float)));
-        if ((rc = net_send(sw->peer->ep, &m)) && rc != -ENOTCONN)
-            return sfail(s, "CHECK to worker %d: %s", wi, shoal_strerror(rc));
+        if ((rc = net_send(sw->peer->ep, &m)))
+            detach_worker(s, wi, W_LOST, "CHECK could not be sent");
     }
     return 0;
 }
@@ -619,8 +625,10 @@ static int on_hello(struct server *s, struct speer *p, const struct ps_hello *h)
     if (rc < 0)
         return sfail(s, "packing a descriptor: %s", shoal_strerror(rc));
     wl->desc_len = (uint32_t)dlen;
-    if ((rc = net_send(p->ep, &m)))
-        return sfail(s, "WELCOME to worker %u: %s", h->worker, shoal_strerror(rc));
+    if ((rc = net_send(p->ep, &m))) {
+        detach_worker(s, (int)h->worker, W_LOST, "WELCOME could not be sent");
+        return 0;
+    }
     sent(p);
     if (s->t_first == 0)
         s->t_first = now_s();
