@@ -22,12 +22,18 @@ enum {
     UCX_AM_MSG,       /* header: token u32; data: the control message */
     UCX_AM_GET_REQ,   /* header: token u32, req u32, addr u64, len u64 */
     UCX_AM_GET_RESP,  /* header: token u32, req u32, status i32; data */
+    UCX_AM_PUT_IMM,   /* header: token u32, imm u32, addr u64; data: the bytes */
     UCX_AM_COUNT
 };
 #define UCX_IMM_HDR 8
 #define UCX_MSG_HDR 4
 #define UCX_GET_REQ_HDR 24
 #define UCX_GET_RESP_HDR 12
+#define UCX_PUT_IMM_HDR 16
+/* A put with immediate of at most this many bytes travels as one
+ * PUT_IMM active message (data and immediate together) instead of
+ * put + fence + IMM: one message per direction instead of two. */
+#define UCX_PUT_IMM_MAX 8192
 
 struct ucx_ctx {
     ucp_context_h context;
@@ -55,6 +61,7 @@ struct ucx_ep {
     struct shoal_list pnode;   /* on ucx_ctx.pending while handshaking */
     struct shoal_list fnode;   /* on ucx_ctx.failed until force-closed */
     bool hello_acked;          /* client: HELLO_ACK arrived */
+    bool unfenced;             /* plain puts issued since the last fence */
 };
 
 struct ucx_mr {
@@ -89,6 +96,8 @@ int ucx_send(shoal_ep_t *ep, struct shoal_op *op, const void *buf, size_t len);
 int ucx_rmr_init(shoal_rmr_t *rmr);
 void ucx_rmr_fini(shoal_rmr_t *rmr);
 ucs_status_t ucx_am_get_req(void *arg, const void *header, size_t hlen, void *data,
+                            size_t len, const ucp_am_recv_param_t *param);
+ucs_status_t ucx_am_put_imm(void *arg, const void *header, size_t hlen, void *data,
                             size_t len, const ucp_am_recv_param_t *param);
 ucs_status_t ucx_am_get_resp(void *arg, const void *header, size_t hlen, void *data,
                              size_t len, const ucp_am_recv_param_t *param);

@@ -63,12 +63,45 @@ static ucp_request_param_t op_param(struct shoal_op *op, shoal_mr_t *lmr)
     return p;
 }
 
+/* Small put with immediate: one PUT_IMM active message carrying the
+ * target address, the immediate and the bytes (sent from the registered
+ * source).  The target copies the bytes into its region and raises the
+ * immediate, in that order, in the same handler. */
+static int put_imm_am(shoal_ep_t *ep, struct shoal_op *op, shoal_mr_t *lmr, size_t loff,
+                      shoal_rmr_t *rmr, size_t roff, size_t len, uint32_t imm)
+{
+    struct ucx_ep *e = ucx_ep(ep);
+    uint8_t *hdr = op->scratch;
+    shoal__put_le32(hdr, e->peer_token);
+    shoal__put_le32(hdr + 4, imm);
+    shoal__put_le64(hdr + 8, rmr->addr + roff);
+    ucp_request_param_t p = op_param(op, lmr);
+    p.op_attr_mask |= UCP_OP_ATTR_FIELD_FLAGS;
+    p.flags = UCP_AM_SEND_FLAG_REPLY | UCP_AM_SEND_FLAG_EAGER;
+    ucs_status_ptr_t r = ucp_am_send_nbx(e->uep, UCX_AM_PUT_IMM, hdr, UCX_PUT_IMM_HDR,
+                                         (char *)lmr->addr + loff, len, &p);
+    int rc = track(op, r);
+    return rc ? shoal__fail(ep->ctx, rc, "put to %s: %s", ep->peer, shoal_strerror(rc)) : 0;
+}
+
 int ucx_put(shoal_ep_t *ep, struct shoal_op *op, shoal_mr_t *lmr, size_t loff,
             shoal_rmr_t *rmr, size_t roff, size_t len, unsigned flags, uint32_t imm)
 {
     struct ucx_ep *e = ucx_ep(ep);
-    ucp_request_param_t p = op_param(op, lmr);
     bool with_imm = flags & SHOAL_PUT_IMM;
+    if (with_imm && len <= UCX_PUT_IMM_MAX) {
+        /* Earlier plain puts must land before this message's handler
+         * runs: fence only if there are any since the last fence. */
+        if (e->unfenced) {
+            ucs_status_t st = ucp_worker_fence(ucx_ctx(ep->ctx)->worker);
+            if (st != UCS_OK)
+                return shoal__fail(ep->ctx, ucx_status_errno(st), "put to %s: fence: %s",
+                                   ep->peer, ucs_status_string(st));
+            e->unfenced = false;
+        }
+        return put_imm_am(ep, op, lmr, loff, rmr, roff, len, imm);
+    }
+    ucp_request_param_t p = op_param(op, lmr);
     if (with_imm)
         op->pending = 2; /* the put and the IMM message */
     ucs_status_ptr_t r = ucp_put_nbx(e->uep, (char *)lmr->addr + loff, len, rmr->addr + roff,
@@ -78,8 +111,10 @@ int ucx_put(shoal_ep_t *ep, struct shoal_op *op, shoal_mr_t *lmr, size_t loff,
         return shoal__fail(ep->ctx, ucx_status_errno(UCS_PTR_STATUS(r)), "put to %s: %s",
                            ep->peer, ucs_status_string(UCS_PTR_STATUS(r)));
     }
-    if (!with_imm)
+    if (!with_imm) {
+        e->unfenced = true;
         return track(op, r);
+    }
     /* From here the put is started: errors are reported on the op. */
     track(op, r);
     ucs_status_t st = ucp_worker_fence(ucx_ctx(ep->ctx)->worker);
@@ -87,6 +122,7 @@ int ucx_put(shoal_ep_t *ep, struct shoal_op *op, shoal_mr_t *lmr, size_t loff,
         op_cb(NULL, st, op);
         return 0;
     }
+    e->unfenced = false;
     /* The IMM header is tiny: send it from the op record itself. */
     uint8_t *hdr = op->scratch;
     shoal__put_le32(hdr, e->peer_token);
@@ -199,6 +235,48 @@ static struct ucx_mr *readable(struct ucx_ctx *u, uint64_t addr, uint64_t len)
             return m;
     }
     return NULL;
+}
+
+/* The registered region of ours that holds [addr, addr+len) writably. */
+static struct ucx_mr *writable(struct ucx_ctx *u, uint64_t addr, uint64_t len)
+{
+    for (struct shoal_list *n = u->mrs.next; n != &u->mrs; n = n->next) {
+        struct ucx_mr *m = shoal__container_of(n, struct ucx_mr, node);
+        uint64_t base = (uint64_t)(uintptr_t)m->mr->addr;
+        if ((m->mr->access & SHOAL_ACCESS_REMOTE_WRITE) && addr >= base &&
+            len <= m->mr->len && addr - base <= m->mr->len - len)
+            return m;
+    }
+    return NULL;
+}
+
+ucs_status_t ucx_am_put_imm(void *arg, const void *header, size_t hlen, void *data,
+                            size_t len, const ucp_am_recv_param_t *param)
+{
+    shoal_ctx_t *ctx = arg;
+    if (hlen != UCX_PUT_IMM_HDR) {
+        shoal__warn(ctx, "ucx: malformed PUT_IMM message (%zu bytes of header) dropped", hlen);
+        return UCS_OK;
+    }
+    const uint8_t *h = header;
+    shoal_ep_t *ep = ucx_ep_lookup(ctx, shoal__get_le32(h), param, "PUT_IMM");
+    if (!ep || ep->state != SHOAL_EP_CONNECTED)
+        return UCS_OK;
+    uint64_t addr = shoal__get_le64(h + 8);
+    if (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV || len > UCX_PUT_IMM_MAX) {
+        shoal__ep_failed(ep, -EPROTO, "peer sent a %zu-byte PUT_IMM (max %d)", len,
+                         UCX_PUT_IMM_MAX);
+        return UCS_OK;
+    }
+    if (len && !writable(ucx_ctx(ctx), addr, len)) {
+        shoal__ep_failed(ep, -EACCES, "peer wrote [0x%llx, +%zu), not in a writable region",
+                         (unsigned long long)addr, len);
+        return UCS_OK;
+    }
+    if (len)
+        memcpy((void *)(uintptr_t)addr, data, len);
+    shoal__ep_imm(ep, shoal__get_le32(h + 4));
+    return UCS_OK;
 }
 
 static void resp_free_cb(void *request, ucs_status_t status, void *user_data)
