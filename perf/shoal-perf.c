@@ -500,10 +500,15 @@ static int serve_run(struct run *r, enum test t, size_t size, unsigned long n)
         return -1;
     if (t == T_PUT_LAT)
         return put_lat(r, false, size, n, NULL);
+    /* Bandwidth tests: the target only spins where the transport needs
+     * target-side progress (UCX over TCP); on verbs it sleeps in
+     * shoal_wait, like perftest's passive server, leaving the CPU to
+     * the device (rxe does its work on the host CPUs). */
+    bool busy = shoal_ctx_transport(r->ctx) == SHOAL_TRANSPORT_UCX;
     if (t == T_PUT_BW || t == T_PUT_RATE) {
         unsigned long want = r->imms + 1;
         while (r->imms < want)
-            if (pump(r, true))
+            if (pump(r, busy))
                 return -1;
         if (r->last_imm != (uint32_t)(n - 1)) {
             fprintf(stderr, "shoal-perf: put_bw: last immediate %u, expected %lu\n",
@@ -515,7 +520,7 @@ static int serve_run(struct run *r, enum test t, size_t size, unsigned long n)
     /* get tests: keep progressing (UCX answers gets on the target) until
      * the client's next message. */
     while (!r->qlen)
-        if (pump(r, true))
+        if (pump(r, busy || t == T_GET_LAT))
             return -1;
     return 0;
 }
