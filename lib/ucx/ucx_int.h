@@ -46,6 +46,7 @@ struct ucx_ctx {
     struct shoal_list failed;  /* connected eps whose UCX ep must be force-closed */
     bool sweep;                /* some pending ep failed: discard after progress */
     bool in_progress;          /* inside ucp_worker_progress */
+    bool arrived;              /* an IMM or message arrived in this progress call */
     struct shoal_list mrs;     /* registered regions, checked by GET_REQ */
     struct shoal_op **gets;    /* gets in flight, index = req & 0xfffff */
     unsigned ngets;

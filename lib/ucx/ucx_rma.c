@@ -276,6 +276,7 @@ ucs_status_t ucx_am_put_imm(void *arg, const void *header, size_t hlen, void *da
     if (len)
         memcpy((void *)(uintptr_t)addr, data, len);
     shoal__ep_imm(ep, shoal__get_le32(h + 4));
+    ucx_ctx(ctx)->arrived = true;
     return UCS_OK;
 }
 
@@ -396,6 +397,7 @@ ucs_status_t ucx_am_get_resp(void *arg, const void *header, size_t hlen, void *d
     memcpy(op->buf, data, len);
     op->buf = NULL;
     shoal__op_done(op, 0, NULL);
+    u->arrived = true; /* a get's answer: someone may be waiting for it */
     return UCS_OK;
 }
 
