@@ -55,6 +55,7 @@ struct verbs_ctx {
     uint32_t max_msg_sz;
     char devname[64];
     struct shoal_list eps;         /* every verbs_ep */
+    unsigned passes;               /* progress calls, to pace the event-fd checks */
 };
 
 struct verbs_ep {
