@@ -97,7 +97,12 @@ static int ucx_ctx_init(shoal_ctx_t *ctx)
         return shoal__fail(ctx, rc, "ucx worker setup: %s", ucs_status_string(st));
     }
     const char *tls = getenv("UCX_TLS");
-    snprintf(ctx->describe, sizeof(ctx->describe), "ucx (UCX_TLS=%s)", tls ? tls : "tcp");
+    /* Over TCP alone, UCX emulates put on active messages (with peer
+     * error handling, which we need); shoal's own PUT message does the
+     * same with one copy less.  Other transports keep UCX's native put. */
+    u->put_by_am = !tls || strcmp(tls, "tcp") == 0;
+    snprintf(ctx->describe, sizeof(ctx->describe), "ucx (UCX_TLS=%s%s)", tls ? tls : "tcp",
+             u->put_by_am ? ", puts as active messages" : "");
     return 0;
 }
 

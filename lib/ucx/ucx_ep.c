@@ -266,7 +266,7 @@ int ucx_am_init(shoal_ctx_t *ctx)
         [UCX_AM_HELLO] = am_hello, [UCX_AM_HELLO_ACK] = am_hello_ack,
         [UCX_AM_IMM] = am_imm, [UCX_AM_MSG] = am_msg,
         [UCX_AM_GET_REQ] = ucx_am_get_req, [UCX_AM_GET_RESP] = ucx_am_get_resp,
-        [UCX_AM_PUT_IMM] = ucx_am_put_imm};
+        [UCX_AM_PUT_IMM] = ucx_am_put_imm, [UCX_AM_PUT] = ucx_am_put};
     for (unsigned id = 0; id < UCX_AM_COUNT; id++) {
         ucp_am_handler_param_t p = {
             .field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB |

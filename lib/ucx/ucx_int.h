@@ -23,6 +23,7 @@ enum {
     UCX_AM_GET_REQ,   /* header: token u32, req u32, addr u64, len u64 */
     UCX_AM_GET_RESP,  /* header: token u32, req u32, status i32; data */
     UCX_AM_PUT_IMM,   /* header: token u32, imm u32, addr u64; data: the bytes */
+    UCX_AM_PUT,       /* header: as PUT_IMM (imm unused); data: the bytes */
     UCX_AM_COUNT
 };
 #define UCX_IMM_HDR 8
@@ -47,6 +48,7 @@ struct ucx_ctx {
     bool sweep;                /* some pending ep failed: discard after progress */
     bool in_progress;          /* inside ucp_worker_progress */
     bool arrived;              /* an IMM or message arrived in this progress call */
+    bool put_by_am;            /* TCP is the only transport: puts go as PUT messages */
     struct shoal_list mrs;     /* registered regions, checked by GET_REQ */
     struct shoal_op **gets;    /* gets in flight, index = req & 0xfffff */
     unsigned ngets;
@@ -100,6 +102,8 @@ ucs_status_t ucx_am_get_req(void *arg, const void *header, size_t hlen, void *da
                             size_t len, const ucp_am_recv_param_t *param);
 ucs_status_t ucx_am_put_imm(void *arg, const void *header, size_t hlen, void *data,
                             size_t len, const ucp_am_recv_param_t *param);
+ucs_status_t ucx_am_put(void *arg, const void *header, size_t hlen, void *data,
+                        size_t len, const ucp_am_recv_param_t *param);
 ucs_status_t ucx_am_get_resp(void *arg, const void *header, size_t hlen, void *data,
                              size_t len, const ucp_am_recv_param_t *param);
 /* Fail every get still waiting for an answer on @ep. */
