@@ -144,6 +144,21 @@ static void ep_err_cb(void *arg, ucp_ep_h uep, ucs_status_t status)
     }
 }
 
+/* A peer broke the protocol on @ep (e.g. wrote where it may not): report
+ * the endpoint failed here and drop the connection, so the peer learns it
+ * too (its endpoint fails with a reset) instead of waiting forever. */
+void ucx_ep_abort(shoal_ep_t *ep, int status, const char *why)
+{
+    struct ucx_ep *e = ucx_ep(ep);
+    shoal__ep_failed(ep, status, "%s", why);
+    if (!e->fail_status)
+        e->fail_status = UCS_ERR_CONNECTION_RESET;
+    if (e->uep && shoal__list_empty(&e->fnode)) {
+        shoal__list_add(&ucx_ctx(ep->ctx)->failed, &e->fnode);
+        ucx_ctx(ep->ctx)->sweep = true;
+    }
+}
+
 /* ---- active message handlers ----------------------------------------- */
 
 static ucs_status_t am_hello(void *arg, const void *header, size_t hlen, void *data,

@@ -88,6 +88,7 @@ int ucx_connect(shoal_ep_t *ep, const char *host, uint16_t port);
 void ucx_ep_close(shoal_ep_t *ep);
 void ucx_sweep_pending(shoal_ctx_t *ctx);
 int ucx_status_errno(ucs_status_t st);
+void ucx_ep_abort(shoal_ep_t *ep, int status, const char *why);
 
 /* ucx_rma.c */
 int ucx_put(shoal_ep_t *ep, struct shoal_op *op, shoal_mr_t *lmr, size_t loff,

@@ -271,12 +271,16 @@ static ucs_status_t am_put(shoal_ctx_t *ctx, bool with_imm, const void *header, 
         return UCS_OK;
     uint64_t addr = shoal__get_le64(h + 8);
     if (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) {
-        shoal__ep_failed(ep, -EPROTO, "peer sent a %zu-byte PUT by rendezvous", len);
+        ucx_ep_abort(ep, -EPROTO, "peer sent a PUT by rendezvous");
         return UCS_OK;
     }
     if (len && !writable(ucx_ctx(ctx), addr, len)) {
-        shoal__ep_failed(ep, -EACCES, "peer wrote [0x%llx, +%zu), not in a writable region",
-                         (unsigned long long)addr, len);
+        char why[128];
+        snprintf(why, sizeof(why), "peer wrote [0x%llx, +%zu), not in a region registered "
+                 "with SHOAL_ACCESS_REMOTE_WRITE; connection dropped", (unsigned long long)addr,
+                 len);
+        shoal__warn(ctx, "ucx: %s: %s", ep->peer, why);
+        ucx_ep_abort(ep, -EACCES, why);
         return UCS_OK;
     }
     if (len)
