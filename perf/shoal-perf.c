@@ -59,6 +59,7 @@ struct opts {
     const char *device;
     const char *transport;
     bool json;
+    bool busy;               /* --busy: spin in bandwidth tests too */
 };
 
 /* One side's run state: the connection, the buffers and what the event
@@ -82,6 +83,7 @@ struct run {
     unsigned qhead, qlen;
     unsigned char msg[SHOAL_DESC_MAX + 1]; /* the one taken last, NUL-terminated */
     size_t msglen;
+    bool spin;               /* bandwidth tests: spin (shoal_poll) instead of shoal_wait */
 };
 
 static double now_us(void)
@@ -274,11 +276,11 @@ static int put_bw(struct run *r, size_t size, unsigned long n, unsigned long win
                 return -1;
             posted++;
         }
-        if (pump(r, true))
+        if (pump(r, r->spin))
             return -1;
     }
     /* The server's "D" says the last immediate, hence all the data, is there. */
-    if (recv_msg_how(r, true))
+    if (recv_msg_how(r, r->spin))
         return -1;
     if (r->msg[0] != 'D') {
         fprintf(stderr, "shoal-perf: put_bw: unexpected answer '%s'\n", r->msg);
@@ -303,7 +305,7 @@ static int get_run(struct run *r, size_t size, unsigned long n, unsigned long wi
                 if (pump(r, true))
                     return -1;
             t[posted - 1] = now_us() - t0;
-        } else if (pump(r, true)) {
+        } else if (pump(r, r->spin)) {
             return -1;
         }
     }
@@ -354,8 +356,11 @@ static void print_header(const struct opts *o, const struct run *r)
     printf("                    shoal-perf %s\n", test_names[o->test]);
     printf(" Transport       : %s\n", shoal_ctx_describe(r->ctx));
     printf(" Peer            : %s\n", shoal_ep_peer(r->ep));
-    if (!is_lat(o->test))
+    if (!is_lat(o->test)) {
         printf(" Window          : %lu operations in flight\n", o->window);
+        printf(" Waiting         : %s\n", o->busy ? "both sides spin (--busy)"
+                                                 : "shoal_wait (spin, then sleep)");
+    }
     printf(" Warm-up         : %lu iterations per size\n", o->warmup);
     printf("%s\n", rule);
     if (is_lat(o->test))
@@ -400,8 +405,8 @@ static void print_json(const struct opts *o, const struct run *r, const struct r
     printf("{\"tool\": \"shoal-perf\", \"test\": \"%s\", \"transport\": \"%s\", \"describe\": ",
            test_names[o->test], shoal_transport_name(shoal_ctx_transport(r->ctx)));
     json_escape(shoal_ctx_describe(r->ctx));
-    printf(", \"warmup\": %lu, \"window\": %lu, \"results\": [", o->warmup,
-           is_lat(o->test) ? 1ul : o->window);
+    printf(", \"warmup\": %lu, \"window\": %lu, \"busy\": %s, \"results\": [", o->warmup,
+           is_lat(o->test) ? 1ul : o->window, is_lat(o->test) || o->busy ? "true" : "false");
     for (size_t i = 0; i < nres; i++) {
         const struct result *x = &res[i];
         printf("%s\n  {\"bytes\": %zu, \"iterations\": %lu, ", i ? "," : "", x->bytes, x->iters);
@@ -487,7 +492,8 @@ static void teardown(struct run *r)
 /*
  * Protocol (text control messages, client first):
  *   "H <bufsize>"                     then both swap descriptors
- *   "T <test> <size> <iters>"         one run (warm-up runs are runs too);
+ *   "T <test> <size> <iters> <spin>"  one run (warm-up runs are runs too);
+ *                                     spin: 1 = --busy
  *                                     the server answers "R" when ready,
  *                                     and "D" after a put_bw run
  *   "C <size>"                        server: check the last put's bytes, answer "K" or "E"
@@ -500,11 +506,13 @@ static int serve_run(struct run *r, enum test t, size_t size, unsigned long n)
         return -1;
     if (t == T_PUT_LAT)
         return put_lat(r, false, size, n, NULL);
-    /* Bandwidth tests: the target only spins where the transport needs
-     * target-side progress (UCX over TCP); on verbs it sleeps in
-     * shoal_wait, like perftest's passive server, leaving the CPU to
-     * the device (rxe does its work on the host CPUs). */
-    bool busy = shoal_ctx_transport(r->ctx) == SHOAL_TRANSPORT_UCX;
+    /* Bandwidth tests: the target waits in shoal_wait (the library spins
+     * briefly, then sleeps until the transport signals), as an application
+     * would, unless the client asked for --busy.  perftest's server is
+     * passive too; on verbs a spinning target takes a CPU from rxe, and on
+     * a loaded machine a spinning pair loses its CPUs (measured 2-4x less
+     * bandwidth with a third busy process on 2 cores). */
+    bool busy = r->spin;
     if (t == T_PUT_BW || t == T_PUT_RATE) {
         unsigned long want = r->imms + 1;
         while (r->imms < want)
@@ -562,7 +570,9 @@ static int server(const struct opts *o)
     again:
         if (r.msg[0] == 'Q')
             break;
-        if (sscanf((char *)r.msg, "T %31s %zu %lu", name, &size, &n) == 3) {
+        int spin = 0;
+        if (sscanf((char *)r.msg, "T %31s %zu %lu %d", name, &size, &n, &spin) >= 3) {
+            r.spin = spin != 0;
             int t = 0;
             while (t < T_COUNT && strcmp(name, test_names[t]))
                 t++;
@@ -599,7 +609,7 @@ out:
 /* Ask the server for one run and wait until it is ready. */
 static int start_run(struct run *r, enum test t, size_t size, unsigned long n)
 {
-    if (send_msg(r, "T %s %zu %lu", test_names[t], size, n) || recv_msg(r))
+    if (send_msg(r, "T %s %zu %lu %d", test_names[t], size, n, r->spin) || recv_msg(r))
         return -1;
     if (r->msg[0] != 'R') {
         fprintf(stderr, "shoal-perf: server answered '%s' instead of R\n", r->msg);
@@ -686,6 +696,7 @@ static int client(const struct opts *o)
         fprintf(stderr, "shoal-perf: out of memory\n");
         goto out;
     }
+    r.spin = o->busy;
     if (make_ctx(&r, o))
         goto out;
     int e = shoal_connect(r.ctx, o->host, (uint16_t)o->port, &r.ep);
@@ -738,6 +749,7 @@ static void usage(FILE *f)
             "  -d, --device DEV      RDMA device[:port] (both; SHOAL_DEVICE)\n"
             "      --transport T     auto, verbs or ucx (both; SHOAL_TRANSPORT)\n"
             "      --json            print the results as one JSON object\n"
+            "      --busy            bandwidth tests: both sides spin instead of shoal_wait\n"
             "  -h, --help            this text\n"
             "environment: SHOAL_* (see shoal-perf(1)) and UCX_* for the UCX transport.\n",
             PERF_DEFAULT_PORT);
@@ -779,6 +791,7 @@ int main(int argc, char **argv)
         {"warmup", required_argument, 0, 'w'}, {"window", required_argument, 0, 'W'},
         {"port", required_argument, 0, 'p'},   {"device", required_argument, 0, 'd'},
         {"transport", required_argument, 0, 'T'}, {"json", no_argument, 0, 'J'},
+        {"busy", no_argument, 0, 'B'},
         {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
     int c;
     unsigned long v;
@@ -829,6 +842,7 @@ int main(int argc, char **argv)
         case 'd': o.device = optarg; break;
         case 'T': o.transport = optarg; break;
         case 'J': o.json = true; break;
+        case 'B': o.busy = true; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }

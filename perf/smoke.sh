@@ -17,10 +17,11 @@ bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
 # run NAME CLIENT-ARGS...: server on a kernel-chosen port, then the client.
 run() {
     local name=$1; shift
+    rm -f "$tmp/srv.out" "$tmp/srv.err" # no stale "listening" line from the last run
     timeout 60 "$bin" -p 0 >"$tmp/srv.out" 2>"$tmp/srv.err" &
     local spid=$! port="" i
     for i in $(seq 100); do
-        port=$(sed -n 's/.*listening on port \([0-9]*\).*/\1/p' "$tmp/srv.out")
+        port=$(sed -n 's/.*listening on port \([0-9]*\).*/\1/p' "$tmp/srv.out" 2>/dev/null)
         [ -n "$port" ] && break
         kill -0 $spid 2>/dev/null || break
         sleep 0.1
@@ -50,10 +51,14 @@ done
 for t in put_bw get_bw put_rate; do
     run "$t" -t $t -s 4096 -n 200 -w 10 -W 16
     [ "$(rows "$tmp/cli.out" 200)" = 1 ] || bad "$t: no result row with 200 iterations"
+    run "$t --busy" -t $t -s 4096 -n 200 -w 10 -W 16 --busy
+    [ "$(rows "$tmp/cli.out" 200)" = 1 ] || bad "$t --busy: no result row with 200 iterations"
 done
-# Several sizes in one connection, including one above UCX's eager limit.
-run sizes -t put_lat -n 10 -w 2 -s 300000
-[ "$(rows "$tmp/cli.out" 10)" = 1 ] || bad "put_lat 300000 B: no result row"
+# -a: every size 2 B..8 MiB in one connection (23 rows), each checked.
+run all -t put_lat -a -n 3 -w 1
+[ "$(rows "$tmp/cli.out" 3)" = 23 ] || bad "put_lat -a: expected 23 result rows"
+run all-get -t get_bw -a -n 3 -w 1 -W 2
+[ "$(rows "$tmp/cli.out" 3)" = 23 ] || bad "get_bw -a: expected 23 result rows"
 
 run json -t get_bw -s 1024 -n 20 -w 2 --json
 if command -v python3 >/dev/null; then
@@ -65,7 +70,7 @@ else
 fi
 
 # Bad input: a clear message and a non-zero exit, at once.
-for args in "-t nope" "-s 0" "-s 9m" "-n x" "-a -s 8" "localhost"; do
+for args in "-t nope" "-s 0" "-s 9m" "-n x" "-a -s 8" "-W 0 127.0.0.1" "-p 70000" "a b"; do
     # shellcheck disable=SC2086
     if timeout 10 "$bin" $args >/dev/null 2>"$tmp/err"; then
         bad "shoal-perf $args: accepted"
