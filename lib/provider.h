@@ -53,6 +53,10 @@ struct shoal_ctx {
     const struct shoal_provider *prov;   /* core: the provider in use */
     void *priv;                          /* prov: provider state */
     char describe[256];                  /* prov may fill in ctx_init */
+    char device[SHOAL_DEVICE_MAX];       /* prov may fill in ctx_init: the
+                                            device in use (RDMA device or
+                                            netdev), which placement follows */
+    struct shoal_plan *plan;             /* core: placement (core/topo.c) */
     char errmsg[512];                    /* core: last error text */
     struct shoal_evq evq;                /* core */
     struct shoal_list eps;               /* core: every endpoint */

@@ -92,6 +92,7 @@ typedef enum shoal_log_level {
 } shoal_log_level_t;
 
 #define SHOAL_DEVICE_MAX 64
+#define SHOAL_BIND_MAX 256
 
 /**
  * Context configuration.  Fill with shoal_config_init() (defaults), then
@@ -103,6 +104,9 @@ typedef struct shoal_config {
     shoal_log_level_t log_level;    /**< SHOAL_LOG_LEVEL=error|warn|info|debug|trace */
     int connect_timeout_ms;         /**< SHOAL_CONNECT_TIMEOUT (ms), connect and accept handshake */
     int queue_depth;                /**< SHOAL_QUEUE_DEPTH: outstanding ops per endpoint */
+    char bind[SHOAL_BIND_MAX];      /**< SHOAL_BIND=auto|none|<cpu list> ("0-3,8"); see Placement */
+    int local_rank;                 /**< SHOAL_LOCAL_RANK; -1 = from the launcher, else 0 */
+    int local_size;                 /**< SHOAL_LOCAL_SIZE; -1 = from the launcher, else 1 */
 } shoal_config_t;
 
 /** Set every field to its built-in default. */
@@ -159,6 +163,71 @@ const char *shoal_ctx_describe(const shoal_ctx_t *ctx);
 
 /** The detailed message of the last failed call on @ctx ("" if none). */
 const char *shoal_ctx_errmsg(const shoal_ctx_t *ctx);
+
+/* ------------------------------------------------------------------ */
+/* Placement (SHOAL_BIND)                                             */
+/* ------------------------------------------------------------------ */
+
+/*
+ * When a context is created libshoal finds, through hwloc, where its
+ * device sits (the RDMA device's PCI locality; for UCX the netdev named by
+ * UCX_NET_DEVICES or SHOAL_DEVICE when it has one; else the whole machine)
+ * and makes a plan: the CPUs the application's compute threads should run
+ * on.  libshoal binds nothing by itself (it has no threads of its own):
+ * the application asks for each thread with shoal_bind_thread().
+ *   SHOAL_BIND=auto   one CPU per physical core near the device; several
+ *                     processes on one node (local rank/size from
+ *                     SHOAL_LOCAL_RANK/SIZE, Open MPI, MPICH or Slurm) split
+ *                     those cores between them, never sharing one.
+ *   SHOAL_BIND=none   no plan: bind nothing, allocate without a NUMA policy.
+ *   SHOAL_BIND=<list> exactly these CPUs ("0-3,8"); a CPU this process may
+ *                     not use fails shoal_ctx_create() with -EINVAL.
+ */
+
+/** The placement policy in force. */
+typedef enum shoal_bind {
+    SHOAL_BIND_NONE = 0, /**< bind nothing */
+    SHOAL_BIND_AUTO,     /**< cores near the device, split by local rank */
+    SHOAL_BIND_LIST      /**< the CPUs listed in SHOAL_BIND */
+} shoal_bind_t;
+
+/** A context's placement plan (read-only; lives as long as the context). */
+typedef struct shoal_placement {
+    shoal_bind_t policy;
+    int ncpus;          /**< compute threads the plan has room for, one CPU
+                             each (0 with NONE): size thread pools (and
+                             OpenBLAS) to this */
+    int numa_node;      /**< OS index of the device's NUMA node; -1 unknown */
+    int local_rank;     /**< this process among the plan's local processes */
+    int local_size;
+    char device[SHOAL_DEVICE_MAX]; /**< the device followed ("" = none) */
+    char locality[160]; /**< where the device sits, e.g. "package 1, NUMA
+                             node 1 (CPUs 4-7,12-15)" or "unknown" */
+    char cpus[256];     /**< the plan's CPUs in slot order, list syntax
+                             ("4-7"); "" with NONE */
+    char why[256];      /**< one sentence: how the plan was made */
+} shoal_placement_t;
+
+/** The placement plan of @ctx; never NULL. */
+const shoal_placement_t *shoal_ctx_placement(const shoal_ctx_t *ctx);
+
+/**
+ * Bind the calling thread as compute thread @i of @n (0 <= @i < @n): to
+ * CPU @i of the plan (modulo ncpus; a warning is logged once when @n >
+ * ncpus, since threads then share cores).  With SHOAL_BIND=none it does
+ * nothing and returns 0.  -EINVAL for a bad @i/@n; another negative errno
+ * (the reason is logged) if the kernel refuses the binding.  Unlike other
+ * calls, several threads may call this on one context at the same time.
+ */
+int shoal_bind_thread(shoal_ctx_t *ctx, int i, int n);
+
+/**
+ * Allocate @len bytes, page aligned, for use as a registered buffer: on the
+ * device's NUMA node when it is known and SHOAL_BIND is not none, else with
+ * the default (first touch) policy.  Free with shoal_free(ctx, addr, len).
+ */
+int shoal_alloc(shoal_ctx_t *ctx, size_t len, void **addr_p);
+void shoal_free(shoal_ctx_t *ctx, void *addr, size_t len);
 
 /* ------------------------------------------------------------------ */
 /* Memory registration and remote descriptors                         */
@@ -242,7 +311,8 @@ void shoal_listener_close(shoal_listener_t *l);
 
 /**
  * Wait up to @timeout_ms (-1 = forever, 0 = just check) for a peer that has
- * completed the handshake, and return its endpoint.  -ETIMEDOUT if none.
+ * completed the handshake, and return its endpoint.  -ETIMEDOUT if none
+ * came in time; with timeout 0, -EAGAIN (a poll; nothing is logged).
  * Progresses the context while it waits (events for other endpoints are
  * queued, not lost).
  */

@@ -13,6 +13,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,6 +81,12 @@ static shoal_ctx_t *make_ctx(void)
     int rc = shoal_ctx_create(NULL, &ctx);
     if (rc) {
         die(NULL, "creating a context", rc);
+        return NULL;
+    }
+    /* The demo's one thread is its compute thread 0 (SHOAL_BIND, --bind). */
+    if ((rc = shoal_bind_thread(ctx, 0, 1)) != 0) {
+        die(ctx, "binding the thread", rc);
+        shoal_ctx_destroy(ctx);
         return NULL;
     }
     return ctx;
@@ -195,6 +202,9 @@ static int run(const struct opts *o, int is_server, int port_fd)
         double dt = now_s() - t0;
         double bytes = (double)o->size * o->iters;
         printf("shoal-demo: transport: %s\n", shoal_ctx_describe(ctx));
+        const shoal_placement_t *pl = shoal_ctx_placement(ctx);
+        printf("shoal-demo: placement: CPUs %s (%s)\n", pl->cpus[0] ? pl->cpus : "not bound",
+               pl->why);
         printf("shoal-demo: put bandwidth: %u x %zu B in %.3f s = %.1f MB/s (%.2f Gb/s)\n",
                o->iters, o->size, dt, bytes / dt / 1e6, bytes * 8 / dt / 1e9);
     } else {
@@ -268,6 +278,7 @@ static void usage(FILE *f)
             "      --pings N       round trips for the latency figure (default 1000)\n"
             "  -p, --port PORT     port to listen on / connect to (default: any)\n"
             "  -H, --host ADDR     address to listen on (server)\n"
+            "  -b, --bind B        thread placement: auto, none or a CPU list (SHOAL_BIND)\n"
             "  -h, --help          this text\n"
             "environment: SHOAL_TRANSPORT=auto|verbs|ucx, SHOAL_DEVICE, SHOAL_LOG_LEVEL,\n"
             "  and UCX_* for the UCX transport (see shoal-demo(1)).\n");
@@ -293,10 +304,11 @@ int main(int argc, char **argv)
         {"size", required_argument, 0, 's'}, {"iters", required_argument, 0, 'n'},
         {"pings", required_argument, 0, 'P'}, {"port", required_argument, 0, 'p'},
         {"host", required_argument, 0, 'H'}, {"server", no_argument, 0, 'S'},
-        {"client", required_argument, 0, 'C'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"client", required_argument, 0, 'C'}, {"bind", required_argument, 0, 'b'},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int c;
     unsigned long v;
-    while ((c = getopt_long(argc, argv, "s:n:p:H:h", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "s:n:p:H:b:h", lo, NULL)) != -1) {
         switch (c) {
         case 's':
             if (parse_num(optarg, "--size", 1ul << 30, &v))
@@ -319,6 +331,17 @@ int main(int argc, char **argv)
             o.port = (unsigned)v;
             break;
         case 'H': o.host = optarg; break;
+        case 'b': {
+            shoal_config_t cfg;
+            char err[256];
+            shoal_config_init(&cfg);
+            if (shoal_config_set(&cfg, "BIND", optarg, err, sizeof(err))) {
+                fprintf(stderr, "shoal-demo: --bind: %s\n", err);
+                return 2;
+            }
+            setenv("SHOAL_BIND", optarg, 1);
+            break;
+        }
         case 'S': o.role = 1; break;
         case 'C': o.role = 2; o.host = optarg; break;
         case 'h': usage(stdout); return 0;
@@ -349,12 +372,21 @@ int main(int argc, char **argv)
     pid_t pid = fork();
     if (pid < 0)
         return 1;
+    /* Two processes on this node: local ranks 0 (server) and 1 (client),
+     * so SHOAL_BIND=auto gives them different cores. */
+    bool ranks = !getenv("SHOAL_LOCAL_RANK") && !getenv("SHOAL_LOCAL_SIZE");
+    if (ranks)
+        setenv("SHOAL_LOCAL_SIZE", "2", 1);
     if (pid == 0) {
         close(fds[0]);
         alarm(300);
+        if (ranks)
+            setenv("SHOAL_LOCAL_RANK", "0", 1);
         _exit(run(&o, 1, fds[1]));
     }
     close(fds[1]);
+    if (ranks)
+        setenv("SHOAL_LOCAL_RANK", "1", 1);
     int rc = run(&o, 0, fds[0]);
     int st;
     if (rc)

@@ -7,6 +7,7 @@
  * `--help` outputs print them with shoal_config_print().  Nothing else in
  * the library reads the environment for its own settings.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -144,6 +145,56 @@ static void show_depth(const shoal_config_t *cfg, char *out, size_t n)
     snprintf(out, n, "%d", cfg->queue_depth);
 }
 
+static int parse_bind(shoal_config_t *cfg, const char *val, char *err,
+                      size_t errlen)
+{
+    if (strlen(val) >= sizeof(cfg->bind)) {
+        snprintf(err, errlen, "SHOAL_BIND: longer than %zu characters", sizeof(cfg->bind) - 1);
+        return -EINVAL;
+    }
+    int rc = shoal__bind_check(val, err, errlen);
+    if (rc == 0)
+        for (size_t i = 0; i <= strlen(val); i++)
+            cfg->bind[i] = (char)tolower((unsigned char)val[i]);
+    return rc;
+}
+
+static void show_bind(const shoal_config_t *cfg, char *out, size_t n)
+{
+    snprintf(out, n, "%s", cfg->bind);
+}
+
+/* LOCAL_RANK / LOCAL_SIZE: "" = ask the launcher (-1). */
+static int parse_local(const char *name, const char *val, long lo, int *out, char *err,
+                       size_t errlen)
+{
+    if (!*val) {
+        *out = -1;
+        return 0;
+    }
+    return parse_int(name, val, lo, 1 << 20, out, err, errlen);
+}
+
+static int parse_lrank(shoal_config_t *cfg, const char *val, char *err, size_t errlen)
+{
+    return parse_local("LOCAL_RANK", val, 0, &cfg->local_rank, err, errlen);
+}
+
+static int parse_lsize(shoal_config_t *cfg, const char *val, char *err, size_t errlen)
+{
+    return parse_local("LOCAL_SIZE", val, 1, &cfg->local_size, err, errlen);
+}
+
+static void show_lrank(const shoal_config_t *cfg, char *out, size_t n)
+{
+    snprintf(out, n, cfg->local_rank < 0 ? "(launcher)" : "%d", cfg->local_rank);
+}
+
+static void show_lsize(const shoal_config_t *cfg, char *out, size_t n)
+{
+    snprintf(out, n, cfg->local_size < 0 ? "(launcher)" : "%d", cfg->local_size);
+}
+
 static const struct option_row options[] = {
     {"TRANSPORT", "auto",
      "transport: auto (verbs when an active RDMA port exists, else ucx), verbs, ucx",
@@ -156,6 +207,14 @@ static const struct option_row options[] = {
      parse_timeout, show_timeout},
     {"QUEUE_DEPTH", "4096", "outstanding operations allowed per endpoint",
      parse_depth, show_depth},
+    {"BIND", "auto",
+     "thread placement: auto (cores near the device, split between local processes), "
+     "none, or a CPU list like 0-3,8",
+     parse_bind, show_bind},
+    {"LOCAL_RANK", "", "this process's rank on the node; empty = from Open MPI, MPICH or Slurm",
+     parse_lrank, show_lrank},
+    {"LOCAL_SIZE", "", "processes on the node (with LOCAL_RANK); empty = from the launcher",
+     parse_lsize, show_lsize},
 };
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))
 

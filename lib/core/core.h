@@ -39,4 +39,14 @@ struct shoal_desc {
  * truncated) or -EPROTO (other version or transport), with errmsg set. */
 int shoal__desc_parse(shoal_ctx_t *ctx, const void *buf, size_t len,
                       struct shoal_desc *d);
+
+/* The providers in auto's order of preference (ctx.c; for shoal-info). */
+const struct shoal_provider *const *shoal__providers(size_t *n);
+
+/* Placement (topo.c): make the context's plan once the provider is up
+ * (-EINVAL with errmsg for an impossible SHOAL_BIND), and drop it. */
+int shoal__topo_ctx_init(shoal_ctx_t *ctx);
+void shoal__topo_ctx_fini(shoal_ctx_t *ctx);
+/* Syntax check of a SHOAL_BIND value (auto, none or a CPU list). */
+int shoal__bind_check(const char *val, char *err, size_t errlen);
 #endif

@@ -22,6 +22,12 @@ static const struct shoal_provider *const providers[] = {
 };
 #define N_PROVIDERS (sizeof(providers) / sizeof(providers[0]))
 
+const struct shoal_provider *const *shoal__providers(size_t *n)
+{
+    *n = N_PROVIDERS;
+    return providers;
+}
+
 static int choose_provider(shoal_ctx_t *ctx)
 {
     char why[256];
@@ -82,6 +88,8 @@ int shoal_ctx_create(const shoal_config_t *cfg, shoal_ctx_t **ctx_p)
     int rc = choose_provider(ctx);
     if (rc == 0)
         rc = ctx->prov->ctx_init(ctx);
+    if (rc == 0 && (rc = shoal__topo_ctx_init(ctx)) != 0)
+        ctx->prov->ctx_fini(ctx);
     if (rc) {
         /* Keep the reason visible: the ctx that held it is going away. */
         if (ctx->errmsg[0])
@@ -112,6 +120,7 @@ void shoal_ctx_destroy(shoal_ctx_t *ctx)
         shoal__warn(ctx, "ctx_destroy: %u memory registrations still live",
                     ctx->n_mrs);
     ctx->prov->ctx_fini(ctx);
+    shoal__topo_ctx_fini(ctx);
     shoal__evq_fini(&ctx->evq);
     while (ctx->free_ops) {
         struct shoal_op *op = ctx->free_ops;

@@ -139,6 +139,8 @@ int shoal_accept(shoal_listener_t *l, int timeout_ms, shoal_ep_t **ep_p)
             return 0;
         }
         uint64_t now = shoal__now_ms();
+        if (timeout_ms == 0)
+            return -EAGAIN; /* a poll, not a failure: nothing logged */
         if (now >= deadline)
             return shoal__fail(ctx, -ETIMEDOUT, "accept: no peer within %d ms", timeout_ms);
         uint64_t left = deadline - now;

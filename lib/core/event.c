@@ -144,7 +144,12 @@ void shoal__ep_failed(shoal_ep_t *ep, int status, const char *fmt, ...)
      * reported by the blocking call that waits for it, not as an event. */
     if (!was_connected || ep->listener)
         return;
-    shoal__warn(ep->ctx, "endpoint %s failed: %s", ep->peer, reason);
+    /* A peer that closed its end is normal at the end of a job: info, not
+     * a warning; the event is the same. */
+    if (status == -ECONNRESET)
+        shoal__info(ep->ctx, "endpoint %s closed: %s", ep->peer, reason);
+    else
+        shoal__warn(ep->ctx, "endpoint %s failed: %s", ep->peer, reason);
     struct shoal_qev *e = evq_push(ep->ctx);
     if (!e)
         return;
@@ -154,7 +159,13 @@ void shoal__ep_failed(shoal_ep_t *ep, int status, const char *fmt, ...)
     snprintf(e->reason, sizeof(e->reason), "%s", reason);
 }
 
-/* Move up to max queued events into the batch and out to the caller. */
+/*
+ * Move up to max queued events into the batch and out to the caller.
+ * Events of an endpoint still waiting for shoal_accept() stay queued (in
+ * order) until it is accepted: the application cannot act on an endpoint
+ * it has not been given yet, e.g. a message its peer sent right after
+ * connecting.
+ */
 static int evq_take(shoal_ctx_t *ctx, shoal_event_t *evs, int max)
 {
     struct shoal_evq *q = &ctx->evq;
@@ -171,17 +182,25 @@ static int evq_take(shoal_ctx_t *ctx, shoal_event_t *evs, int max)
         q->batch = b;
         q->batch_cap = n;
     }
-    for (unsigned i = 0; i < n; i++) {
-        struct shoal_qev *b = &q->batch[i];
-        *b = q->ring[q->head];
-        q->head = (q->head + 1) & (q->cap - 1);
+    unsigned taken = 0, kept = 0;
+    const unsigned mask = q->cap - 1;
+    for (unsigned i = 0; i < q->count; i++) {
+        struct shoal_qev *e = &q->ring[(q->head + i) & mask];
+        if (taken == n || (e->ev.ep && e->ev.ep->listener)) {
+            if (kept != i)
+                q->ring[(q->head + kept) & mask] = *e;
+            kept++;
+            continue;
+        }
+        struct shoal_qev *b = &q->batch[taken];
+        *b = *e;
         b->ev.data = b->data;
         b->ev.reason = b->reason[0] ? b->reason : NULL;
-        evs[i] = b->ev;
+        evs[taken++] = b->ev;
     }
-    q->count -= n;
-    q->batch_len = n;
-    return (int)n;
+    q->count = kept;
+    q->batch_len = taken;
+    return (int)taken;
 }
 
 int shoal_poll(shoal_ctx_t *ctx, shoal_event_t *evs, int max)

@@ -97,6 +97,10 @@ static int ucx_ctx_init(shoal_ctx_t *ctx)
         return shoal__fail(ctx, rc, "ucx worker setup: %s", ucs_status_string(st));
     }
     const char *tls = getenv("UCX_TLS");
+    /* Placement follows the first of UCX_NET_DEVICES ("eth1", "mlx5_0:1"). */
+    const char *nd = getenv("UCX_NET_DEVICES");
+    if (nd && strcmp(nd, "all") != 0)
+        snprintf(ctx->device, sizeof(ctx->device), "%.*s", (int)strcspn(nd, ","), nd);
     /* Over TCP alone, UCX emulates put on active messages (with peer
      * error handling, which we need); shoal's own PUT message does the
      * same with one copy less.  Other transports keep UCX's native put. */

@@ -59,7 +59,9 @@ static int qp_setup(struct verbs_ep *ve)
                            v->devname);
     unsigned maxwr = (unsigned)v->dattr.max_qp_wr;
     ve->rq_depth = VERBS_RQ_DEPTH < maxwr ? VERBS_RQ_DEPTH : maxwr;
-    ve->sq_cap = (unsigned)ctx->cfg.queue_depth + 8;
+    /* Room for queue_depth ops, a split transfer, and the unsignaled WRs
+     * a trailing run may still hold. */
+    ve->sq_cap = (unsigned)ctx->cfg.queue_depth + VERBS_MAX_CHUNKS + VERBS_SIGNAL_EVERY;
     if (ve->sq_cap > maxwr)
         ve->sq_cap = maxwr;
     unsigned cqe = ve->sq_cap + ve->rq_depth;
@@ -128,6 +130,48 @@ static void set_rnr_timer(struct verbs_ep *ve)
         shoal__debug(ve->ep->ctx, "verbs: setting min_rnr_timer: %s", strerror(errno));
 }
 
+/*
+ * Once a connection is up: which GID and path MTU did rdma_cm give the QP?
+ * rdma_cm takes the GID of the address the connection is bound to, with
+ * the RoCE version from the kernel's configfs, and the path MTU as the
+ * smaller of the port's active MTU and what the netdev's MTU allows.  Log
+ * both; warn (once per context) when a RoCE v1 GID was used although the
+ * port has a RoCE v2 one, since v1 does not cross an IP router.
+ */
+static void verbs_check_path(struct verbs_ep *ve)
+{
+    shoal_ctx_t *ctx = ve->ep->ctx;
+    struct verbs_ctx *v = verbs_ctx(ctx);
+    struct ibv_qp_attr a;
+    struct ibv_qp_init_attr ia;
+    if (ibv_query_qp(ve->qp, &a, IBV_QP_AV | IBV_QP_PATH_MTU, &ia)) {
+        shoal__debug(ctx, "verbs: ibv_query_qp: %s", strerror(errno));
+        return;
+    }
+    unsigned mtu = a.path_mtu >= IBV_MTU_256 && a.path_mtu <= IBV_MTU_4096
+                       ? 128u << a.path_mtu : 0;
+    ve->path_mtu = mtu;
+    const char *type = "InfiniBand";
+    struct ibv_gid_entry ge;
+    if (v->roce) {
+        type = "RoCE ?";
+        if (ibv_query_gid_ex(v->verbs, ve->id->port_num, a.ah_attr.grh.sgid_index, &ge, 0) == 0)
+            type = ge.gid_type == IBV_GID_TYPE_ROCE_V2 ? "RoCE v2" : "RoCE v1";
+        if (v->gid_v2 && strcmp(type, "RoCE v1") == 0 && !v->warned_gid) {
+            v->warned_gid = true;
+            shoal__warn(ctx, "verbs: rdma_cm used RoCE v1 GID index %u for %s although RoCE v2 "
+                        "is available (index %d); set /sys/kernel/config/rdma_cm/%s/ports/%u/"
+                        "default_roce_mode to \"RoCE v2\"", a.ah_attr.grh.sgid_index,
+                        ve->ep->peer, v->gid_index, v->devname, ve->id->port_num);
+        }
+    }
+    shoal__debug(ctx, "verbs: %s: source GID index %u (%s), path MTU %u (port active MTU %u)",
+                 ve->ep->peer, a.ah_attr.grh.sgid_index, type, mtu, v->active_mtu);
+    if (mtu > v->active_mtu)
+        shoal__warn(ctx, "verbs: %s: path MTU %u above the port's active MTU %u",
+                    ve->ep->peer, mtu, v->active_mtu);
+}
+
 static struct verbs_ep *ve_new(shoal_ep_t *ep)
 {
     struct verbs_ep *ve = calloc(1, sizeof(*ve));
@@ -177,7 +221,7 @@ static void drain_before_failure(struct verbs_ep *ve)
 {
     uint64_t deadline = shoal__now_ms() + VERBS_DRAIN_MS;
     verbs_poll_ep(ve);
-    while ((ve->recv_posted || ve->sq_count) && shoal__now_ms() < deadline)
+    while ((ve->recv_posted || verbs_ops_pending(ve)) && shoal__now_ms() < deadline)
         verbs_poll_ep(ve);
 }
 
@@ -230,6 +274,7 @@ static void connect_request(shoal_ctx_t *ctx, const struct cm_ev *e,
     ve->id = e->id;
     e->id->context = ve;
     ve->listener = vl->l;
+    ve->deadline = shoal__now_ms() + (uint64_t)ctx->cfg.connect_timeout_ms;
     shoal__list_add(&vl->pending, &ve->pnode);
     set_ack_timeout(ve);
     rc = qp_setup(ve);
@@ -256,6 +301,8 @@ static shoal_ep_t *ep_event(shoal_ctx_t *ctx, struct verbs_ep *ve, const struct 
     shoal_ep_t *ep = ve->ep;
     struct verbs_ctx *v = verbs_ctx(ctx);
     char why[200];
+    shoal__debug(ctx, "verbs: %s on %s (%s, status %d)", rdma_event_str(e->type), ep->peer,
+                 ve->listener ? "pending" : "endpoint", e->status);
     switch (e->type) {
     case RDMA_CM_EVENT_ADDR_RESOLVED:
         set_ack_timeout(ve);
@@ -285,6 +332,7 @@ static shoal_ep_t *ep_event(shoal_ctx_t *ctx, struct verbs_ep *ve, const struct 
                 return ep;
             ve->established = true;
             set_rnr_timer(ve);
+            verbs_check_path(ve);
             shoal__ep_connected(ep);
             shoal__listener_ready(l, ep);
             break;
@@ -303,6 +351,7 @@ static shoal_ep_t *ep_event(shoal_ctx_t *ctx, struct verbs_ep *ve, const struct 
         }
         ve->established = true;
         set_rnr_timer(ve);
+        verbs_check_path(ve);
         shoal__ep_connected(ep);
         break;
     case RDMA_CM_EVENT_REJECTED:
@@ -389,6 +438,38 @@ int verbs_cm_events(shoal_ctx_t *ctx)
             shoal__ep_discard(discard);
     }
     return n;
+}
+
+/*
+ * Server side: a connection accepted (rdma_accept sent) but never
+ * ESTABLISHED within the connect timeout is dropped, QP and all.  That is
+ * a client that vanished between its request and its RTU: a crashed host
+ * sends no reject, and rdma_cm itself gives up only after its own, much
+ * longer, REP retries.  (A client process that dies is reported sooner:
+ * its kernel rejects, and the REJECTED event discards the endpoint.)
+ * Returns the earliest deadline still pending, or UINT64_MAX.
+ */
+uint64_t verbs_sweep_half_open(shoal_ctx_t *ctx)
+{
+    struct verbs_ctx *v = verbs_ctx(ctx);
+    uint64_t now = shoal__now_ms(), next = UINT64_MAX;
+    struct shoal_list *n = v->eps.next;
+    while (n != &v->eps) {
+        struct verbs_ep *ve = shoal__container_of(n, struct verbs_ep, node);
+        n = n->next; /* discarding ve unlinks only ve */
+        if (!ve->listener)
+            continue;
+        if (now < ve->deadline) {
+            next = ve->deadline < next ? ve->deadline : next;
+            continue;
+        }
+        shoal__warn(ctx, "verbs: connection from %s not established within %d ms; dropped",
+                    ve->ep->peer, ctx->cfg.connect_timeout_ms);
+        shoal__list_del(&ve->pnode);
+        ve->listener = NULL;
+        shoal__ep_discard(ve->ep);
+    }
+    return next;
 }
 
 /* ---- listener ------------------------------------------------------------------ */
@@ -487,23 +568,24 @@ void verbs_ep_close(shoal_ep_t *ep)
     shoal__list_del(&ve->pnode);
     if (ve->qp) {
         /* A healthy connection first lets its operations finish. */
-        if (!ve->qp_err && ve->sq_count) {
+        if (!ve->qp_err && verbs_ops_pending(ve)) {
             uint64_t deadline = shoal__now_ms() + (uint64_t)ctx->cfg.connect_timeout_ms;
-            while (ve->sq_count && !ve->qp_err && shoal__now_ms() < deadline)
+            while (verbs_ops_pending(ve) && !ve->qp_err && shoal__now_ms() < deadline)
                 verbs_poll_ep(ve);
         }
         if (ve->established)
             rdma_disconnect(ve->id);
         verbs_qp_error(ve);
-        /* Flush: everything posted completes, with IBV_WC_WR_FLUSH_ERR. */
+        /* Flush: every WR not yet executed completes, with
+         * IBV_WC_WR_FLUSH_ERR.  (Unsignaled WRs that did execute leave no
+         * completion; the mirror entries left at the end are theirs.) */
         uint64_t deadline = shoal__now_ms() + 2000;
-        while ((ve->sq_count || ve->recv_posted) && shoal__now_ms() < deadline)
+        while ((verbs_ops_pending(ve) || ve->recv_posted) && shoal__now_ms() < deadline)
             verbs_poll_ep(ve);
-        if (ve->sq_count)
-            shoal__warn(ctx, "verbs: %u operations on %s did not flush; canceling them",
-                        ve->sq_count, ep->peer);
-        while (ve->sq_count)
-            verbs_sq_complete(ve, -ECANCELED, "endpoint closed");
+        if (verbs_ops_pending(ve))
+            shoal__warn(ctx, "verbs: %llu operations on %s did not flush; canceling them",
+                        (unsigned long long)(ve->ops_posted - ve->ops_done), ep->peer);
+        verbs_sq_cancel(ve, -ECANCELED, "endpoint closed");
         rdma_destroy_qp(ve->id);
         ve->qp = NULL;
     }

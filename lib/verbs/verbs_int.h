@@ -17,14 +17,25 @@
  * a short min_rnr_timer, so a sender that outruns the ring is paused, not
  * failed.
  *
- * Send side.  Every send WR is signaled; its wr_id is the struct shoal_op.
- * An RC send queue completes in order, so a ring of op pointers mirrors
- * the SQ and lets close complete whatever is left.  Receive wr_ids are
- * (slot << 1) | 1, telling them apart from op pointers even in error
+ * Send side.  A ring mirrors the send queue: one entry per posted WR (the
+ * op it belongs to), retired in posting order, since an RC send queue
+ * completes in order.  A send wr_id is the WR's sequence number << 1, so a
+ * completion retires every earlier WR too: that is what lets most WRs go
+ * unsignaled.  Signaled are the last WR of each put and get and of each
+ * control message sent from a bounce buffer (each owes the application a
+ * completion event), and at least every VERBS_SIGNAL_EVERY-th WR, and any
+ * WR that fills the ring.  Unsignaled are the leading pieces of a split
+ * transfer and inline control messages; an inline message completes at
+ * post (its bytes are in the WR), like an eager send on UCX.  Errors and
+ * flushes complete unsignaled WRs too.  A full ring is -EAGAIN (the core
+ * passes it to the caller: poll and retry), never an overflowing post.
+ * Receive wr_ids are (slot << 1) | 1, telling them apart even in error
  * completions, whose opcode is undefined.
  */
 #ifndef SHOAL_VERBS_INT_H
 #define SHOAL_VERBS_INT_H
+
+#include <stdatomic.h>
 
 #include <infiniband/verbs.h>
 #include <rdma/rdma_cma.h>
@@ -34,6 +45,8 @@
 #define VERBS_RQ_DEPTH 512        /* receives posted per QP */
 #define VERBS_RECV_SIZE SHOAL_MSG_MAX
 #define VERBS_NBOUNCE 64          /* send bounce buffers per QP */
+#define VERBS_SIGNAL_EVERY 16     /* at most 15 unsignaled WRs in a row */
+#define VERBS_MAX_CHUNKS 64       /* WRs one put or get may be cut into */
 #define VERBS_INLINE_WANT 128     /* max_inline_data asked for */
 #define VERBS_RETRY_COUNT 6       /* 7 = forever on rxe: a dead host is never found */
 #define VERBS_RNR_RETRY 7         /* forever: RNR is our flow control */
@@ -46,12 +59,15 @@ enum { VOBJ_EP = 0x45505645, VOBJ_LISTENER = 0x4c535456 };
 
 struct verbs_ctx {
     struct rdma_event_channel *ech;
-    struct ibv_context **devs;     /* rdma_get_devices() list */
     struct ibv_context *verbs;     /* the device in use (librdmacm's context) */
     struct ibv_pd *pd;
     struct ibv_comp_channel *cch;
     struct ibv_device_attr dattr;
     uint8_t port;
+    int gid_index;                 /* the GID chosen for the port (see verbs_ctx.c) */
+    bool roce, gid_v2;             /* Ethernet link layer; that GID is RoCE v2 */
+    bool warned_gid;               /* warned once that rdma_cm used another type */
+    unsigned active_mtu;           /* the port's active MTU, bytes */
     uint32_t max_msg_sz;
     char devname[64];
     struct shoal_list eps;         /* every verbs_ep */
@@ -67,6 +83,7 @@ struct verbs_ep {
     bool cq_armed;
     struct shoal_list node;        /* on verbs_ctx.eps */
     shoal_listener_t *listener;    /* server side, until established */
+    uint64_t deadline;             /* ... which must happen before this (ms) */
     struct shoal_list pnode;       /* on verbs_listener.pending then */
     /* receive ring */
     uint8_t *rbuf;
@@ -77,21 +94,31 @@ struct verbs_ep {
     struct ibv_mr *smr;
     unsigned sfree[VERBS_NBOUNCE], nsfree;
     uint32_t max_inline;
-    /* mirror of the send queue */
-    struct shoal_op **sq;
+    unsigned path_mtu;             /* bytes, as rdma_cm set it (verbs_check_path) */
+    /* mirror of the send queue, one entry per WR not yet retired */
+    struct verbs_swr {
+        struct shoal_op *op;       /* NULL: completed at post (inline send) */
+    } *sq;
     unsigned sq_cap, sq_head, sq_count;
-    uint64_t sq_posted, sq_done;   /* WRs posted / completed, ever */
+    unsigned unsignaled;           /* WRs posted since the last signaled one */
+    uint64_t sq_posted, sq_done;   /* WRs posted / retired, ever */
+    uint64_t ops_posted, ops_done; /* ops owing a CQ completion / done */
     /* Arrivals held back until the operations posted before they arrived
      * have completed (so a peer's answer never overtakes the completion
      * of what it answers); each keeps its receive slot until delivered. */
     struct verbs_arrival {
-        uint64_t barrier;          /* deliver once sq_done >= barrier */
+        uint64_t barrier;          /* deliver once ops_done >= barrier */
         uint32_t slot, len, imm;
         bool is_imm;
     } *held;
     unsigned held_head, held_count;
     /* connection state */
     bool established, qp_err, timeout_set;
+    /* Async events on this QP read by another context of the process
+     * (they share librdmacm's device and its async fd): set there, acted
+     * on by the owner's progress.  Event type + 1, or 0. */
+    _Atomic int async_fatal;
+    _Atomic bool async_comm_est;
     int cm_err;                    /* connect failed: negative errno */
     char why[160];
 };
@@ -120,6 +147,7 @@ int verbs_connect(shoal_ep_t *ep, const char *host, uint16_t port);
 void verbs_ep_close(shoal_ep_t *ep);
 void verbs_qp_error(struct verbs_ep *ve);
 int verbs_post_recv(struct verbs_ep *ve, unsigned slot);
+uint64_t verbs_sweep_half_open(shoal_ctx_t *ctx);
 
 /* verbs_ops.c */
 int verbs_put(shoal_ep_t *ep, struct shoal_op *op, shoal_mr_t *lmr, size_t loff,
@@ -131,8 +159,16 @@ int verbs_rmr_init(shoal_rmr_t *rmr);
 void verbs_rmr_fini(shoal_rmr_t *rmr);
 int verbs_mr_reg(shoal_mr_t *mr);
 void verbs_mr_dereg(shoal_mr_t *mr);
-/* Complete the op at the head of the SQ mirror. */
-void verbs_sq_complete(struct verbs_ep *ve, int status, const char *reason);
+/* A completion for send WR number @seq: retire it and every earlier WR
+ * (those completed successfully); @status is @seq's own. */
+void verbs_sq_retire(struct verbs_ep *ve, uint64_t seq, int status, const char *reason);
+/* Close: complete whatever the mirror still holds with @status. */
+void verbs_sq_cancel(struct verbs_ep *ve, int status, const char *reason);
+/* Operations still owing a completion. */
+static inline bool verbs_ops_pending(const struct verbs_ep *ve)
+{
+    return ve->ops_done < ve->ops_posted;
+}
 /* Deliver the held arrivals whose barrier has passed; returns how many. */
 int verbs_deliver_held(struct verbs_ep *ve);
 

@@ -64,32 +64,63 @@ void verbs_rmr_fini(shoal_rmr_t *rmr)
 
 /* ---- the send-queue mirror ----------------------------------------------------- */
 
-void verbs_sq_complete(struct verbs_ep *ve, int status, const char *reason)
+/* Retire the WR at the head of the mirror with @status. */
+static void retire_head(struct verbs_ep *ve, int status, const char *reason)
 {
-    if (!ve->sq_count) {
-        shoal__warn(ve->ep->ctx, "verbs: completion with no operation in flight");
-        return;
-    }
-    struct shoal_op *op = ve->sq[ve->sq_head];
+    struct verbs_swr w = ve->sq[ve->sq_head];
     ve->sq_head = (ve->sq_head + 1) % ve->sq_cap;
     ve->sq_count--;
     ve->sq_done++;
-    if (op->buf) {
-        unsigned slot = (unsigned)(((uint8_t *)op->buf - ve->sbuf) / VERBS_RECV_SIZE);
-        ve->sfree[ve->nsfree++] = slot;
-        op->buf = NULL;
+    struct shoal_op *op = w.op;
+    if (!op)
+        return;
+    if (op->pending == 1) {
+        /* The op's last WR: it no longer owes a completion. */
+        ve->ops_done++;
+        if (op->buf) {
+            unsigned slot = (unsigned)(((uint8_t *)op->buf - ve->sbuf) / VERBS_RECV_SIZE);
+            ve->sfree[ve->nsfree++] = slot;
+            op->buf = NULL;
+        }
     }
     shoal__op_done(op, status, reason);
 }
 
-/* Post the chain @wr (all for @op) at once; @n WRs. */
+void verbs_sq_retire(struct verbs_ep *ve, uint64_t seq, int status, const char *reason)
+{
+    if (seq < ve->sq_done || seq >= ve->sq_done + ve->sq_count) {
+        shoal__warn(ve->ep->ctx, "verbs: completion of send WR %llu, none such in flight",
+                    (unsigned long long)seq);
+        return;
+    }
+    while (ve->sq_done < seq)
+        retire_head(ve, 0, NULL);
+    retire_head(ve, status, reason);
+}
+
+void verbs_sq_cancel(struct verbs_ep *ve, int status, const char *reason)
+{
+    while (ve->sq_count)
+        retire_head(ve, status, reason);
+}
+
+/* Post the chain @wr (@n WRs, all for @op) at once.  @at_post: the op is
+ * complete once posted (an inline message), so it owes no completion. */
 static int post(struct verbs_ep *ve, struct shoal_op *op, struct ibv_send_wr *wr,
-                unsigned n, const char *what)
+                unsigned n, bool at_post, const char *what)
 {
     struct ibv_send_wr *bad = NULL;
-    for (struct ibv_send_wr *w = wr; w; w = w->next) {
-        w->wr_id = (uintptr_t)op;
-        w->send_flags |= IBV_SEND_SIGNALED;
+    unsigned run = ve->unsignaled, i = 0;
+    for (struct ibv_send_wr *w = wr; w; w = w->next, i++) {
+        w->wr_id = (ve->sq_posted + i) << 1;
+        bool last = w->next == NULL;
+        if ((last && !at_post) || run + 1 >= VERBS_SIGNAL_EVERY ||
+            ve->sq_count + i + 1 >= ve->sq_cap) {
+            w->send_flags |= IBV_SEND_SIGNALED;
+            run = 0;
+        } else {
+            run++;
+        }
     }
     int rc = ibv_post_send(ve->qp, wr, &bad);
     unsigned posted = n;
@@ -103,20 +134,33 @@ static int post(struct verbs_ep *ve, struct shoal_op *op, struct ibv_send_wr *wr
             return shoal__fail(ve->ep->ctx, -rc, "%s: ibv_post_send: %s", what,
                                strerror(rc));
         }
-        /* Part of it went: what went completes, the op reports an error. */
+        /* Part of it went: what went completes, the op reports an error
+         * (the QP is put in error, so the posted part is flushed). */
         op->status = -EIO;
-        verbs_qp_error(ve);
-        shoal__ep_failed(ve->ep, -EIO, "%s: ibv_post_send: %s", what, strerror(rc));
+        at_post = false;
     }
-    op->pending = (int)posted;
-    for (unsigned i = 0; i < posted; i++) {
-        ve->sq[(ve->sq_head + ve->sq_count) % ve->sq_cap] = op;
+    ve->unsignaled = posted == n ? run : 0;
+    for (unsigned k = 0; k < posted; k++) {
+        ve->sq[(ve->sq_head + ve->sq_count) % ve->sq_cap].op = at_post ? NULL : op;
         ve->sq_count++;
     }
     ve->sq_posted += posted;
+    if (at_post) {
+        op->pending = 1;
+        shoal__op_done(op, 0, NULL);
+    } else {
+        op->pending = (int)posted;
+        ve->ops_posted++;
+    }
+    if (rc) {
+        verbs_qp_error(ve);
+        shoal__ep_failed(ve->ep, -EIO, "%s: ibv_post_send: %s", what, strerror(rc));
+    }
     return 0;
 }
 
+/* Room in the mirror for @nwr more WRs?  The ring is the SQ's own size,
+ * so this is what keeps a post from overflowing the SQ. */
 static int check_room(struct verbs_ep *ve, unsigned nwr)
 {
     if (!ve || !ve->qp || ve->qp_err)
@@ -126,7 +170,6 @@ static int check_room(struct verbs_ep *ve, unsigned nwr)
     return 0;
 }
 
-#define VERBS_MAX_CHUNKS 64
 
 /* A put or get, cut into WRs of at most the device's largest message;
  * only the last carries the immediate (RC executes them in order). */
@@ -169,7 +212,7 @@ static int rdma_op(shoal_ep_t *ep, struct shoal_op *op, shoal_mr_t *lmr, size_t 
         wr[n - 1].imm_data = htonl(imm);
     }
     op->buf = NULL;
-    return post(ve, op, wr, (unsigned)n, what);
+    return post(ve, op, wr, (unsigned)n, false, what);
 }
 
 int verbs_put(shoal_ep_t *ep, struct shoal_op *op, shoal_mr_t *lmr, size_t loff,
@@ -205,7 +248,7 @@ int verbs_send(shoal_ep_t *ep, struct shoal_op *op, const void *buf, size_t len)
         sge.addr = (uintptr_t)op->buf;
         sge.lkey = ve->smr->lkey;
     }
-    rc = post(ve, op, &wr, 1, "send");
+    rc = post(ve, op, &wr, 1, op->buf == NULL, "send");
     if (rc && op->buf) {
         ve->sfree[ve->nsfree++] = (unsigned)(((uint8_t *)op->buf - ve->sbuf) / VERBS_RECV_SIZE);
         op->buf = NULL;

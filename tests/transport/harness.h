@@ -46,8 +46,11 @@ typedef void (*h_role_fn)(struct h_role *r);
         }                                                                       \
     } while (0)
 #define CHECK_RC(rc, ctx, what)                                                 \
-    CHECK((rc) == 0, "%s: %s (%s)", what, shoal_strerror(rc),                   \
-          (ctx) ? shoal_ctx_errmsg(ctx) : "")
+    do {                                                                        \
+        int rc_ = (rc); /* evaluated once: it is often the call itself */      \
+        CHECK(rc_ == 0, "%s: %s (%s)", what, shoal_strerror(rc_),               \
+              (ctx) ? shoal_ctx_errmsg(ctx) : "");                              \
+    } while (0)
 
 /* Run @server and @nclients copies of @client, each in its own child, for
  * at most @timeout_s seconds.  Returns 0 when every child exited 0;

@@ -1,0 +1,437 @@
+/*
+ * test-trainer.c -- shoal-train's parts on their own: the IDX and LIBSVM
+ * readers (good files and every kind of bad one), the model's gradient
+ * against finite differences, the protocol codec against truncated and
+ * random messages, model files, and the learning-rate schedules.
+ */
+#include <CUnit/Basic.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "cu.h"
+#include "data.h"
+#include "model.h"
+#include "modelfile.h"
+#include "optim.h"
+#include "protocol.h"
+#include "rng.h"
+
+static char dir[256];
+
+static const char *path(const char *name)
+{
+    static char p[8][512];
+    static int k;
+    k = (k + 1) % 8;
+    snprintf(p[k], sizeof(p[k]), "%s/%s", dir, name);
+    return p[k];
+}
+
+static void write_file(const char *name, const void *data, size_t len, int gz)
+{
+    if (gz) {
+        gzFile f = gzopen(path(name), "wb");
+        CU_ASSERT_FATAL(f != NULL);
+        CU_ASSERT_FATAL(gzwrite(f, data, (unsigned)len) == (int)len);
+        gzclose(f);
+    } else {
+        FILE *f = fopen(path(name), "wb");
+        CU_ASSERT_FATAL(f != NULL);
+        CU_ASSERT_FATAL(fwrite(data, 1, len, f) == len);
+        fclose(f);
+    }
+}
+
+static void be32(uint8_t *b, uint32_t v)
+{
+    b[0] = (uint8_t)(v >> 24);
+    b[1] = (uint8_t)(v >> 16);
+    b[2] = (uint8_t)(v >> 8);
+    b[3] = (uint8_t)v;
+}
+
+/* n images of r x c, pixel = (i + j) % 256; labels i % 3. */
+static size_t make_images(uint8_t *buf, uint32_t n, uint32_t r, uint32_t c)
+{
+    be32(buf, 0x00000803);
+    be32(buf + 4, n);
+    be32(buf + 8, r);
+    be32(buf + 12, c);
+    for (uint32_t i = 0; i < n; i++)
+        for (uint32_t j = 0; j < r * c; j++)
+            buf[16 + i * r * c + j] = (uint8_t)((i + j) % 256);
+    return 16 + (size_t)n * r * c;
+}
+
+static size_t make_labels(uint8_t *buf, uint32_t n)
+{
+    be32(buf, 0x00000801);
+    be32(buf + 4, n);
+    for (uint32_t i = 0; i < n; i++)
+        buf[8 + i] = (uint8_t)(i % 3);
+    return 8 + n;
+}
+
+static uint8_t img[16 + 10 * 4 * 4], lab[8 + 10];
+static size_t img_len, lab_len;
+
+static int expect_fail(const char *images, const char *labels, int classes, const char *want)
+{
+    struct dataset d;
+    char err[512] = "";
+    int rc = data_load_idx(path(images), path(labels), 1, 0, classes, &d, err, sizeof(err));
+    if (rc == 0) {
+        data_free(&d);
+        printf("\n  loaded %s / %s, expected an error with '%s'\n", images, labels, want);
+        return 0;
+    }
+    if (!strstr(err, want) || !strstr(err, dir)) {
+        printf("\n  error '%s' lacks '%s' or the path\n", err, want);
+        return 0;
+    }
+    return 1;
+}
+
+static void test_idx_good(void)
+{
+    img_len = make_images(img, 10, 4, 4);
+    lab_len = make_labels(lab, 10);
+    write_file("img", img, img_len, 0);
+    write_file("lab", lab, lab_len, 0);
+    write_file("img.gz", img, img_len, 1);
+    write_file("lab.gz", lab, lab_len, 1);
+    struct dataset d;
+    char err[512];
+    CU_ASSERT_EQUAL_FATAL(data_load_idx(path("img.gz"), path("lab"), 1, 0, 0, &d, err,
+                                        sizeof(err)), 0);
+    CU_ASSERT_EQUAL(d.n, 10);
+    CU_ASSERT_EQUAL(d.total, 10);
+    CU_ASSERT_EQUAL(d.dim, 16);
+    CU_ASSERT_EQUAL(d.classes, 3);
+    CU_ASSERT(fabsf(d.x[3 * 16 + 5] - (float)((3 + 5) % 256) / 255.0f) < 1e-6f);
+    CU_ASSERT_EQUAL(d.y[7], 1);
+    data_free(&d);
+    /* Shard 1 of 3: samples 1, 4, 7. */
+    CU_ASSERT_EQUAL_FATAL(data_load_idx(path("img"), path("lab.gz"), 3, 1, 0, &d, err,
+                                        sizeof(err)), 0);
+    CU_ASSERT_EQUAL(d.n, 3);
+    CU_ASSERT_EQUAL(d.total, 10);
+    CU_ASSERT_EQUAL(d.y[2], 7 % 3);
+    CU_ASSERT(fabsf(d.x[2 * 16] - 7.0f / 255.0f) < 1e-6f);
+    data_free(&d);
+}
+
+static void test_idx_bad(void)
+{
+    uint8_t buf[sizeof(img) + 8];
+    /* truncated images, raw and gzip */
+    write_file("img.trunc", img, img_len - 5, 0);
+    CU_ASSERT(expect_fail("img.trunc", "lab", 0, "truncated"));
+    write_file("img.trunc.gz", img, img_len - 5, 1);
+    CU_ASSERT(expect_fail("img.trunc.gz", "lab", 0, "truncated"));
+    /* trailing bytes */
+    memcpy(buf, img, img_len);
+    memset(buf + img_len, 7, 3);
+    write_file("img.long", buf, img_len + 3, 0);
+    CU_ASSERT(expect_fail("img.long", "lab", 0, "unexpected bytes"));
+    /* wrong magic, wrong type, wrong dimension count */
+    memcpy(buf, img, img_len);
+    buf[0] = 0x1f;
+    write_file("img.magic", buf, img_len, 0);
+    CU_ASSERT(expect_fail("img.magic", "lab", 0, "not an IDX file"));
+    memcpy(buf, img, img_len);
+    buf[2] = 0x0d;
+    write_file("img.type", buf, img_len, 0);
+    CU_ASSERT(expect_fail("img.type", "lab", 0, "element type"));
+    CU_ASSERT(expect_fail("lab", "lab", 0, "dimensions"));
+    /* count mismatch between images and labels */
+    uint8_t lab9[8 + 9];
+    write_file("lab9", lab9, make_labels(lab9, 9), 0);
+    CU_ASSERT(expect_fail("img", "lab9", 0, "labels, but"));
+    /* label out of range for 2 classes */
+    CU_ASSERT(expect_fail("img", "lab", 2, "out of range"));
+    /* a corrupt gzip stream: flip bytes in the middle of the compressed data */
+    FILE *f = fopen(path("img.gz"), "rb");
+    CU_ASSERT_FATAL(f != NULL);
+    uint8_t z[4096];
+    size_t zn = fread(z, 1, sizeof(z), f);
+    fclose(f);
+    CU_ASSERT_FATAL(zn > 30);
+    for (size_t i = zn / 2; i < zn / 2 + 8; i++)
+        z[i] ^= 0x5a;
+    write_file("img.corrupt.gz", z, zn, 0);
+    CU_ASSERT(expect_fail("img.corrupt.gz", "lab", 0, "img.corrupt.gz"));
+    /* missing file */
+    CU_ASSERT(expect_fail("nonexistent", "lab", 0, "cannot open"));
+}
+
+static int svm(const char *text, int dim, struct label_map *map, struct dataset *d, char *err,
+               size_t errlen)
+{
+    write_file("svm", text, strlen(text), 0);
+    return data_load_libsvm(path("svm"), dim, map, 1, 0, d, err, errlen);
+}
+
+static void test_libsvm(void)
+{
+    struct dataset d;
+    struct label_map map = {0};
+    char err[512];
+    CU_ASSERT_EQUAL_FATAL(svm("+1 1:0.5 3:2\n# comment\n\n-1 2:1.5\n+1 4:-1e-1 # tail\n", 0,
+                              &map, &d, err, sizeof(err)), 0);
+    CU_ASSERT_EQUAL(d.n, 3);
+    CU_ASSERT_EQUAL(d.dim, 4);
+    CU_ASSERT_EQUAL(d.classes, 2);
+    CU_ASSERT_EQUAL(map.label[0], -1.0);
+    CU_ASSERT_EQUAL(d.y[0], 1);
+    CU_ASSERT_EQUAL(d.y[1], 0);
+    CU_ASSERT(d.x[0] == 0.5f && d.x[1] == 0.0f && d.x[2] == 2.0f);
+    CU_ASSERT(fabsf(d.x[2 * 4 + 3] + 0.1f) < 1e-7f);
+    data_free(&d);
+    /* A test file with the training map: an unseen label is an error. */
+    int rc = svm("-1 1:1\n3 2:1\n", 4, &map, &d, err, sizeof(err));
+    CU_ASSERT(rc < 0 && strstr(err, "line 2") && strstr(err, "not among"));
+
+    static const struct {
+        const char *text, *want;
+    } bad[] = {
+        {"1 1:1\nabc 1:2\n", "line 2: the label"},
+        {"1 3:1 2:1\n", "line 1: feature index 2 after 3"},
+        {"1 0:1\n", "line 1: feature index 0"},
+        {"1 1:x\n", "line 1: feature 1: bad value"},
+        {"1 1:nan\n2 1:1\n", "bad value"},
+        {"1 1 2\n", "expected index:value"},
+        {"1 1:1\n", "only one distinct label"},
+        {"\n# nothing\n", "no samples"},
+        {"1 5:1\n2 1:1\n", "beyond the 3 features"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct label_map m = {0};
+        err[0] = 0;
+        rc = svm(bad[i].text, i == 8 ? 3 : 0, &m, &d, err, sizeof(err));
+        if (rc == 0)
+            data_free(&d);
+        CU_ASSERT(rc < 0);
+        if (!strstr(err, bad[i].want) || !strstr(err, "svm"))
+            printf("\n  case %zu: error '%s' lacks '%s'\n", i, err, bad[i].want);
+        CU_ASSERT(strstr(err, bad[i].want) != NULL);
+    }
+    /* NUL bytes in a text file */
+    write_file("svm.bin", "1 1:1\n\0\0\n", 9, 0);
+    struct label_map m = {0};
+    rc = data_load_libsvm(path("svm.bin"), 0, &m, 1, 0, &d, err, sizeof(err));
+    CU_ASSERT(rc < 0 && strstr(err, "NUL"));
+}
+
+/* The analytic gradient against central differences (in double). */
+static void test_gradient(void)
+{
+    struct model m;
+    int hidden[] = {6, 5};
+    CU_ASSERT_EQUAL_FATAL(model_init(&m, 7, hidden, 2, 4), 0);
+    CU_ASSERT_EQUAL(m.nparams, (size_t)(7 * 6 + 6 + 6 * 5 + 5 + 5 * 4 + 4));
+    const int B = 5;
+    float *p = malloc(m.nparams * sizeof(float)), *g = malloc(m.nparams * sizeof(float));
+    float x[5 * 7];
+    int32_t y[5] = {0, 3, 1, 2, 3};
+    uint64_t st = 42;
+    for (int i = 0; i < B * 7; i++)
+        x[i] = (float)rng_unit(rng_next(&st)) * 2.0f - 1.0f;
+    model_init_params(&m, p, 7);
+    struct model_ws ws;
+    CU_ASSERT_EQUAL_FATAL(model_ws_init(&ws, &m, B), 0);
+    float loss = model_grad(&m, p, g, x, y, B, &ws);
+    CU_ASSERT(loss > 0.5f && loss < 3.0f);
+    int bad = 0;
+    for (size_t i = 0; i < m.nparams; i++) {
+        float keep = p[i];
+        const float h = 1e-2f;
+        p[i] = keep + h;
+        double lp = model_eval(&m, p, x, y, B, NULL, &ws);
+        p[i] = keep - h;
+        double lm = model_eval(&m, p, x, y, B, NULL, &ws);
+        p[i] = keep;
+        double num = (lp - lm) / (2 * h);
+        if (fabs(num - g[i]) > 2e-3 + 2e-2 * fabs(num)) {
+            if (bad++ < 5)
+                printf("\n  parameter %zu: analytic %g, numeric %g", i, g[i], num);
+        }
+    }
+    CU_ASSERT_EQUAL(bad, 0);
+    /* eval's loss is model_grad's loss on the same batch */
+    size_t ok;
+    CU_ASSERT(fabsf((float)model_eval(&m, p, x, y, B, &ok, &ws) - loss) < 1e-5f);
+    CU_ASSERT(ok <= (size_t)B);
+    model_ws_free(&ws);
+    free(p);
+    free(g);
+    int h2[4];
+    CU_ASSERT_EQUAL(model_parse_hidden("512,128", h2, 4), 2);
+    CU_ASSERT_EQUAL(h2[1], 128);
+    CU_ASSERT_EQUAL(model_parse_hidden("0", h2, 4), 0);
+    CU_ASSERT(model_parse_hidden("12,x", h2, 4) < 0);
+    CU_ASSERT(model_parse_hidden("-3", h2, 4) < 0);
+    CU_ASSERT(model_parse_hidden("1,2,3,4,5", h2, 4) < 0);
+}
+
+static void test_protocol(void)
+{
+    uint8_t buf[SHOAL_MSG_MAX];
+    struct ps_msg m = {.type = PS_HELLO}, out;
+    char why[256];
+    m.u.hello.worker = 1;
+    m.u.hello.workers = 2;
+    m.u.hello.servers = 1;
+    m.u.hello.nparams = 203530;
+    m.u.hello.batch = 64;
+    m.u.hello.iters_per_epoch = 468;
+    m.u.hello.epochs = 10;
+    snprintf(m.u.hello.model, sizeof(m.u.hello.model), "784-256-10");
+    m.u.hello.desc_len = 40;
+    memset(m.u.hello.desc, 0xab, 40);
+    int n = ps_encode(&m, buf, sizeof(buf));
+    CU_ASSERT_FATAL(n > 12);
+    CU_ASSERT_EQUAL(ps_decode(buf, (size_t)n, &out, why, sizeof(why)), 0);
+    CU_ASSERT_EQUAL(out.u.hello.nparams, 203530);
+    CU_ASSERT_STRING_EQUAL(out.u.hello.model, "784-256-10");
+    CU_ASSERT_EQUAL(out.u.hello.desc_len, 40);
+    /* every truncation fails, and so does one extra byte */
+    for (int len = 0; len < n; len++)
+        CU_ASSERT(ps_decode(buf, (size_t)len, &out, why, sizeof(why)) < 0);
+    buf[n] = 0;
+    CU_ASSERT(ps_decode(buf, (size_t)n + 1, &out, why, sizeof(why)) < 0);
+    /* semantic checks: worker index beyond the worker count */
+    m.u.hello.worker = 2;
+    n = ps_encode(&m, buf, sizeof(buf));
+    CU_ASSERT(ps_decode(buf, (size_t)n, &out, why, sizeof(why)) < 0 && strstr(why, "worker"));
+    /* another protocol version is -EPROTO with the numbers */
+    m.u.hello.worker = 0;
+    n = ps_encode(&m, buf, sizeof(buf));
+    buf[4] = 9;
+    CU_ASSERT_EQUAL(ps_decode(buf, (size_t)n, &out, why, sizeof(why)), -EPROTO);
+    CU_ASSERT(strstr(why, "version 9") != NULL);
+    /* a table of too many servers cannot be encoded; 48 fit a message */
+    struct ps_msg t = {.type = PS_TABLE};
+    t.u.table.n = PS_MAX_SERVERS;
+    for (int i = 0; i < PS_MAX_SERVERS; i++) {
+        memset(t.u.table.addr[i].host, 'h', PS_HOST_MAX - 1);
+        t.u.table.addr[i].port = 1;
+    }
+    CU_ASSERT(ps_encode(&t, buf, sizeof(buf)) > 0);
+    t.u.table.n = PS_MAX_SERVERS + 1;
+    CU_ASSERT(ps_encode(&t, buf, sizeof(buf)) < 0);
+    /* random bytes never decode into something with a NUL-free host etc.;
+     * above all they must not crash */
+    uint64_t st = 1;
+    int accepted = 0;
+    for (int round = 0; round < 20000; round++) {
+        size_t len = rng_below(&st, 64);
+        for (size_t i = 0; i < len; i++)
+            buf[i] = (uint8_t)rng_next(&st);
+        if (round & 1 && len >= 12) { /* a valid header, random body */
+            uint32_t magic = PS_MAGIC;
+            memcpy(buf, &magic, 4);
+            buf[4] = PS_VERSION;
+            buf[5] = 0;
+            buf[6] = (uint8_t)(1 + rng_below(&st, 8));
+            buf[7] = 0;
+            uint32_t bl = (uint32_t)(len - 12);
+            memcpy(buf + 8, &bl, 4);
+        }
+        if (ps_decode(buf, len, &out, why, sizeof(why)) == 0)
+            accepted++;
+    }
+    CU_ASSERT(accepted < 20000);
+}
+
+static void test_modelfile(void)
+{
+    struct model m, m2;
+    int hidden[] = {8};
+    CU_ASSERT_EQUAL_FATAL(model_init(&m, 5, hidden, 1, 3), 0);
+    float p[5 * 8 + 8 + 8 * 3 + 3];
+    model_init_params(&m, p, 3);
+    char err[512];
+    CU_ASSERT_EQUAL_FATAL(modelfile_save(path("m.mdl"), &m, p, err, sizeof(err)), 0);
+    CU_ASSERT(access(path("m.mdl.tmp"), F_OK) != 0);
+    float *q;
+    CU_ASSERT_EQUAL_FATAL(modelfile_load(path("m.mdl"), &m2, &q, err, sizeof(err)), 0);
+    CU_ASSERT_EQUAL(m2.nparams, m.nparams);
+    CU_ASSERT_EQUAL(memcmp(p, q, sizeof(p)), 0);
+    free(q);
+    /* one flipped byte: the checksum catches it */
+    FILE *f = fopen(path("m.mdl"), "r+b");
+    CU_ASSERT_FATAL(f != NULL);
+    fseek(f, 60, SEEK_SET);
+    int c = fgetc(f);
+    fseek(f, 60, SEEK_SET);
+    fputc(c ^ 1, f);
+    fclose(f);
+    CU_ASSERT(modelfile_load(path("m.mdl"), &m2, &q, err, sizeof(err)) < 0);
+    CU_ASSERT(strstr(err, "checksum") != NULL);
+    /* truncated */
+    CU_ASSERT_EQUAL_FATAL(modelfile_save(path("m.mdl"), &m, p, err, sizeof(err)), 0);
+    CU_ASSERT_EQUAL(truncate(path("m.mdl"), 100), 0);
+    CU_ASSERT(modelfile_load(path("m.mdl"), &m2, &q, err, sizeof(err)) < 0);
+    /* not a model */
+    write_file("junk", "hello world, not a model at all, but long enough to look like one", 64,
+               0);
+    CU_ASSERT(modelfile_load(path("junk"), &m2, &q, err, sizeof(err)) < 0);
+    CU_ASSERT(strstr(err, "magic") != NULL);
+}
+
+static void test_optim(void)
+{
+    struct optim_cfg c = {.lr = 0.2f, .schedule = LR_COSINE};
+    CU_ASSERT(fabsf(optim_lr(&c, 0, 10) - 0.2f) < 1e-7f);
+    CU_ASSERT(fabsf(optim_lr(&c, 5, 10) - 0.1f) < 1e-6f);
+    CU_ASSERT(optim_lr(&c, 10, 10) < 1e-7f);
+    c.schedule = LR_STEP;
+    c.step_epochs = 3;
+    c.gamma = 0.5f;
+    CU_ASSERT(fabsf(optim_lr(&c, 2.9, 10) - 0.2f) < 1e-7f);
+    CU_ASSERT(fabsf(optim_lr(&c, 6.0, 10) - 0.05f) < 1e-7f);
+    /* out = in - lr * (mean of g + wd * in), momentum accumulates */
+    c = (struct optim_cfg){.lr = 0.5f, .momentum = 0.5f, .weight_decay = 0.1f};
+    float in[3] = {1, 2, 3}, out[3], v[3] = {0, 0, 0};
+    float g1[3] = {1, 1, 1}, g2[3] = {3, 3, 3};
+    const float *gs[2] = {g1, g2};
+    optim_apply(&c, c.lr, out, in, v, gs, 2, 0.5f, 3);
+    for (int i = 0; i < 3; i++) {
+        float d = 2.0f + 0.1f * in[i];
+        CU_ASSERT(fabsf(v[i] - d) < 1e-6f);
+        CU_ASSERT(fabsf(out[i] - (in[i] - 0.5f * d)) < 1e-6f);
+    }
+    CU_ASSERT_EQUAL(optim_parse_schedule("warp"), -1);
+}
+
+int main(void)
+{
+    snprintf(dir, sizeof(dir), "%s/shoal-trainer-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+    if (!mkdtemp(dir)) {
+        perror("mkdtemp");
+        return 99;
+    }
+    if (CU_initialize_registry() != CUE_SUCCESS)
+        return 1;
+    CU_pSuite s = CU_add_suite("trainer", NULL, NULL);
+    CU_add_test(s, "IDX: raw and gzip, shards", test_idx_good);
+    CU_add_test(s, "IDX: truncated, trailing, bad magic/type/dims, counts, labels, corrupt "
+                "gzip", test_idx_bad);
+    CU_add_test(s, "LIBSVM: labels mapped, sparse rows; malformed lines named", test_libsvm);
+    CU_add_test(s, "model gradient = finite differences", test_gradient);
+    CU_add_test(s, "protocol: round trip, truncations, versions, random bytes", test_protocol);
+    CU_add_test(s, "model files: round trip, corrupt, truncated, not a model", test_modelfile);
+    CU_add_test(s, "optimizer: schedules and the update", test_optim);
+    int rc = cu_run_all();
+    char cmd[300];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", dir);
+    return rc;
+}

@@ -1,0 +1,64 @@
+/*
+ * data.h -- training data: the IDX format (MNIST, Fashion-MNIST; raw or
+ * gzip) and the LIBSVM text format, loaded into a dense float matrix.
+ *
+ * Every loader validates its input and, on failure, returns a negative
+ * errno and writes a message naming the file, the offset or line, and the
+ * problem into err.
+ */
+#ifndef SHOAL_TRAIN_DATA_H
+#define SHOAL_TRAIN_DATA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Debian's dataset-fashion-mnist. */
+#define DATA_DEFAULT_DIR "/usr/share/datasets/fashion-mnist"
+#define DATA_MAX_CLASSES 1000
+
+struct dataset {
+    size_t n;       /* samples kept (this shard) */
+    size_t total;   /* samples in the file */
+    int dim;        /* features per sample */
+    int classes;    /* labels are 0 .. classes-1 */
+    float *x;       /* n x dim, row-major */
+    int32_t *y;     /* n labels */
+};
+
+/* The class map of a LIBSVM training file, reused for its test file so a
+ * label means the same class in both. */
+struct label_map {
+    int n;
+    double label[DATA_MAX_CLASSES];
+};
+
+/*
+ * Load an IDX image file (unsigned bytes, 3 dimensions) and its IDX label
+ * file (unsigned bytes, 1 dimension); pixels are scaled to [0, 1].  Keeps
+ * only the samples with index % stride == offset (a worker's shard; pass
+ * 1, 0 for all).  classes > 0 bounds the labels; 0 takes max label + 1.
+ */
+int data_load_idx(const char *images, const char *labels, size_t stride, size_t offset,
+                  int classes, struct dataset *d, char *err, size_t errlen);
+
+/*
+ * Find the IDX files of @dir: {train,t10k}-{images-idx3,labels-idx1}-ubyte
+ * with or without .gz.  @which is "train" or "t10k".
+ */
+int data_idx_paths(const char *dir, const char *which, char *images, char *labels,
+                   size_t pathlen, char *err, size_t errlen);
+
+/*
+ * Load a LIBSVM file ("label index:value ..." per line, indices 1-based
+ * and increasing).  dim > 0 fixes the feature count (an index beyond it is
+ * an error); 0 takes the largest index seen.  Labels are mapped to classes
+ * in ascending numeric order; with @map->n > 0 on entry the map is fixed
+ * (a test file using a label the training file lacks is an error),
+ * otherwise it is filled.  Sharding as for IDX.
+ */
+int data_load_libsvm(const char *path, int dim, struct label_map *map, size_t stride,
+                     size_t offset, struct dataset *d, char *err, size_t errlen);
+
+void data_free(struct dataset *d);
+
+#endif

@@ -1,0 +1,55 @@
+/*
+ * job.c -- facts about a job that every role must compute the same way:
+ * parameter shards, data shards, iterations per epoch.
+ */
+#include <stdio.h>
+
+#include "train.h"
+
+void train_shard(size_t nparams, int servers, int s, size_t *off, size_t *len)
+{
+    size_t a = nparams * (size_t)s / (size_t)servers;
+    size_t b = nparams * (size_t)(s + 1) / (size_t)servers;
+    *off = a;
+    *len = b - a;
+}
+
+int train_load_data(const struct train_cfg *c, int worker, int workers, struct dataset *train,
+                    struct dataset *test, char *err, size_t errlen)
+{
+    int rc;
+    if (c->train_file[0]) {
+        struct label_map map = {0};
+        rc = data_load_libsvm(c->train_file, c->features, &map, (size_t)workers,
+                              (size_t)worker, train, err, errlen);
+        if (rc == 0 && test)
+            rc = data_load_libsvm(c->test_file, train->dim, &map, 1, 0, test, err, errlen);
+    } else {
+        char img[TRAIN_PATH_MAX + 64], lab[TRAIN_PATH_MAX + 64];
+        rc = data_idx_paths(c->data_dir, "train", img, lab, sizeof(img), err, errlen);
+        if (rc == 0)
+            rc = data_load_idx(img, lab, (size_t)workers, (size_t)worker, c->classes, train,
+                               err, errlen);
+        if (rc == 0 && test) {
+            rc = data_idx_paths(c->data_dir, "t10k", img, lab, sizeof(img), err, errlen);
+            if (rc == 0)
+                rc = data_load_idx(img, lab, 1, 0, train->classes, test, err, errlen);
+            if (rc == 0 && test->dim != train->dim) {
+                snprintf(err, errlen, "%s: test images have %d pixels, training images %d",
+                         img, test->dim, train->dim);
+                rc = -1;
+            }
+        }
+    }
+    if (rc && train)
+        data_free(train);
+    return rc;
+}
+
+int train_iters_per_epoch(const struct train_cfg *c, size_t smallest_shard)
+{
+    size_t full = smallest_shard / (size_t)c->batch;
+    if (c->iters_per_epoch > 0 && (size_t)c->iters_per_epoch < full)
+        return c->iters_per_epoch;
+    return (int)full;
+}

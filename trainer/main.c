@@ -1,0 +1,395 @@
+/*
+ * main.c -- shoal-train's command line: options, the process's rank and
+ * role, then the role's main.
+ *
+ * Rank and size come from --rank/--size, else the first launcher that
+ * set them: SHOAL_RANK/SHOAL_SIZE (tools/shoal-run), Open MPI
+ * (OMPI_COMM_WORLD_RANK/SIZE), PMIx (PMIX_RANK with the size from
+ * OMPI_COMM_WORLD_SIZE or --size), Slurm (SLURM_PROCID/SLURM_NTASKS).
+ * Ranks below --servers are servers, the rest workers.
+ */
+#include <cblas.h>
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "train.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+"Usage: shoal-train [OPTIONS]                 (one rank of a job: see shoal-run(1))\n"
+"       shoal-train --single [OPTIONS]        (the same training in one process)\n"
+"       shoal-train --eval MODEL [--data DIR | --train F --test F]\n"
+"       shoal-train --compare MODEL1 MODEL2 [--tolerance X]\n"
+"\n"
+"Data-parallel SGD with parameter servers over libshoal (RDMA verbs, or UCX).\n"
+"\n"
+"Job:\n"
+"  -s, --servers S         server ranks (default SHOAL_SERVERS, else 1); the other\n"
+"                          ranks are workers\n"
+"      --rank R --size N   this rank and the job size (default: from SHOAL_RANK/\n"
+"                          SHOAL_SIZE, OMPI_COMM_WORLD_*, PMIX_RANK, SLURM_*)\n"
+"      --coordinator H:P   where server 0 listens (env SHOAL_COORDINATOR)\n"
+"      --rendezvous FILE   instead: server 0 listens on a free port and writes\n"
+"                          \"host port\" to FILE (env SHOAL_RENDEZVOUS)\n"
+"      --host ADDR         address servers listen on and advertise (env\n"
+"                          SHOAL_TRAIN_HOST; default 127.0.0.1)\n"
+"      --connect-timeout MS  how long to look for the servers (default 60000)\n"
+"      --idle-timeout MS   no progress for this long is a failure (default 120000)\n"
+"Data (default: Fashion-MNIST from " DATA_DEFAULT_DIR "):\n"
+"      --data DIR          IDX files {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]\n"
+"      --train FILE --test FILE   LIBSVM text files instead\n"
+"      --features N --classes K   fix the input size / class count\n"
+"Model and training:\n"
+"      --hidden LIST       hidden layer sizes, e.g. 256 or 512,128 (default 256);\n"
+"                          0 = softmax regression\n"
+"      --model softmax     the same as --hidden 0\n"
+"      --mode MODE         bsp (default), async or ssp\n"
+"      --staleness S       ssp: how many iterations ahead of the slowest (default 2)\n"
+"  -e, --epochs N          (default 10)\n"
+"  -b, --batch N           per worker (default 64)\n"
+"      --iters-per-epoch N   cap the iterations per epoch (short runs)\n"
+"      --lr X              learning rate (default 0.1)\n"
+"      --momentum X        (default 0.9)\n"
+"      --weight-decay X    (default 0)\n"
+"      --lr-schedule S     const, cosine (default) or step\n"
+"      --lr-step N --lr-gamma G   step: times G every N epochs (default 3, 0.1)\n"
+"      --seed N            model init and shuffles (default 1)\n"
+"      --threads N         OpenBLAS threads per process (default 1)\n"
+"Output:\n"
+"      --metrics FILE      CSV: time, epoch, iteration, loss, samples/s, accuracy\n"
+"      --save FILE         write the final model (atomically)\n"
+"      --log-interval SEC  progress line period (default 1)\n"
+"      --verify            check every parameter delivery with a CRC (slower)\n"
+"  -q, --quiet             no progress lines\n"
+"      --compare A B       exit 0 if two saved models agree within --tolerance\n"
+"                          (default 1e-4): e.g. BSP against --single\n"
+"  -h, --help              this text\n"
+"\n"
+"Library settings come from SHOAL_* variables (SHOAL_TRANSPORT, SHOAL_DEVICE, ...):\n"
+"see shoal-demo(1).\n");
+}
+
+enum {
+    O_RANK = 256, O_SIZE, O_COORD, O_RDV, O_HOST, O_CTO, O_ITO, O_DATA, O_TRAIN, O_TEST,
+    O_FEAT, O_CLASSES, O_HIDDEN, O_MODEL, O_MODE, O_STALE, O_IPE, O_LR, O_MOM, O_WD,
+    O_SCHED, O_LRSTEP, O_GAMMA, O_SEED, O_THREADS, O_METRICS, O_SAVE, O_LOGINT, O_VERIFY,
+    O_SINGLE, O_WORKERS, O_EVAL, O_COMPARE, O_TOL,
+};
+
+static const struct option opts[] = {
+    {"servers", required_argument, 0, 's'}, {"rank", required_argument, 0, O_RANK},
+    {"size", required_argument, 0, O_SIZE}, {"coordinator", required_argument, 0, O_COORD},
+    {"rendezvous", required_argument, 0, O_RDV}, {"host", required_argument, 0, O_HOST},
+    {"connect-timeout", required_argument, 0, O_CTO},
+    {"idle-timeout", required_argument, 0, O_ITO}, {"data", required_argument, 0, O_DATA},
+    {"train", required_argument, 0, O_TRAIN}, {"test", required_argument, 0, O_TEST},
+    {"features", required_argument, 0, O_FEAT}, {"classes", required_argument, 0, O_CLASSES},
+    {"hidden", required_argument, 0, O_HIDDEN}, {"model", required_argument, 0, O_MODEL},
+    {"mode", required_argument, 0, O_MODE}, {"staleness", required_argument, 0, O_STALE},
+    {"epochs", required_argument, 0, 'e'}, {"batch", required_argument, 0, 'b'},
+    {"iters-per-epoch", required_argument, 0, O_IPE}, {"lr", required_argument, 0, O_LR},
+    {"momentum", required_argument, 0, O_MOM}, {"weight-decay", required_argument, 0, O_WD},
+    {"lr-schedule", required_argument, 0, O_SCHED}, {"lr-step", required_argument, 0, O_LRSTEP},
+    {"lr-gamma", required_argument, 0, O_GAMMA}, {"seed", required_argument, 0, O_SEED},
+    {"threads", required_argument, 0, O_THREADS}, {"metrics", required_argument, 0, O_METRICS},
+    {"save", required_argument, 0, O_SAVE}, {"log-interval", required_argument, 0, O_LOGINT},
+    {"verify", no_argument, 0, O_VERIFY}, {"single", no_argument, 0, O_SINGLE},
+    {"workers", required_argument, 0, O_WORKERS}, {"eval", required_argument, 0, O_EVAL},
+    {"compare", required_argument, 0, O_COMPARE}, {"tolerance", required_argument, 0, O_TOL},
+    {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+
+static const char *opt_name(int code)
+{
+    for (const struct option *o = opts; o->name; o++)
+        if (o->val == code)
+            return o->name;
+    return "?";
+}
+
+/* Strict numbers: the whole argument, in range, or a message and exit 2. */
+static long num(int code, const char *arg, long lo, long hi)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(arg, &end, 10);
+    if (end == arg || *end || errno || v < lo || v > hi) {
+        fprintf(stderr, "shoal-train: --%s: '%s' is not an integer in [%ld, %ld]\n",
+                opt_name(code), arg, lo, hi);
+        exit(2);
+    }
+    return v;
+}
+
+static double real(int code, const char *arg, double lo, double hi)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(arg, &end);
+    if (end == arg || *end || errno || !(v >= lo && v <= hi)) {
+        fprintf(stderr, "shoal-train: --%s: '%s' is not a number in [%g, %g]\n",
+                opt_name(code), arg, lo, hi);
+        exit(2);
+    }
+    return v;
+}
+
+static void copy(char *dst, size_t cap, int code, const char *arg)
+{
+    if (strlen(arg) >= cap) {
+        fprintf(stderr, "shoal-train: --%s: argument too long\n", opt_name(code));
+        exit(2);
+    }
+    memcpy(dst, arg, strlen(arg) + 1);
+}
+
+static int parse_hostport(const char *s, char *host, size_t cap, uint16_t *port)
+{
+    const char *colon = strrchr(s, ':');
+    if (!colon || colon == s || (size_t)(colon - s) >= cap)
+        return -1;
+    char *end;
+    long p = strtol(colon + 1, &end, 10);
+    if (*end || p <= 0 || p > 65535)
+        return -1;
+    memcpy(host, s, (size_t)(colon - s));
+    host[colon - s] = 0;
+    *port = (uint16_t)p;
+    return 0;
+}
+
+/* An environment integer, or -1 when unset; malformed is fatal. */
+static long env_num(const char *name)
+{
+    const char *v = getenv(name);
+    if (!v || !*v)
+        return -1;
+    char *end;
+    long n = strtol(v, &end, 10);
+    if (*end || n < 0 || n > INT_MAX) {
+        fprintf(stderr, "shoal-train: %s='%s' is not a rank or size\n", name, v);
+        exit(2);
+    }
+    return n;
+}
+
+static void find_rank(struct train_cfg *c)
+{
+    static const char *const pairs[][2] = {{"SHOAL_RANK", "SHOAL_SIZE"},
+                                           {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"},
+                                           {"PMIX_RANK", "OMPI_COMM_WORLD_SIZE"},
+                                           {"SLURM_PROCID", "SLURM_NTASKS"}};
+    for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++) {
+        long r = env_num(pairs[i][0]), n = env_num(pairs[i][1]);
+        if (c->rank < 0 && r >= 0)
+            c->rank = (int)r;
+        if (c->size < 0 && n >= 0 && r >= 0)
+            c->size = (int)n;
+    }
+    static const char *const local[] = {"SHOAL_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK",
+                                        "SLURM_LOCALID"};
+    for (size_t i = 0; i < sizeof(local) / sizeof(local[0]) && c->local_rank < 0; i++)
+        c->local_rank = (int)env_num(local[i]);
+    if (c->local_rank < 0)
+        c->local_rank = 0;
+}
+
+/*
+ * OpenBLAS picks its kernels from the CPU model, and on virtual CPUs that
+ * report a generic model ("Intel Xeon Processor") it falls back to its
+ * oldest x86-64 kernels (Prescott, SSE3) even when the CPU has AVX-512:
+ * three times slower here.  It reads OPENBLAS_CORETYPE only when it loads,
+ * so when that happened and the user set nothing, pick the kernel from the
+ * CPU's features and start again with it.
+ */
+static void fix_openblas_core(char **argv)
+{
+    static const char *const weak[] = {"prescott", "core2", "penryn", "dunnington",
+                                       "nehalem", "atom", "northwood", "banias", "katmai",
+                                       "coppermine", "unknown"};
+    if (getenv("OPENBLAS_CORETYPE") || getenv("SHOAL_TRAIN_REEXEC"))
+        return;
+    const char *core = openblas_get_corename();
+    bool is_weak = false;
+    for (size_t i = 0; core && i < sizeof(weak) / sizeof(weak[0]); i++)
+        is_weak |= strcasecmp(core, weak[i]) == 0;
+    if (!is_weak)
+        return;
+    __builtin_cpu_init();
+    const char *want = NULL;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+        want = "SkylakeX";
+    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        want = "Haswell";
+    else if (__builtin_cpu_supports("avx"))
+        want = "Sandybridge";
+    if (!want)
+        return;
+    setenv("OPENBLAS_CORETYPE", want, 1);
+    setenv("SHOAL_TRAIN_REEXEC", "1", 1);
+    execv("/proc/self/exe", argv);
+    /* Could not: carry on with the slow kernels. */
+}
+
+int main(int argc, char **argv)
+{
+    fix_openblas_core(argv);
+    struct train_cfg c = {
+        .rank = -1, .size = -1, .local_rank = -1, .servers = 1, .workers = 0,
+        .connect_timeout_ms = 60000, .idle_timeout_ms = 120000,
+        .hidden = {256}, .nhidden = 1, .mode = PS_BSP, .staleness = 2, .epochs = 10,
+        .batch = 64, .seed = 1, .threads = 1, .log_interval = 1.0,
+        .opt = {.lr = 0.1f, .momentum = 0.9f, .schedule = LR_COSINE, .step_epochs = 3,
+                .gamma = 0.1f},
+    };
+    snprintf(c.data_dir, sizeof(c.data_dir), "%s", DATA_DEFAULT_DIR);
+    snprintf(c.host, sizeof(c.host), "%s",
+             getenv("SHOAL_TRAIN_HOST") ? getenv("SHOAL_TRAIN_HOST") : "127.0.0.1");
+    const char *coord = getenv("SHOAL_COORDINATOR");
+    if (getenv("SHOAL_RENDEZVOUS"))
+        copy(c.rendezvous, sizeof(c.rendezvous), O_RDV, getenv("SHOAL_RENDEZVOUS"));
+    long env_servers = env_num("SHOAL_SERVERS");
+    if (env_servers > 0)
+        c.servers = (int)env_servers;
+    bool single = false;
+    const char *eval = NULL, *compare = NULL;
+    double tolerance = 1e-4;
+    int o;
+    while ((o = getopt_long(argc, argv, "s:e:b:qh", opts, NULL)) != -1) {
+        switch (o) {
+        case 's': c.servers = (int)num(o, optarg, 1, PS_MAX_SERVERS); break;
+        case O_RANK: c.rank = (int)num(o, optarg, 0, INT_MAX); break;
+        case O_SIZE: c.size = (int)num(o, optarg, 2, PS_MAX_SERVERS + PS_MAX_WORKERS); break;
+        case O_COORD: coord = optarg; break;
+        case O_RDV: copy(c.rendezvous, sizeof(c.rendezvous), o, optarg); break;
+        case O_HOST: copy(c.host, sizeof(c.host), o, optarg); break;
+        case O_CTO: c.connect_timeout_ms = (int)num(o, optarg, 100, 3600000); break;
+        case O_ITO: c.idle_timeout_ms = (int)num(o, optarg, 100, 86400000); break;
+        case O_DATA: copy(c.data_dir, sizeof(c.data_dir), o, optarg); break;
+        case O_TRAIN: copy(c.train_file, sizeof(c.train_file), o, optarg); break;
+        case O_TEST: copy(c.test_file, sizeof(c.test_file), o, optarg); break;
+        case O_FEAT: c.features = (int)num(o, optarg, 1, 1 << 26); break;
+        case O_CLASSES: c.classes = (int)num(o, optarg, 2, DATA_MAX_CLASSES); break;
+        case O_HIDDEN:
+            c.nhidden = model_parse_hidden(optarg, c.hidden, MODEL_MAX_LAYERS - 1);
+            if (c.nhidden < 0) {
+                fprintf(stderr, "shoal-train: --hidden: '%s' is not a list of layer sizes "
+                        "(e.g. 256 or 512,128; at most %d)\n", optarg, MODEL_MAX_LAYERS - 1);
+                return 2;
+            }
+            break;
+        case O_MODEL:
+            if (strcmp(optarg, "softmax") == 0) {
+                c.nhidden = 0;
+            } else if (strcmp(optarg, "mlp") != 0) {
+                fprintf(stderr, "shoal-train: --model: '%s' is not softmax or mlp\n", optarg);
+                return 2;
+            }
+            break;
+        case O_MODE:
+            if (strcmp(optarg, "bsp") == 0) c.mode = PS_BSP;
+            else if (strcmp(optarg, "async") == 0) c.mode = PS_ASYNC;
+            else if (strcmp(optarg, "ssp") == 0) c.mode = PS_SSP;
+            else {
+                fprintf(stderr, "shoal-train: --mode: '%s' is not bsp, async or ssp\n", optarg);
+                return 2;
+            }
+            break;
+        case O_STALE: c.staleness = (int)num(o, optarg, 0, 1000000); break;
+        case 'e': c.epochs = (int)num(o, optarg, 1, 100000); break;
+        case 'b': c.batch = (int)num(o, optarg, 1, 1 << 20); break;
+        case O_IPE: c.iters_per_epoch = (int)num(o, optarg, 1, INT_MAX); break;
+        case O_LR: c.opt.lr = (float)real(o, optarg, 0, 1e3); break;
+        case O_MOM: c.opt.momentum = (float)real(o, optarg, 0, 0.9999); break;
+        case O_WD: c.opt.weight_decay = (float)real(o, optarg, 0, 1); break;
+        case O_SCHED: {
+            int sc = optim_parse_schedule(optarg);
+            if (sc < 0) {
+                fprintf(stderr, "shoal-train: --lr-schedule: '%s' is not const, cosine or "
+                        "step\n", optarg);
+                return 2;
+            }
+            c.opt.schedule = (enum lr_schedule)sc;
+            break;
+        }
+        case O_LRSTEP: c.opt.step_epochs = (int)num(o, optarg, 1, 100000); break;
+        case O_GAMMA: c.opt.gamma = (float)real(o, optarg, 0, 1); break;
+        case O_SEED: c.seed = (uint64_t)num(o, optarg, 0, LONG_MAX); break;
+        case O_THREADS: c.threads = (int)num(o, optarg, 1, 1024); break;
+        case O_METRICS: copy(c.metrics, sizeof(c.metrics), o, optarg); break;
+        case O_SAVE: copy(c.save, sizeof(c.save), o, optarg); break;
+        case O_LOGINT: c.log_interval = real(o, optarg, 0.01, 86400); break;
+        case O_VERIFY: c.verify = true; break;
+        case O_SINGLE: single = true; break;
+        case O_WORKERS: c.workers = (int)num(o, optarg, 1, PS_MAX_WORKERS); break;
+        case O_EVAL: eval = optarg; break;
+        case O_COMPARE: compare = optarg; break;
+        case O_TOL: tolerance = real(o, optarg, 0, 1e9); break;
+        case 'q': c.quiet = true; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (compare) {
+        if (optind + 1 != argc) {
+            fprintf(stderr, "shoal-train: --compare takes two model files\n");
+            return 2;
+        }
+        return compare_main(compare, argv[optind], tolerance);
+    }
+    if (optind < argc) {
+        fprintf(stderr, "shoal-train: unexpected argument '%s' (see --help)\n", argv[optind]);
+        return 2;
+    }
+    if (!!c.train_file[0] != !!c.test_file[0]) {
+        fprintf(stderr, "shoal-train: --train and --test go together (LIBSVM files)\n");
+        return 2;
+    }
+    openblas_set_num_threads(c.threads);
+    if (eval)
+        return eval_main(&c, eval);
+    if (single)
+        return single_main(&c);
+
+    find_rank(&c);
+    if (c.rank < 0 || c.size < 0) {
+        fprintf(stderr, "shoal-train: no rank/size: start it with shoal-run, mpirun or srun, "
+                "or give --rank and --size (or use --single)\n");
+        return 2;
+    }
+    if (c.size <= c.servers || c.rank >= c.size) {
+        fprintf(stderr, "shoal-train: rank %d of %d with %d servers: a job needs at least one "
+                "worker and rank < size\n", c.rank, c.size, c.servers);
+        return 2;
+    }
+    if (c.workers > 0 && c.workers != c.size - c.servers) {
+        fprintf(stderr, "shoal-train: --workers %d, but %d ranks and %d servers make %d\n",
+                c.workers, c.size, c.servers, c.size - c.servers);
+        return 2;
+    }
+    c.workers = c.size - c.servers;
+    if (c.workers > PS_MAX_WORKERS) {
+        fprintf(stderr, "shoal-train: %d workers; at most %d\n", c.workers, PS_MAX_WORKERS);
+        return 2;
+    }
+    if (!c.rendezvous[0]) {
+        if (!coord) {
+            fprintf(stderr, "shoal-train: where is server 0? give --coordinator HOST:PORT or "
+                    "--rendezvous FILE\n");
+            return 2;
+        }
+        if (parse_hostport(coord, c.coord_host, sizeof(c.coord_host), &c.coord_port)) {
+            fprintf(stderr, "shoal-train: coordinator '%s' is not HOST:PORT\n", coord);
+            return 2;
+        }
+    }
+    return c.rank < c.servers ? server_main(&c) : worker_main(&c);
+}

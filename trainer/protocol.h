@@ -1,0 +1,96 @@
+/*
+ * protocol.h -- what shoal-train sends over libshoal, in one place.
+ *
+ * Bulk data moves with one-sided puts; these control messages (shoal_send,
+ * at most SHOAL_MSG_MAX bytes) set the job up.  Every message starts with
+ *
+ *   u32 magic "STRN"   u16 version   u16 type   u32 body length
+ *
+ * in little-endian, and each body is a fixed sequence of little-endian
+ * integers and length-prefixed strings/blobs.  A receiver checks the
+ * magic, the version, the type and every length before using a field
+ * (ps_decode* below); anything else is a protocol error that closes the
+ * connection.
+ *
+ * Immediates (32 bits) carry iteration numbers:
+ *   worker -> server, gradient put into the worker's slot: the worker's
+ *       iteration (0, 1, ...), i.e. how many gradients it pushed before;
+ *   server -> worker, parameter put into the worker's buffer: the number
+ *       of updates the parameters contain (the version).
+ */
+#ifndef SHOAL_TRAIN_PROTOCOL_H
+#define SHOAL_TRAIN_PROTOCOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "shoal.h"
+
+#define PS_MAGIC 0x4e525453u /* "STRN" little-endian */
+#define PS_VERSION 1
+#define PS_HOST_MAX 64   /* bytes of a host name, with its NUL */
+#define PS_MAX_SERVERS 48 /* a table of them fits SHOAL_MSG_MAX */
+#define PS_MAX_WORKERS 1024
+#define PS_MODEL_MAX 128
+
+enum ps_type {
+    PS_SERVER_REG = 1, /* server s -> server 0: where s listens */
+    PS_TABLE_REQ,      /* worker -> server 0: where are the servers? */
+    PS_TABLE,          /* server 0 -> worker: every server's address */
+    PS_HELLO,          /* worker -> server: who I am, the job, my buffer */
+    PS_WELCOME,        /* server -> worker: your shard and your slot */
+    PS_BYE,            /* worker -> server: finished */
+    PS_ERROR,          /* either way: why the peer is refused, then close */
+    PS_CHECK,          /* server -> worker (--verify): CRC-32 of the parameters
+                          just put, sent after them */
+};
+
+enum ps_mode { PS_BSP = 0, PS_ASYNC, PS_SSP };
+
+struct ps_addr {
+    char host[PS_HOST_MAX];
+    uint16_t port;
+};
+
+struct ps_hello {
+    uint32_t worker, workers, servers, incarnation;
+    uint32_t mode, staleness;
+    uint64_t nparams;
+    uint32_t batch, iters_per_epoch, epochs;
+    char model[PS_MODEL_MAX];          /* "784-256-10" */
+    uint32_t desc_len;
+    uint8_t desc[SHOAL_DESC_MAX];      /* the worker's parameter slice for this server */
+};
+
+struct ps_welcome {
+    uint32_t server;
+    uint64_t offset, length;           /* the shard, in floats */
+    uint32_t version;                  /* updates applied so far */
+    uint32_t desc_len;
+    uint8_t desc[SHOAL_DESC_MAX];      /* this worker's gradient slot */
+};
+
+struct ps_msg {
+    enum ps_type type;
+    union {
+        struct { uint32_t rank; struct ps_addr addr; } reg;
+        struct { uint32_t n; struct ps_addr addr[PS_MAX_SERVERS]; } table;
+        struct ps_hello hello;
+        struct ps_welcome welcome;
+        struct { char text[512]; } error;
+        struct { uint32_t version, crc; } check;
+    } u;
+};
+
+/* Encode @m into buf (at least SHOAL_MSG_MAX bytes); returns the length,
+ * or -EMSGSIZE. */
+int ps_encode(const struct ps_msg *m, uint8_t *buf, size_t cap);
+
+/* Decode and validate; on failure returns -EPROTO/-EBADMSG and explains
+ * in @why. */
+int ps_decode(const void *buf, size_t len, struct ps_msg *m, char *why, size_t whylen);
+
+const char *ps_type_name(enum ps_type t);
+const char *ps_mode_name(enum ps_mode m);
+
+#endif

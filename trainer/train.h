@@ -1,0 +1,79 @@
+/*
+ * train.h -- shoal-train's job description and the entry points of its
+ * roles.  main.c fills a train_cfg from the command line and the
+ * environment; the roles only read it.
+ */
+#ifndef SHOAL_TRAIN_H
+#define SHOAL_TRAIN_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "data.h"
+#include "model.h"
+#include "optim.h"
+#include "protocol.h"
+
+#define TRAIN_PATH_MAX 4096
+
+struct train_cfg {
+    /* job layout */
+    int rank, size;          /* this process among servers + workers */
+    int servers, workers;    /* ranks 0..servers-1 are servers */
+    int local_rank;          /* among this node's processes, for binding */
+
+    /* meeting */
+    char coord_host[PS_HOST_MAX];
+    uint16_t coord_port;
+    char rendezvous[TRAIN_PATH_MAX]; /* or a file rank 0 writes its address to */
+    char host[PS_HOST_MAX];  /* where this process listens (servers) */
+    int connect_timeout_ms;  /* to find the servers at start */
+    int idle_timeout_ms;     /* no progress for this long = failure */
+
+    /* data */
+    char data_dir[TRAIN_PATH_MAX];   /* IDX directory */
+    char train_file[TRAIN_PATH_MAX]; /* LIBSVM (instead of IDX) */
+    char test_file[TRAIN_PATH_MAX];
+    int features, classes;           /* 0 = from the data */
+
+    /* model and optimization */
+    int hidden[MODEL_MAX_LAYERS];
+    int nhidden;
+    enum ps_mode mode;
+    int staleness;
+    int epochs, batch;
+    int iters_per_epoch;             /* 0 = a full pass over each shard */
+    struct optim_cfg opt;
+    uint64_t seed;
+    int threads;                     /* OpenBLAS threads per process */
+
+    /* output */
+    char metrics[TRAIN_PATH_MAX];
+    char save[TRAIN_PATH_MAX];
+    double log_interval;             /* seconds between progress lines */
+    bool verify;                     /* check each parameter delivery */
+    bool quiet;
+};
+
+/* The shard of parameters server s owns: [*off, *off + *len). */
+void train_shard(size_t nparams, int servers, int s, size_t *off, size_t *len);
+
+/* Load this worker's training shard (and the test set if @test). */
+int train_load_data(const struct train_cfg *c, int worker, int workers, struct dataset *train,
+                    struct dataset *test, char *err, size_t errlen);
+
+/* Iterations per epoch every worker runs (the same for all, so BSP stays
+ * in step): a full pass over the smallest shard unless capped. */
+int train_iters_per_epoch(const struct train_cfg *c, size_t smallest_shard);
+
+int server_main(const struct train_cfg *c);
+int worker_main(const struct train_cfg *c);
+/* The whole job in one process, no network: the reference BSP is
+ * checked against (same shards, same global batches). */
+int single_main(const struct train_cfg *c);
+int eval_main(const struct train_cfg *c, const char *model_file);
+/* Exit status 0 when two model files agree within @tolerance. */
+int compare_main(const char *a, const char *b, double tolerance);
+
+#endif
