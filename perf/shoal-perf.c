@@ -346,6 +346,8 @@ static void lat_stats(struct result *res, double *t, unsigned long n)
     res->t_999 = t[(unsigned long)((double)(n - 1) * 0.999)];
 }
 
+static void placement_str(const struct run *r, char *out, size_t len);
+
 static void print_header(const struct opts *o, const struct run *r)
 {
     if (o->json)
@@ -356,6 +358,9 @@ static void print_header(const struct opts *o, const struct run *r)
     printf("                    shoal-perf %s\n", test_names[o->test]);
     printf(" Transport       : %s\n", shoal_ctx_describe(r->ctx));
     printf(" Peer            : %s\n", shoal_ep_peer(r->ep));
+    char pl[320];
+    placement_str(r, pl, sizeof(pl));
+    printf(" Placement       : %s\n", pl);
     if (!is_lat(o->test)) {
         printf(" Window          : %lu operations in flight\n", o->window);
         printf(" Waiting         : %s\n", o->busy ? "both sides spin (--busy)"
@@ -438,13 +443,26 @@ static int make_ctx(struct run *r, const struct opts *o)
         fprintf(stderr, "shoal-perf: %s\n", err);
         return -1;
     }
-    /* TODO(SHOAL_BIND): the library is getting thread pinning (SHOAL_BIND,
-     * hwloc) on another branch; it will bind the calling thread when the
-     * context is created, and shoal-perf, which starts no threads, then
-     * runs pinned "as the library does" with no code here.  Until then
-     * pin from outside (taskset) if needed. */
     rc = shoal_ctx_create(&cfg, &r->ctx);
-    return rc ? fail(r, "creating a context", rc) : 0;
+    if (rc)
+        return fail(r, "creating a context", rc);
+    /* Pinned as the library places compute threads (SHOAL_BIND): our one
+     * thread is thread 0 of 1.  Two processes on one machine should say
+     * which is which (SHOAL_LOCAL_RANK/SIZE), or both get the same CPU;
+     * perf/compare and perf/smoke.sh do. */
+    rc = shoal_bind_thread(r->ctx, 0, 1);
+    return rc ? fail(r, "binding the thread (SHOAL_BIND)", rc) : 0;
+}
+
+/* "CPUs 1 (SHOAL_BIND auto, local rank 1/2)" or "not bound (SHOAL_BIND none)". */
+static void placement_str(const struct run *r, char *out, size_t len)
+{
+    const shoal_placement_t *p = shoal_ctx_placement(r->ctx);
+    if (p->policy == SHOAL_BIND_NONE || !p->cpus[0])
+        snprintf(out, len, "not bound (SHOAL_BIND none)");
+    else
+        snprintf(out, len, "CPUs %s (SHOAL_BIND %s, local rank %d/%d)", p->cpus,
+                 p->policy == SHOAL_BIND_AUTO ? "auto" : "list", p->local_rank, p->local_size);
 }
 
 /* Register a buffer of @len bytes and swap descriptors with the peer. */
@@ -544,8 +562,10 @@ static int server(const struct opts *o)
         fail(&r, "listen", e);
         goto out;
     }
-    printf("shoal-perf: server listening on port %u (%s); waiting for a client\n",
-           shoal_listener_port(r.l), shoal_ctx_describe(r.ctx));
+    char pl[320];
+    placement_str(&r, pl, sizeof(pl));
+    printf("shoal-perf: server listening on port %u (%s; %s); waiting for a client\n",
+           shoal_listener_port(r.l), shoal_ctx_describe(r.ctx), pl);
     fflush(stdout);
     e = shoal_accept(r.l, -1, &r.ep);
     if (e) {

@@ -18,7 +18,7 @@ bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
 run() {
     local name=$1; shift
     rm -f "$tmp/srv.out" "$tmp/srv.err" # no stale "listening" line from the last run
-    timeout 60 "$bin" -p 0 >"$tmp/srv.out" 2>"$tmp/srv.err" &
+    SHOAL_LOCAL_RANK=0 SHOAL_LOCAL_SIZE=2 timeout 60 "$bin" -p 0 >"$tmp/srv.out" 2>"$tmp/srv.err" &
     local spid=$! port="" i
     for i in $(seq 100); do
         port=$(sed -n 's/.*listening on port \([0-9]*\).*/\1/p' "$tmp/srv.out" 2>/dev/null)
@@ -31,7 +31,8 @@ run() {
         kill $spid 2>/dev/null; wait $spid 2>/dev/null
         return 1
     fi
-    timeout 60 "$bin" -p "$port" "$@" 127.0.0.1 >"$tmp/cli.out" 2>"$tmp/cli.err"
+    SHOAL_LOCAL_RANK=1 SHOAL_LOCAL_SIZE=2 timeout 60 "$bin" -p "$port" "$@" 127.0.0.1 \
+        >"$tmp/cli.out" 2>"$tmp/cli.err"
     local crc=$?
     wait $spid
     local src=$?
