@@ -101,7 +101,12 @@ static int ucx_ctx_init(shoal_ctx_t *ctx)
     const char *nd = getenv("UCX_NET_DEVICES");
     if (nd && strcmp(nd, "all") != 0)
         snprintf(ctx->device, sizeof(ctx->device), "%.*s", (int)strcspn(nd, ","), nd);
-    snprintf(ctx->describe, sizeof(ctx->describe), "ucx (UCX_TLS=%s)", tls ? tls : "tcp");
+    /* Over TCP alone, UCX emulates put on active messages (with peer
+     * error handling, which we need); shoal's own PUT message does the
+     * same with one copy less.  Other transports keep UCX's native put. */
+    u->put_by_am = !tls || strcmp(tls, "tcp") == 0;
+    snprintf(ctx->describe, sizeof(ctx->describe), "ucx (UCX_TLS=%s%s)", tls ? tls : "tcp",
+             u->put_by_am ? ", puts as active messages" : "");
     return 0;
 }
 
@@ -168,11 +173,15 @@ static int ucx_progress(shoal_ctx_t *ctx)
     int n = 0;
     unsigned done;
     u->in_progress = true;
-    /* Drain: one call handles a bounded amount of work. */
+    u->arrived = false;
+    /* Drain (bounded), which keeps streams of puts and gets moving, but
+     * return as soon as an immediate or message has arrived: someone is
+     * probably waiting for it, and one more pass costs a system call
+     * (measured: ~0.4 us off the put_lat minimum). */
     do {
         done = ucp_worker_progress(u->worker);
         n += (int)done;
-    } while (done && n < 64);
+    } while (done && n < 64 && !u->arrived);
     u->in_progress = false;
     if (u->sweep || !shoal__list_empty(&u->pending))
         ucx_sweep_pending(ctx); /* also drops handshakes past their deadline */

@@ -148,6 +148,21 @@ static void ep_err_cb(void *arg, ucp_ep_h uep, ucs_status_t status)
     }
 }
 
+/* A peer broke the protocol on @ep (e.g. wrote where it may not): report
+ * the endpoint failed here and drop the connection, so the peer learns it
+ * too (its endpoint fails with a reset) instead of waiting forever. */
+void ucx_ep_abort(shoal_ep_t *ep, int status, const char *why)
+{
+    struct ucx_ep *e = ucx_ep(ep);
+    shoal__ep_failed(ep, status, "%s", why);
+    if (!e->fail_status)
+        e->fail_status = UCS_ERR_CONNECTION_RESET;
+    if (e->uep && shoal__list_empty(&e->fnode)) {
+        shoal__list_add(&ucx_ctx(ep->ctx)->failed, &e->fnode);
+        ucx_ctx(ep->ctx)->sweep = true;
+    }
+}
+
 /* ---- active message handlers ----------------------------------------- */
 
 static ucs_status_t am_hello(void *arg, const void *header, size_t hlen, void *data,
@@ -257,8 +272,10 @@ static ucs_status_t am_imm(void *arg, const void *header, size_t hlen, void *dat
     }
     const uint8_t *h = header;
     shoal_ep_t *ep = ucx_ep_lookup(ctx, shoal__get_le32(h), param, "IMM");
-    if (ep && ep->state == SHOAL_EP_CONNECTED)
+    if (ep && ep->state == SHOAL_EP_CONNECTED) {
         shoal__ep_imm(ep, shoal__get_le32(h + 4));
+        ucx_ctx(ctx)->arrived = true;
+    }
     return UCS_OK;
 }
 
@@ -280,6 +297,7 @@ static ucs_status_t am_msg(void *arg, const void *header, size_t hlen, void *dat
         return UCS_OK;
     }
     shoal__ep_recv(ep, data, len);
+    ucx_ctx(ctx)->arrived = true;
     return UCS_OK;
 }
 
@@ -288,7 +306,8 @@ int ucx_am_init(shoal_ctx_t *ctx)
     static const ucp_am_recv_callback_t cbs[UCX_AM_COUNT] = {
         [UCX_AM_HELLO] = am_hello, [UCX_AM_HELLO_ACK] = am_hello_ack,
         [UCX_AM_IMM] = am_imm, [UCX_AM_MSG] = am_msg,
-        [UCX_AM_GET_REQ] = ucx_am_get_req, [UCX_AM_GET_RESP] = ucx_am_get_resp};
+        [UCX_AM_GET_REQ] = ucx_am_get_req, [UCX_AM_GET_RESP] = ucx_am_get_resp,
+        [UCX_AM_PUT_IMM] = ucx_am_put_imm, [UCX_AM_PUT] = ucx_am_put};
     for (unsigned id = 0; id < UCX_AM_COUNT; id++) {
         ucp_am_handler_param_t p = {
             .field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB |

@@ -23,12 +23,19 @@ enum {
     UCX_AM_MSG,       /* header: token u32; data: the control message */
     UCX_AM_GET_REQ,   /* header: token u32, req u32, addr u64, len u64 */
     UCX_AM_GET_RESP,  /* header: token u32, req u32, status i32; data */
+    UCX_AM_PUT_IMM,   /* header: token u32, imm u32, addr u64; data: the bytes */
+    UCX_AM_PUT,       /* header: as PUT_IMM (imm unused); data: the bytes */
     UCX_AM_COUNT
 };
 #define UCX_IMM_HDR 8
 #define UCX_MSG_HDR 4
 #define UCX_GET_REQ_HDR 24
 #define UCX_GET_RESP_HDR 12
+#define UCX_PUT_IMM_HDR 16
+/* A put with immediate of at most this many bytes travels as one
+ * PUT_IMM active message (data and immediate together) instead of
+ * put + fence + IMM: one message per direction instead of two. */
+#define UCX_PUT_IMM_MAX 8192
 
 struct ucx_ctx {
     ucp_context_h context;
@@ -41,6 +48,8 @@ struct ucx_ctx {
     struct shoal_list failed;  /* connected eps whose UCX ep must be force-closed */
     bool sweep;                /* some pending ep failed: discard after progress */
     bool in_progress;          /* inside ucp_worker_progress */
+    bool arrived;              /* an IMM or message arrived in this progress call */
+    bool put_by_am;            /* TCP is the only transport: puts go as PUT messages */
     struct shoal_list mrs;     /* registered regions, checked by GET_REQ */
     struct shoal_op **gets;    /* gets in flight, index = req & 0xfffff */
     unsigned ngets;
@@ -59,6 +68,7 @@ struct ucx_ep {
     uint64_t deadline;         /* server: handshake must finish by then (ms) */
     int hs_err;                /* client: the handshake refused (negative errno) */
     char hs_why[256];          /* ... and why */
+    bool unfenced;             /* plain puts issued since the last fence */
 };
 
 struct ucx_mr {
@@ -82,6 +92,7 @@ int ucx_connect(shoal_ep_t *ep, const char *host, uint16_t port);
 void ucx_ep_close(shoal_ep_t *ep);
 void ucx_sweep_pending(shoal_ctx_t *ctx);
 int ucx_status_errno(ucs_status_t st);
+void ucx_ep_abort(shoal_ep_t *ep, int status, const char *why);
 
 /* ucx_rma.c */
 int ucx_put(shoal_ep_t *ep, struct shoal_op *op, shoal_mr_t *lmr, size_t loff,
@@ -94,6 +105,10 @@ int ucx_rmr_init(shoal_rmr_t *rmr);
 void ucx_rmr_fini(shoal_rmr_t *rmr);
 ucs_status_t ucx_am_get_req(void *arg, const void *header, size_t hlen, void *data,
                             size_t len, const ucp_am_recv_param_t *param);
+ucs_status_t ucx_am_put_imm(void *arg, const void *header, size_t hlen, void *data,
+                            size_t len, const ucp_am_recv_param_t *param);
+ucs_status_t ucx_am_put(void *arg, const void *header, size_t hlen, void *data,
+                        size_t len, const ucp_am_recv_param_t *param);
 ucs_status_t ucx_am_get_resp(void *arg, const void *header, size_t hlen, void *data,
                              size_t len, const ucp_am_recv_param_t *param);
 /* Fail every get still waiting for an answer on @ep. */

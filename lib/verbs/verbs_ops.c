@@ -203,6 +203,10 @@ static int rdma_op(shoal_ep_t *ep, struct shoal_op *op, shoal_mr_t *lmr, size_t 
         wr[i].wr.rdma.rkey = (uint32_t)(uintptr_t)rmr->priv;
         wr[i].next = i + 1 < n ? &wr[i + 1] : NULL;
     }
+    /* A small put goes inline, as ib_write_lat sends it: the post copies
+     * the bytes, so the device need not read them from the region. */
+    if (opc == IBV_WR_RDMA_WRITE && n == 1 && len <= ve->max_inline)
+        wr[0].send_flags = IBV_SEND_INLINE;
     if (with_imm) {
         wr[n - 1].opcode = IBV_WR_RDMA_WRITE_WITH_IMM;
         wr[n - 1].imm_data = htonl(imm);

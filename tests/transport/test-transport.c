@@ -440,6 +440,89 @@ static void test_local_checks(void)
     CU_ASSERT_EQUAL(h_run(checks_server, checks_client, 1, NULL, 60), 0);
 }
 
+/* ---- UCX: a forged write right is refused where the memory is ----------- */
+
+/* CRC-32 (IEEE), as the descriptor format uses; the test's own copy, so a
+ * forged descriptor passes the local checks and only the target can
+ * refuse the write. */
+static uint32_t test_crc32(const uint8_t *p, size_t len)
+{
+    uint32_t crc = 0xffffffffu;
+    while (len--) {
+        crc ^= *p++;
+        for (int k = 0; k < 8; k++)
+            crc = (crc >> 1) ^ (0xedb88320u & (0u - (crc & 1)));
+    }
+    return ~crc;
+}
+
+#define FORGE_LEN 4096
+
+static void forge_server(struct h_role *r)
+{
+    shoal_ctx_t *ctx = h_ctx();
+    shoal_listener_t *l = h_listen(ctx, r);
+    shoal_ep_t *ep;
+    CHECK_RC(shoal_accept(l, 10000, &ep), ctx, "accept");
+    static uint8_t buf[FORGE_LEN];
+    memset(buf, 0x33, sizeof(buf));
+    shoal_mr_t *mr;
+    CHECK_RC(shoal_mr_reg(ctx, buf, sizeof(buf), SHOAL_ACCESS_REMOTE_READ, &mr), ctx, "reg");
+    uint8_t d[SHOAL_DESC_MAX];
+    size_t len;
+    CHECK_RC(shoal_mr_pack(mr, d, sizeof(d), &len), ctx, "pack");
+    /* Grant remote write in the descriptor (byte 7: access), re-sign it. */
+    d[7] |= SHOAL_ACCESS_REMOTE_WRITE;
+    uint32_t crc = test_crc32(d, len - 4);
+    for (int i = 0; i < 4; i++)
+        d[len - 4 + i] = (uint8_t)(crc >> (8 * i));
+    CHECK_RC(shoal_send(ep, d, len, 0), ctx, "send forged descriptor");
+    shoal_event_t ev;
+    h_expect(ctx, SHOAL_EV_EP_FAILED, ep, 10000, &ev);
+    CHECK(ev.status == -EACCES, "target failed with %d (%s), expected -EACCES", ev.status,
+          ev.reason ? ev.reason : "");
+    for (size_t i = 0; i < sizeof(buf); i++)
+        CHECK(buf[i] == 0x33, "byte %zu of the read-only region was overwritten", i);
+    shoal_ep_close(ep);
+    shoal_listener_close(l);
+    shoal_mr_dereg(mr);
+    shoal_ctx_destroy(ctx);
+}
+
+static void forge_client(struct h_role *r)
+{
+    shoal_ctx_t *ctx = h_ctx();
+    shoal_ep_t *ep = h_connect(ctx, r);
+    shoal_rmr_t *rmr = h_recv_desc(ctx, ep);
+    CHECK(shoal_rmr_access(rmr) & SHOAL_ACCESS_REMOTE_WRITE, "forged right not accepted");
+    static uint8_t src[FORGE_LEN];
+    memset(src, 0xee, sizeof(src));
+    shoal_mr_t *mr;
+    CHECK_RC(shoal_mr_reg(ctx, src, sizeof(src), 0, &mr), ctx, "reg");
+    /* The local checks pass (the descriptor says write); the target must
+     * refuse and drop the connection, which this side must notice. */
+    CHECK_RC(shoal_put(ep, mr, 0, rmr, 0, sizeof(src), SHOAL_PUT_IMM, 7, 1), ctx, "put");
+    bool failed = false;
+    uint64_t deadline = h_now_ms() + 10000;
+    while (!failed && h_now_ms() < deadline) {
+        shoal_event_t ev;
+        int n = shoal_wait(ctx, &ev, 1, 1000);
+        CHECK(n >= 0, "wait: %s", shoal_strerror(n));
+        CHECK(n == 0 || ev.type != SHOAL_EV_IMM, "an immediate came back");
+        failed = n == 1 && ev.type == SHOAL_EV_EP_FAILED;
+    }
+    CHECK(failed, "the initiator never saw its endpoint fail");
+    shoal_rmr_destroy(rmr);
+    shoal_ep_close(ep);
+    shoal_mr_dereg(mr);
+    shoal_ctx_destroy(ctx);
+}
+
+static void test_forged_write(void)
+{
+    CU_ASSERT_EQUAL(h_run(forge_server, forge_client, 1, NULL, 60), 0);
+}
+
 /* ---- connecting to a closed port ----------------------------------------- */
 
 static void refused_role(struct h_role *r)
@@ -660,6 +743,8 @@ int main(int argc, char **argv)
         CU_add_test(s, "connect to a closed port", test_connect_refused);
         CU_add_test(s, "server SIGKILLed: client sees EP_FAILED", test_server_killed);
         CU_add_test(s, "client SIGKILLed: server sees EP_FAILED", test_client_killed);
+        if (t == SHOAL_TRANSPORT_UCX) /* verbs: the NIC refuses (test-verbs) */
+            CU_add_test(s, "forged write right refused by the target", test_forged_write);
         suites++;
     }
     if (!suites) {
