@@ -14,7 +14,8 @@
 # over the training loop only: reading the files, building the model and the
 # final test evaluation are outside it.  Rank 0 (or the single process)
 # prints one JSON line on stdout:
-#   {"method": ..., "samples_per_s": ..., "train_s": ..., "accuracy": ...}
+#   {"method": ..., "samples_per_s": ..., "train_s": ..., "cpu_s": ..., "accuracy": ...}
+# (cpu_s: CPU time of the training loop, summed over the ranks)
 import argparse
 import gzip
 import json
@@ -143,12 +144,14 @@ def main():
     if a.ddp:
         dist.barrier()
     train_s = 0.0
+    cpu_s = 0.0  # CPU time of this process (all its threads) in the loop
     k = 0
     for e in range(a.epochs):
         gen.manual_seed(a.seed * 1000003 + e * 101 + rank)
         order = torch.randperm(x.shape[0], generator=gen)
         model.train()
         t0 = time.perf_counter()
+        c0 = time.process_time()
         loss_sum = 0.0
         for t in range(iters):
             idx = order[t * a.batch:(t + 1) * a.batch]
@@ -164,6 +167,7 @@ def main():
             if t == iters - 1:
                 loss_sum = float(loss)
         dt = time.perf_counter() - t0
+        cpu_s += time.process_time() - c0
         train_s += dt
         if rank == 0 and not a.quiet:
             print("%s: epoch %d/%d  loss %.4f  %.1f s  %.0f samples/s" %
@@ -171,10 +175,13 @@ def main():
                   file=sys.stderr, flush=True)
 
     if a.ddp:
-        # The job's time is its slowest rank's.
+        # The job's time is its slowest rank's; its CPU time all ranks'.
         t = torch.tensor([train_s], dtype=torch.float64)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         train_s = float(t[0])
+        t = torch.tensor([cpu_s], dtype=torch.float64)
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        cpu_s = float(t[0])
     acc = None
     if rank == 0:
         net = model.module if a.ddp else model
@@ -186,6 +193,7 @@ def main():
         print(json.dumps({"method": method, "workers": world, "batch": a.batch,
                           "global_batch": a.batch * world, "epochs": a.epochs,
                           "iterations": total, "samples": samples, "train_s": train_s,
+                          "cpu_s": cpu_s,
                           "samples_per_s": samples / train_s, "accuracy": acc,
                           "torch": torch.__version__, "threads": torch.get_num_threads()}),
               flush=True)
