@@ -70,7 +70,8 @@ static void usage(FILE *out)
 "  -b, --batch N           per worker (default 64)\n"
 "      --iters-per-epoch N   cap the iterations per epoch (short runs)\n"
 "      --lr X              learning rate (default 0.1)\n"
-"      --momentum X        (default 0.9)\n"
+"      --momentum X        (default 0.9; async/ssp: 1 - W * 0.1, as asynchrony\n"
+"                          adds momentum of its own)\n"
 "      --weight-decay X    (default 0)\n"
 "      --lr-schedule S     const, cosine (default) or step\n"
 "      --lr-step N --lr-gamma G   step: times G every N epochs (default 3, 0.1)\n"
@@ -330,7 +331,10 @@ int main(int argc, char **argv)
         case 'b': c.batch = (int)num(o, optarg, 1, 1 << 20); break;
         case O_IPE: c.iters_per_epoch = (int)num(o, optarg, 1, INT_MAX); break;
         case O_LR: c.opt.lr = (float)real(o, optarg, 0, 1e3); break;
-        case O_MOM: c.opt.momentum = (float)real(o, optarg, 0, 0.9999); break;
+        case O_MOM:
+            c.opt.momentum = (float)real(o, optarg, 0, 0.9999);
+            c.momentum_set = true;
+            break;
         case O_WD: c.opt.weight_decay = (float)real(o, optarg, 0, 1); break;
         case O_SCHED: {
             int sc = optim_parse_schedule(optarg);

@@ -55,6 +55,7 @@ struct train_cfg {
     int epochs, batch;
     int iters_per_epoch;             /* 0 = a full pass over each shard */
     struct optim_cfg opt;
+    bool momentum_set;               /* --momentum given (else async/ssp adjust it) */
     uint64_t seed;
     int threads;                     /* OpenBLAS threads per process */
 
