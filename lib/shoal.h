@@ -28,8 +28,11 @@
  *
  * Contract (see docs/ARCHITECTURE.md for the long form)
  *   Zero copy  put/get move data directly between registered buffers; the
- *              library never copies a payload.  Control messages
- *              (shoal_send) are small and are copied.
+ *              library never copies a payload on the initiator, nor on
+ *              verbs at all.  (UCX over TCP has no remote memory access:
+ *              the target copies each put once from the socket, as UCX's
+ *              own emulation would.)  Control messages (shoal_send) are
+ *              small and are copied.
  *   Buffer reuse  The source of a put and the target of a get belong to the
  *              library from the call until its completion event (PUT_DONE /
  *              GET_DONE) is returned by shoal_poll()/shoal_wait().
