@@ -574,9 +574,13 @@ static int on_hello(struct server *s, struct speer *p, const struct ps_hello *h)
 {
     char why[512];
     if (check_job(s, h, why, sizeof(why))) {
+        /* A worker of another job (or misconfigured) is refused; the job
+         * goes on waiting for the right one. */
+        fprintf(stderr, "shoal-train: server %d: refused worker %u at %s: job mismatch: %s\n",
+                s->index, h->worker, shoal_ep_peer(p->ep), why);
         net_send_error(p->ep, "job mismatch: %s", why);
-        return sfail(s, "worker %u at %s: job mismatch: %s", h->worker, shoal_ep_peer(p->ep),
-                     why);
+        close_peer(s, p);
+        return 0;
     }
     if (!s->job_known) {
         int rc = setup_job(s, h);

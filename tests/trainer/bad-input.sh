@@ -39,10 +39,12 @@ expect fail "bad.svm: line 2: feature index 1 after 2" \
 printf 'not a model' >"$scratch/junk.mdl"
 expect fail "junk.mdl" "$train" --eval "$scratch/junk.mdl" --data "$data"
 
-# A worker started with another model is refused by the server, and the
+# A worker started with another model is refused by the server (which
+# goes on waiting for the right one), and with that one never coming the
 # job ends with errors instead of hanging.
 rdv=$scratch/rdv
-common="--data $data -q --epochs 1 --iters-per-epoch 5 --connect-timeout 20000 --idle-timeout 20000"
+common="--data $data -q --epochs 1 --iters-per-epoch 5 --connect-timeout 20000 --idle-timeout 8000
+        --reconnect-timeout 5000"
 SHOAL_RENDEZVOUS=$rdv SHOAL_SIZE=3 SHOAL_RANK=0 timeout 60 "$train" $common \
     >"$scratch/r0.log" 2>&1 &
 p0=$!
@@ -60,8 +62,13 @@ if [ $r2 -ne 0 ] && [ $r2 -lt 124 ] && grep -q "job mismatch" "$scratch/r2.log";
 else
     cat "$scratch/r2.log"; bad "mismatched worker: exit $r2"
 fi
-if [ $r0 -ne 0 ] && [ $r0 -lt 124 ]; then
-    ok "the server stops with an error (exit $r0)"
+if grep -q "refused worker 1 .*job mismatch" "$scratch/r0.log"; then
+    ok "the server names the refused worker and why"
+else
+    cat "$scratch/r0.log"; bad "the server did not report the refusal"
+fi
+if [ $r0 -ne 0 ] && [ $r0 -lt 124 ] && grep -q "no progress" "$scratch/r0.log"; then
+    ok "the server stops with an error when no right worker comes (exit $r0)"
 else
     cat "$scratch/r0.log"; bad "server: exit $r0 (124 = hung)"
 fi
