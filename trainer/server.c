@@ -120,6 +120,9 @@ struct server {
     double t_first, t_last;
     bool inject_torn;         /* tests only: see inject_torn() */
     struct optim_cfg opt;     /* the job's, momentum adjusted for async/ssp */
+    shoal_ep_t *closed[256];  /* endpoints closed while handling this batch */
+    int nclosed;
+    bool closed_overflow;
     double last_look;         /* last heartbeat check */
     char err[1024];
 };
@@ -525,13 +528,27 @@ static int progress_updates(struct server *s)
 
 /* ---- membership ------------------------------------------------------------ */
 
-/* Cut a peer off without waiting on it: it may be stopped or gone. */
+/* Cut a peer off without waiting on it: it may be stopped or gone.  The
+ * events already handed out in this batch may still name its endpoint:
+ * it is remembered so handle() skips them (the memory is freed). */
 static void close_peer(struct server *s, struct speer *p)
 {
-    (void)s;
-    if (p->ep)
-        shoal_ep_abort(p->ep);
+    if (!p->ep)
+        return;
+    if (s->nclosed < (int)(sizeof(s->closed) / sizeof(s->closed[0])))
+        s->closed[s->nclosed++] = p->ep;
+    else
+        s->closed_overflow = true;
+    shoal_ep_abort(p->ep);
     p->ep = NULL;
+}
+
+static bool closed_in_batch(const struct server *s, const shoal_ep_t *ep)
+{
+    for (int i = 0; i < s->nclosed; i++)
+        if (s->closed[i] == ep)
+            return true;
+    return false;
 }
 
 /* Worker wi's connection is over (failed, silent, finished or replaced). */
@@ -770,8 +787,10 @@ static int on_gradient(struct server *s, struct speer *p, uint32_t k)
 
 static int handle(struct server *s, const shoal_event_t *ev)
 {
-    /* ev->ep is NULL when the endpoint was closed earlier in this batch. */
-    struct speer *p = ev->ep ? shoal_ep_user(ev->ep) : NULL;
+    /* An endpoint closed earlier in this batch is freed: skip its events. */
+    if (!ev->ep || closed_in_batch(s, ev->ep))
+        return 0;
+    struct speer *p = shoal_ep_user(ev->ep);
     if (!p || !p->ep)
         return 0;
     /* Only what the peer sent shows it is alive; our own completions
@@ -897,11 +916,14 @@ static int run(struct server *s)
         int n = shoal_wait(s->ctx, ev, 64, 20);
         if (n < 0)
             return sfail(s, "transport: %s", shoal_ctx_errmsg(s->ctx));
-        for (int i = 0; i < n; i++) {
+        s->nclosed = 0;
+        s->closed_overflow = false;
+        for (int i = 0; i < n && !s->closed_overflow; i++) {
             int rc = handle(s, &ev[i]);
             if (rc)
                 return rc;
         }
+        s->nclosed = 0;
         int rc = housekeeping(s);
         if (rc)
             return rc;
