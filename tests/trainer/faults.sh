@@ -175,6 +175,13 @@ netcut_run() {
     bar=$bar_bsp
     command -v nft >/dev/null || { echo "SKIPPED: $name: no nft (apt-get install nftables)"; return; }
     command -v unshare >/dev/null || { echo "SKIPPED: $name: no unshare"; return; }
+    # A private network namespace with nftables is needed (a container may
+    # forbid either): probe, and skip with the reason if it is refused.
+    local why
+    if ! why=$(unshare -n sh -c 'nft add table inet shoalprobe' 2>&1); then
+        echo "SKIPPED: $name: cannot use nftables in a private network namespace here: $why"
+        return
+    fi
     new_dir "cut$cut"
     export dir train common cut
     if unshare -n bash -c '
