@@ -330,8 +330,10 @@ static int hello(struct worker *w, struct wpeer *p)
         return wfail(w, "packing a descriptor: %s", shoal_strerror(rc));
     h->desc_len = (uint32_t)dlen;
     rc = net_send(p->ep, &m);
-    if (rc)
-        return wfail(w, "HELLO to server %s: %s", p->addr, shoal_strerror(rc));
+    if (rc) {
+        lose(w, p, shoal_strerror(rc));
+        return -ECONNRESET; /* try again */
+    }
     p->last_sent = p->last_heard = now_s();
     return 0;
 }
@@ -462,9 +464,12 @@ static int push(struct worker *w, uint32_t k)
                                p->len * sizeof(float), SHOAL_PUT_IMM, k, (uint64_t)s);
             if (rc == 0)
                 break;
-            if (rc != -EAGAIN)
-                return wfail(w, "gradient push to server %s: %s", p->addr,
-                             shoal_ctx_errmsg(w->ctx));
+            if (rc != -EAGAIN) {
+                /* The connection broke (e.g. we were stopped and the server
+                 * gave up on us): reconnect, as for any lost server. */
+                lose(w, p, shoal_ctx_errmsg(w->ctx));
+                return -ECONNRESET;
+            }
             if ((rc = pump(w, 10)) < 0)
                 return rc;
         }
