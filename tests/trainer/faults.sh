@@ -52,9 +52,10 @@ rank() {
 }
 watchdog() {
     : >"$scratch/pids"
-    [ -n "${dog:-}" ] && kill "$dog" 2>/dev/null
-    ( sleep 400; echo "watchdog: scenario over 400 s, killing it" >&2
-      xargs -r kill -9 <"$scratch/pids" ) &
+    [ -n "${dog:-}" ] && { pkill -P "$dog" 2>/dev/null; kill "$dog" 2>/dev/null; }
+    # (Its output closed: a sleeping watchdog must not hold a pipe open.)
+    ( exec >/dev/null 2>&1 </dev/null
+      sleep 400 && xargs -r kill -9 <"$scratch/pids" ) &
     dog=$!
 }
 
@@ -223,5 +224,5 @@ for sc in ${*:-$all}; do
     $fn $a $b
     echo "   ($((SECONDS - t0)) s)"
 done
-kill "$dog" 2>/dev/null
+pkill -P "$dog" 2>/dev/null; kill "$dog" 2>/dev/null
 finish
