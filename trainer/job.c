@@ -3,6 +3,8 @@
  * parameter shards, data shards, iterations per epoch.
  */
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "train.h"
 
@@ -52,4 +54,13 @@ int train_iters_per_epoch(const struct train_cfg *c, size_t smallest_shard)
     if (c->iters_per_epoch > 0 && (size_t)c->iters_per_epoch < full)
         return c->iters_per_epoch;
     return (int)full;
+}
+
+float *train_alloc_floats(size_t n)
+{
+    void *p = NULL;
+    if (posix_memalign(&p, 4096, (n ? n : 1) * sizeof(float)))
+        return NULL;
+    memset(p, 0, n * sizeof(float));
+    return p;
 }

@@ -137,14 +137,6 @@ static int sfail(struct server *s, const char *fmt, ...)
     return -EPROTO;
 }
 
-static void *alloc_floats(size_t n)
-{
-    void *p = NULL;
-    if (posix_memalign(&p, 4096, (n ? n : 1) * sizeof(float)))
-        return NULL;
-    memset(p, 0, n * sizeof(float));
-    return p;
-}
 
 /* ---- the table (server 0) ------------------------------------------------ */
 
@@ -181,7 +173,7 @@ static int setup_job(struct server *s, const struct ps_hello *h)
     if (!s->w || !s->pool || !s->queue)
         return sfail(s, "out of memory");
     for (int i = 0; i < s->npool; i++) {
-        s->pool[i].p = alloc_floats(s->len);
+        s->pool[i].p = train_alloc_floats(s->len);
         if (!s->pool[i].p)
             return sfail(s, "out of memory for %d x %zu parameters", s->npool, s->len);
         if (shoal_mr_reg(s->ctx, s->pool[i].p, s->len * sizeof(float), 0, &s->pool[i].mr))
@@ -201,11 +193,11 @@ static int setup_job(struct server *s, const struct ps_hello *h)
                     "(--momentum sets it)\n", s->index, ps_mode_name(c->mode), s->W,
                     s->opt.momentum);
     }
-    if (s->opt.momentum != 0.0f && !(s->mom = alloc_floats(s->len)))
+    if (s->opt.momentum != 0.0f && !(s->mom = train_alloc_floats(s->len)))
         return sfail(s, "out of memory");
     /* The initial parameters: element i depends only on (seed, i), so any
      * sharding starts from the same model. */
-    float *full = alloc_floats(s->nparams);
+    float *full = train_alloc_floats(s->nparams);
     if (!full)
         return sfail(s, "out of memory");
     struct model m;
@@ -230,7 +222,7 @@ static int setup_job(struct server *s, const struct ps_hello *h)
     for (int i = 0; i < s->W; i++) {
         struct sworker *sw = &s->w[i];
         sw->answer_buf = -1;
-        sw->slot = alloc_floats(s->len);
+        sw->slot = train_alloc_floats(s->len);
         if (!sw->slot)
             return sfail(s, "out of memory for %d gradient slots", s->W);
         if (shoal_mr_reg(s->ctx, sw->slot, s->len * sizeof(float), SHOAL_ACCESS_REMOTE_WRITE,

@@ -70,6 +70,9 @@ struct train_cfg {
 /* The shard of parameters server s owns: [*off, *off + *len). */
 void train_shard(size_t nparams, int servers, int s, size_t *off, size_t *len);
 
+/* n zeroed floats, page aligned (registered buffers); free() them. */
+float *train_alloc_floats(size_t n);
+
 /* Load this worker's training shard (and the test set if @test). */
 int train_load_data(const struct train_cfg *c, int worker, int workers, struct dataset *train,
                     struct dataset *test, char *err, size_t errlen);

@@ -484,14 +484,6 @@ static int cmp_float(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-static void *alloc_floats(size_t n)
-{
-    void *p = NULL;
-    if (posix_memalign(&p, 4096, (n ? n : 1) * sizeof(float)))
-        return NULL;
-    memset(p, 0, n * sizeof(float));
-    return p;
-}
 
 int worker_main(const struct train_cfg *c)
 {
@@ -521,8 +513,8 @@ int worker_main(const struct train_cfg *c)
                    c->batch);
         goto out;
     }
-    w->params = alloc_floats(w->m.nparams);
-    w->grad = alloc_floats(w->m.nparams);
+    w->params = train_alloc_floats(w->m.nparams);
+    w->grad = train_alloc_floats(w->m.nparams);
     x = malloc((size_t)c->batch * (size_t)train.dim * sizeof(float));
     y = malloc((size_t)c->batch * sizeof(int32_t));
     if (!w->params || !w->grad || !x || !y || model_ws_init(&ws, &w->m, c->batch) ||
