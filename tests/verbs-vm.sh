@@ -91,6 +91,9 @@ start=$(date +%s)
 SHOAL_TEST_HOST=$SOFTROCE_IP "$SHOAL_TEST_HBIN" verbs
 hrc=$?
 echo "== authentication on verbs: exit $hrc in $(( $(date +%s) - start )) s"
+# rxe'"'"'s own counters (retries, sequence errors, drops): where a timing
+# failure came from, should one happen.
+echo "== rxe counters: $(rdma statistic show 2>/dev/null | tr -s " " | tr "\n" " ")"
 [ $rc = 0 ] && [ $vrc = 0 ] && [ $hrc = 0 ]
 '
 "$vm" -t 420 -w "$bindir" -e "SHOAL_BUILDDIR=$bindir" -e "SHOAL_TEST_BIN=$bin" -e "SHOAL_TEST_VBIN=$vbin" \

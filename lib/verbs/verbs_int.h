@@ -47,6 +47,7 @@
 #define VERBS_NBOUNCE 64          /* send bounce buffers per QP */
 #define VERBS_SIGNAL_EVERY 16     /* at most 15 unsignaled WRs in a row */
 #define VERBS_MAX_CHUNKS 64       /* WRs one put or get may be cut into */
+#define VERBS_WR_BYTES (1u << 20) /* preferred WR size of a large put or get */
 #define VERBS_INLINE_WANT 128     /* max_inline_data asked for */
 #define VERBS_RETRY_COUNT 6       /* 7 = forever on rxe: a dead host is never found */
 #define VERBS_RNR_RETRY 7         /* forever: RNR is our flow control */

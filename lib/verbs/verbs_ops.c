@@ -171,8 +171,18 @@ static int check_room(struct verbs_ep *ve, unsigned nwr)
 }
 
 
-/* A put or get, cut into WRs of at most the device's largest message;
- * only the last carries the immediate (RC executes them in order). */
+/*
+ * A put or get, cut into WRs of VERBS_WR_BYTES (more when that would take
+ * over VERBS_MAX_CHUNKS WRs, never over the device's largest message);
+ * only the last carries the immediate (RC executes them in order).
+ *
+ * Why cut at all: a QP's retry budget (retry_count) is renewed only when a
+ * WR completes.  One 16 MiB read is 4,096 response packets; on soft-RoCE
+ * under load a few stalls of one ack timeout each, spread over that long a
+ * transfer, used the whole budget and failed the read with
+ * IBV_WC_RETRY_EXC_ERR although the peer was alive.  1 MiB pieces renew
+ * it every 256 packets and cost one WR post each, nothing on hardware.
+ */
 static int rdma_op(shoal_ep_t *ep, struct shoal_op *op, shoal_mr_t *lmr, size_t loff,
                    shoal_rmr_t *rmr, size_t roff, size_t len, enum ibv_wr_opcode opc,
                    bool with_imm, uint32_t imm, const char *what)
@@ -181,7 +191,14 @@ static int rdma_op(shoal_ep_t *ep, struct shoal_op *op, shoal_mr_t *lmr, size_t 
     uint64_t max = verbs_ctx(ep->ctx)->max_msg_sz;
     if (max == 0 || max > (1u << 30))
         max = 1u << 30;
-    size_t n = (len + max - 1) / max;
+    uint64_t piece = max < VERBS_WR_BYTES ? max : VERBS_WR_BYTES;
+    if ((len + piece - 1) / piece > VERBS_MAX_CHUNKS) {
+        piece = (len + VERBS_MAX_CHUNKS - 1) / VERBS_MAX_CHUNKS;
+        piece = (piece + 4095) & ~(uint64_t)4095;
+        if (piece > max)
+            piece = max;
+    }
+    size_t n = (len + piece - 1) / piece;
     if (n > VERBS_MAX_CHUNKS)
         return shoal__fail(ep->ctx, -EMSGSIZE, "%s: %zu bytes, at most %llu in one operation",
                            what, len, (unsigned long long)(max * VERBS_MAX_CHUNKS));
@@ -193,7 +210,7 @@ static int rdma_op(shoal_ep_t *ep, struct shoal_op *op, shoal_mr_t *lmr, size_t 
     struct ibv_send_wr wr[VERBS_MAX_CHUNKS];
     memset(wr, 0, sizeof(wr[0]) * n);
     for (size_t i = 0; i < n; i++) {
-        size_t off = i * max, l = len - off < max ? len - off : max;
+        size_t off = i * piece, l = len - off < piece ? len - off : piece;
         sge[i] = (struct ibv_sge){.addr = (uintptr_t)lmr->addr + loff + off,
                                   .length = (uint32_t)l, .lkey = m->lkey};
         wr[i].sg_list = &sge[i];

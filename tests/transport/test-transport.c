@@ -78,7 +78,8 @@ static void sizes_client(struct h_role *r)
             CHECK(shoal_wait(ctx, &ev, 1, 60000) == 1, "size %zu: no event", sizes[i]);
             if (ev.type == SHOAL_EV_PUT_DONE) {
                 CHECK(ev.status == 0 && ev.wr_id == i && ev.len == sizes[i] && !put_done,
-                      "put completion");
+                      "put of %zu bytes: completion status %d (%s)", sizes[i], ev.status,
+                      shoal_strerror(ev.status));
                 put_done = true;
             } else if (ev.type == SHOAL_EV_RECV) {
                 CHECK(ev.len == 3 && memcmp(ev.data, "get", 3) == 0 && !got_get, "message");
@@ -91,7 +92,8 @@ static void sizes_client(struct h_role *r)
         memset(dst, 0, sizes[i]);
         CHECK_RC(shoal_get(ep, dmr, 0, rmr, 0, sizes[i], 77 + i), ctx, "get");
         h_expect(ctx, SHOAL_EV_GET_DONE, ep, 60000, &ev);
-        CHECK(ev.status == 0 && ev.wr_id == 77 + i, "get completion");
+        CHECK(ev.status == 0 && ev.wr_id == 77 + i, "get of %zu bytes: completion status %d (%s)",
+              sizes[i], ev.status, shoal_strerror(ev.status));
         long bad = h_verify(dst, sizes[i], 500 + i);
         CHECK(bad < 0, "get of %zu bytes: byte %ld differs", sizes[i], bad);
         h_send_str(ctx, ep, "next");
