@@ -50,6 +50,8 @@ int train_load_data(const struct train_cfg *c, int worker, int workers, struct d
 
 int train_iters_per_epoch(const struct train_cfg *c, size_t smallest_shard)
 {
+    if (c->bench_rounds > 0)
+        return c->bench_rounds + TRAIN_BENCH_WARMUP;
     size_t full = smallest_shard / (size_t)c->batch;
     if (c->iters_per_epoch > 0 && (size_t)c->iters_per_epoch < full)
         return c->iters_per_epoch;

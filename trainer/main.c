@@ -69,6 +69,9 @@ static void usage(FILE *out)
 "  -e, --epochs N          (default 10)\n"
 "  -b, --batch N           per worker (default 64)\n"
 "      --iters-per-epoch N   cap the iterations per epoch (short runs)\n"
+"      --bench-rounds N    no training: time N parameter rounds (push, update,\n"
+"                          parameters back) with no compute between them, after\n"
+"                          50 untimed ones; worker 0 prints median and p99\n"
 "      --lr X              learning rate (default 0.1)\n"
 "      --momentum X        (default 0.9; async/ssp: 1 - W * 0.1, as asynchrony\n"
 "                          adds momentum of its own)\n"
@@ -96,7 +99,7 @@ enum {
     O_FEAT, O_CLASSES, O_HIDDEN, O_MODEL, O_MODE, O_STALE, O_IPE, O_LR, O_MOM, O_WD,
     O_SCHED, O_LRSTEP, O_GAMMA, O_SEED, O_THREADS, O_METRICS, O_SAVE, O_LOGINT, O_VERIFY,
     O_SINGLE, O_WORKERS, O_EVAL, O_COMPARE, O_TOL, O_FTO, O_RTO, O_RCTO, O_CKDIR, O_CKEVERY,
-    O_CKSECS, O_RESUME, O_AUTH,
+    O_CKSECS, O_RESUME, O_AUTH, O_BENCH,
 };
 
 static const struct option opts[] = {
@@ -110,7 +113,8 @@ static const struct option opts[] = {
     {"hidden", required_argument, 0, O_HIDDEN}, {"model", required_argument, 0, O_MODEL},
     {"mode", required_argument, 0, O_MODE}, {"staleness", required_argument, 0, O_STALE},
     {"epochs", required_argument, 0, 'e'}, {"batch", required_argument, 0, 'b'},
-    {"iters-per-epoch", required_argument, 0, O_IPE}, {"lr", required_argument, 0, O_LR},
+    {"iters-per-epoch", required_argument, 0, O_IPE},
+    {"bench-rounds", required_argument, 0, O_BENCH}, {"lr", required_argument, 0, O_LR},
     {"momentum", required_argument, 0, O_MOM}, {"weight-decay", required_argument, 0, O_WD},
     {"lr-schedule", required_argument, 0, O_SCHED}, {"lr-step", required_argument, 0, O_LRSTEP},
     {"lr-gamma", required_argument, 0, O_GAMMA}, {"seed", required_argument, 0, O_SEED},
@@ -330,6 +334,7 @@ int main(int argc, char **argv)
         case 'e': c.epochs = (int)num(o, optarg, 1, 100000); break;
         case 'b': c.batch = (int)num(o, optarg, 1, 1 << 20); break;
         case O_IPE: c.iters_per_epoch = (int)num(o, optarg, 1, INT_MAX); break;
+        case O_BENCH: c.bench_rounds = (int)num(o, optarg, 1, 10000000); break;
         case O_LR: c.opt.lr = (float)real(o, optarg, 0, 1e3); break;
         case O_MOM:
             c.opt.momentum = (float)real(o, optarg, 0, 0.9999);
@@ -403,6 +408,8 @@ int main(int argc, char **argv)
         return eval_main(&c, eval);
     if (single)
         return single_main(&c);
+    if (c.bench_rounds > 0)
+        c.epochs = 1; /* the rounds are one epoch of iterations */
 
     find_rank(&c);
     if (c.rank < 0 || c.size < 0) {

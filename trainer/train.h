@@ -54,6 +54,8 @@ struct train_cfg {
     int staleness;
     int epochs, batch;
     int iters_per_epoch;             /* 0 = a full pass over each shard */
+    int bench_rounds;                /* > 0: time this many compute-free rounds
+                                        (one epoch), no training */
     struct optim_cfg opt;
     bool momentum_set;               /* --momentum given (else async/ssp adjust it) */
     uint64_t seed;
@@ -69,6 +71,9 @@ struct train_cfg {
 
 /* The shard of parameters server s owns: [*off, *off + *len). */
 void train_shard(size_t nparams, int servers, int s, size_t *off, size_t *len);
+
+/* Untimed rounds before the timed ones of --bench-rounds. */
+#define TRAIN_BENCH_WARMUP 50
 
 /* n zeroed floats, page aligned (registered buffers); free() them. */
 float *train_alloc_floats(size_t n);

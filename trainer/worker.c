@@ -34,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -485,6 +486,26 @@ static int cmp_float(const void *a, const void *b)
 }
 
 
+/* Peak resident memory and what it is made of: the data this worker holds,
+ * the parameters and gradient, and the rest (libraries, transport buffers,
+ * batch and model work space). */
+static void report_memory(const struct worker *w, const struct dataset *train,
+                          const struct dataset *test)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru))
+        return;
+    const double mb = 1e6;
+    double peak = (double)ru.ru_maxrss * 1024.0 / mb;
+    double shard = (double)train->n * ((size_t)train->dim * sizeof(float) + sizeof(int32_t));
+    double tst = (double)test->n * ((size_t)test->dim * sizeof(float) + sizeof(int32_t));
+    double model = 2.0 * (double)w->m.nparams * sizeof(float);
+    fprintf(stderr, "shoal-train: worker %d: peak memory %.0f MB = data shard %.0f MB (%zu "
+            "samples) + test set %.0f MB + parameters and gradient %.1f MB + %.0f MB other\n",
+            w->index, peak, shard / mb, train->n, tst / mb, model / mb,
+            peak - (shard + tst + model) / mb);
+}
+
 int worker_main(const struct train_cfg *c)
 {
     struct worker W = {.c = c, .index = c->rank - c->servers, .S = c->servers};
@@ -568,8 +589,11 @@ int worker_main(const struct train_cfg *c)
             batcher_epoch(&bt, e);
             epoch = e;
         }
-        batcher_fill(&bt, t, c->batch, x, y);
-        float loss = model_grad(&w->m, w->params, w->grad, x, y, c->batch, &ws);
+        float loss = 0;
+        if (!c->bench_rounds) {
+            batcher_fill(&bt, t, c->batch, x, y);
+            loss = model_grad(&w->m, w->params, w->grad, x, y, c->batch, &ws);
+        }
         uint32_t before[PS_MAX_SERVERS];
         for (int s = 0; s < w->S; s++)
             before[s] = w->peer[s].version;
@@ -586,7 +610,7 @@ int worker_main(const struct train_cfg *c)
         }
         if (rc)
             goto out;
-        if (rounds && timed < total)
+        if (rounds && timed < total && (!c->bench_rounds || k >= TRAIN_BENCH_WARMUP))
             rounds[timed++] = (float)((now_s() - t_push) * 1e6);
         for (int s = 0; s < w->S; s++) {
             uint32_t v = w->peer[s].version;
@@ -600,7 +624,7 @@ int worker_main(const struct train_cfg *c)
         w->k = k + 1;
         if (rep_open)
             report_step(&rep, e, t, loss, (long)(k + 1) * c->batch * c->workers);
-        if (rep_open && w->k % (uint32_t)iters == 0) {
+        if (rep_open && w->k % (uint32_t)iters == 0 && !c->bench_rounds) {
             size_t ok = 0;
             tloss = model_eval(&w->m, w->params, test.x, test.y, test.n, &ok, &ws);
             acc = test.n ? (double)ok / (double)test.n : 0.0;
@@ -625,7 +649,8 @@ int worker_main(const struct train_cfg *c)
                     w->m.nparams * sizeof(float), rounds[timed / 2],
                     rounds[(size_t)timed * 99 / 100], timed);
         }
-        fprintf(stderr, "final test accuracy: %.2f%%\n", 100.0 * acc);
+        if (!c->bench_rounds)
+            fprintf(stderr, "final test accuracy: %.2f%%\n", 100.0 * acc);
         if (c->save[0] && (rc = modelfile_save(c->save, &w->m, w->params, w->err,
                                                sizeof(w->err))))
             goto out;
@@ -642,6 +667,8 @@ out:
     }
     if (rc)
         fprintf(stderr, "shoal-train: worker %d: %s\n", w->index, w->err);
+    else
+        report_memory(w, &train, &test);
     for (int s = 0; s < w->S; s++) {
         struct wpeer *p = &w->peer[s];
         if (p->slot)

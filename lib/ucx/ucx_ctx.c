@@ -23,8 +23,8 @@ static const struct {
     const char *name, *value, *unless[2];
 } ucx_defaults[] = {
     {"TLS", "tcp", {"UCX_TLS", NULL}},
-    {"TX_SEG_SIZE", "256k", {"UCX_TLS", "UCX_TCP_TX_SEG_SIZE"}},
-    {"RX_SEG_SIZE", "256k", {"UCX_TLS", "UCX_TCP_RX_SEG_SIZE"}},
+    {"TX_SEG_SIZE", "1m", {"UCX_TLS", "UCX_TCP_TX_SEG_SIZE"}},
+    {"RX_SEG_SIZE", "1m", {"UCX_TLS", "UCX_TCP_RX_SEG_SIZE"}},
 };
 
 static int ucx_probe(const shoal_config_t *cfg, char *why, size_t whylen)
