@@ -23,10 +23,11 @@ row() { echo "$out" | grep -E "^$1 +[0-9]+ +([5-9][0-9]|100)\.[0-9]+% " >/dev/nu
 row 'PyTorch DDP \(gloo, 2 proc x 1 thread\)'; check "PyTorch DDP row" $?
 row 'PyTorch single process \(1 thread\)'; check "single-process PyTorch row" $?
 row 'shoal-train BSP \(1 server \+ 2 workers\)'; check "shoal-train row" $?
-echo "$out" | grep -E '^shoal-train BSP round .* [0-9]+ +[0-9]+$' >/dev/null; check "shoal round row" $?
+echo "$out" | grep -E '^shoal-train BSP, in training .* [0-9]+ +[0-9]+$' >/dev/null; check "shoal round row (in training)" $?
+echo "$out" | grep -E '^shoal-train BSP, back to back .* [0-9]+ +[0-9]+$' >/dev/null; check "shoal round row (back to back)" $?
 if [ -x "$top_build/perf/train/mpi-allreduce" ] && command -v mpirun >/dev/null; then
     echo "$out" | grep -E '^MPI_Allreduce .* [0-9]+ +[0-9]+$' >/dev/null; check "MPI_Allreduce row" $?
-    echo "$out" | grep -E '^ratio shoal round / MPI_Allreduce: [0-9.]+x' >/dev/null; check "round ratio" $?
+    echo "$out" | grep -E '^ratio shoal round \(back to back\) / MPI_Allreduce: [0-9.]+x' >/dev/null; check "round ratio" $?
 else
     echo "note: no MPI_Allreduce row here (perf/train/mpi-allreduce not built or no mpirun)"
 fi
