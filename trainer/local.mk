@@ -8,7 +8,7 @@ trainer_libtrain_la_SOURCES = trainer/train.h trainer/job.c \
 	trainer/model.h trainer/model.c trainer/rng.h trainer/optim.h trainer/optim.c \
 	trainer/protocol.h trainer/protocol.c trainer/modelfile.h trainer/modelfile.c \
 	trainer/report.h trainer/report.c trainer/net.h trainer/net.c \
-	trainer/checkpoint.h trainer/checkpoint.c \
+	trainer/checkpoint.h trainer/checkpoint.c trainer/ckwriter.h trainer/ckwriter.c \
 	trainer/worker.c trainer/server.c trainer/single.c
 trainer_libtrain_la_CFLAGS = $(AM_CFLAGS) $(VEC_CFLAGS) $(OPENBLAS_CFLAGS) $(ZLIB_CFLAGS)
 trainer_libtrain_la_LIBADD = lib/libshoal.la $(OPENBLAS_LIBS) $(ZLIB_LIBS) -lm

@@ -44,6 +44,7 @@
 #include <zlib.h>
 
 #include "checkpoint.h"
+#include "ckwriter.h"
 #include "net.h"
 #include "report.h"
 #include "train.h"
@@ -111,6 +112,7 @@ struct server {
     uint64_t dropped;         /* stale or duplicate pushes ignored */
     double last_progress;     /* a gradient, a join or a finish */
     uint32_t ckpt_version;    /* version of the last checkpoint */
+    struct ckwriter ckw;      /* writes them in the background */
     double ckpt_time;
     int *queue, qhead, qlen;  /* async/ssp: workers whose gradient waits */
 
@@ -392,19 +394,16 @@ static void checkpoint(struct server *s)
                      .job = s->job, .off = s->off, .len = s->len, .version = s->version,
                      .grads = s->grads, .workers = (uint32_t)s->W, .clock = clock,
                      .done = done, .params = s->pool[s->cur].p, .mom = s->mom};
-    char err[512];
-    double t0 = now_s();
-    s->ckpt_version = s->version;
-    s->ckpt_time = t0;
-    if (ckpt_save(c->checkpoint_dir, &k, err, sizeof(err))) {
-        /* Training goes on; the previous checkpoint is intact. */
+    /* A copy goes to the writer thread, which reports when it is on disk.
+     * Checkpoints stay at the versions asked for: if the previous one is
+     * still being written (a disk slower than N updates), wait for it. */
+    ckw_drain(&s->ckw);
+    int rc = ckw_submit(&s->ckw, &k);
+    if (rc)
         fprintf(stderr, "shoal-train: server %d: checkpoint at update %u failed: %s\n",
-                s->index, s->version, err);
-        return;
-    }
-    if (!c->quiet)
-        fprintf(stderr, "shoal-train: server %d: checkpoint at update %u (%.1f ms)\n",
-                s->index, s->version, (now_s() - t0) * 1e3);
+                s->index, s->version, strerror(-rc));
+    s->ckpt_version = s->version;
+    s->ckpt_time = now_s();
 }
 
 static bool checkpoint_due(const struct server *s)
@@ -931,6 +930,7 @@ static int run(struct server *s)
     }
     if (c->checkpoint_dir[0] && s->version != s->ckpt_version)
         checkpoint(s);
+    ckw_drain(&s->ckw); /* the last checkpoint is on disk before we exit */
     return 0;
 }
 
@@ -1034,6 +1034,10 @@ int server_main(const struct train_cfg *c)
     if (!c->quiet)
         fprintf(stderr, "shoal-train: server %d listening on %s:%u over %s\n", s->index,
                 s->host, s->port, shoal_ctx_describe(s->ctx));
+    if (c->checkpoint_dir[0] && (rc = ckw_start(&s->ckw, c->checkpoint_dir, c->quiet))) {
+        sfail(s, "cannot start the checkpoint writer: %s", strerror(-rc));
+        goto out;
+    }
     if (c->resume && (rc = resume(s)))
         goto out;
     rc = run(s);
@@ -1078,6 +1082,7 @@ out:
     free(s->pool);
     free(s->w);
     free(s->queue);
+    ckw_stop(&s->ckw);
     free(s->mom);
     if (s->ctx)
         shoal_ctx_destroy(s->ctx);

@@ -2,7 +2,9 @@
  * test-trainer.c -- shoal-train's parts on their own: the IDX and LIBSVM
  * readers (good files and every kind of bad one), the model's gradient
  * against finite differences, the protocol codec against truncated and
- * random messages, model files, and the learning-rate schedules.
+ * random messages, model files, the learning-rate schedules, and
+ * checkpoints (through the background writer; corrupt, truncated and
+ * unwritable ones).
  */
 #include <CUnit/Basic.h>
 #include <errno.h>
@@ -10,9 +12,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
+#include "checkpoint.h"
+#include "ckwriter.h"
 #include "cu.h"
 #include "data.h"
 #include "model.h"
@@ -410,6 +416,135 @@ static void test_optim(void)
     CU_ASSERT_EQUAL(optim_parse_schedule("warp"), -1);
 }
 
+/* ---- checkpoints -------------------------------------------------------- */
+
+#define CK_N 1000
+
+static struct ckpt ck_state(uint32_t version, float *p, float *m, uint32_t *clock,
+                            uint8_t *done, size_t len)
+{
+    struct ckpt k = {.server = 0, .servers = 1, .off = 0, .len = len, .version = version,
+                     .grads = 2ull * version, .workers = 2, .clock = clock, .done = done,
+                     .params = p, .mom = m};
+    k.job.workers = 2;
+    k.job.servers = 1;
+    k.job.nparams = len;
+    k.job.batch = 64;
+    k.job.iters_per_epoch = 5;
+    k.job.epochs = 2;
+    snprintf(k.job.model, sizeof(k.job.model), "784-256-10");
+    return k;
+}
+
+static int ck_load(const char *ckdir, struct ckpt *r, char *log, size_t loglen)
+{
+    char got[600], err[512];
+    FILE *f = tmpfile();
+    memset(r, 0, sizeof(*r));
+    int rc = ckpt_load(ckdir, 0, r, f, got, sizeof(got), err, sizeof(err));
+    size_t n = 0;
+    if (f) {
+        rewind(f);
+        n = fread(log, 1, loglen - 1, f);
+        fclose(f);
+    }
+    log[n] = 0;
+    if (rc)
+        snprintf(log + n, loglen - n, "%s", err);
+    return rc;
+}
+
+static void test_checkpoint(void)
+{
+    const char *ckdir = path("ck");
+    CU_ASSERT_FATAL(mkdir(ckdir, 0700) == 0);
+    static float p[CK_N], m[CK_N];
+    uint32_t clock[2] = {10, 9};
+    uint8_t done[2] = {0, 1};
+    for (int i = 0; i < CK_N; i++) {
+        p[i] = 0.5f * (float)i + 1.0f;
+        m[i] = -(float)i;
+    }
+    /* Two checkpoints through the writer thread; it writes copies taken at
+     * submit time, whatever the server does to its buffers afterwards. */
+    struct ckwriter w;
+    CU_ASSERT_EQUAL_FATAL(ckw_start(&w, ckdir, true), 0);
+    struct ckpt k = ck_state(10, p, m, clock, done, CK_N);
+    CU_ASSERT_EQUAL(ckw_submit(&w, &k), 0);
+    p[0] = 99.0f;
+    ckw_drain(&w);
+    k = ck_state(20, p, m, clock, done, CK_N);
+    CU_ASSERT_EQUAL(ckw_submit(&w, &k), 0);
+    p[1] = 77.0f; /* after the submit: not in checkpoint 20 */
+    ckw_stop(&w);
+
+    struct ckpt r;
+    char log[2048];
+    CU_ASSERT_EQUAL(ck_load(ckdir, &r, log, sizeof(log)), 0);
+    CU_ASSERT_EQUAL(r.version, 20);
+    CU_ASSERT_EQUAL(r.grads, 40);
+    CU_ASSERT_EQUAL(r.len, CK_N);
+    CU_ASSERT(r.params && r.params[0] == 99.0f && r.params[1] == 1.5f && r.params[CK_N - 1] ==
+              0.5f * (CK_N - 1) + 1.0f);
+    CU_ASSERT(r.mom && r.mom[7] == -7.0f);
+    CU_ASSERT(r.clock && r.clock[0] == 10 && r.clock[1] == 9 && r.done && r.done[1] == 1);
+    ckpt_free(&r);
+
+    /* The newest corrupted (one byte flipped): skipped with a message, the
+     * one before it loads, with the values it had. */
+    char f20[600], f10[600];
+    snprintf(f20, sizeof(f20), "%s/server-0.ckpt.%010u", ckdir, 20u);
+    snprintf(f10, sizeof(f10), "%s/server-0.ckpt.%010u", ckdir, 10u);
+    FILE *f = fopen(f20, "r+b");
+    CU_ASSERT_FATAL(f != NULL);
+    CU_ASSERT(fseek(f, 2000, SEEK_SET) == 0);
+    int c = fgetc(f);
+    CU_ASSERT(fseek(f, 2000, SEEK_SET) == 0);
+    fputc(c ^ 0x40, f);
+    fclose(f);
+    CU_ASSERT_EQUAL(ck_load(ckdir, &r, log, sizeof(log)), 0);
+    CU_ASSERT_EQUAL(r.version, 10);
+    CU_ASSERT(r.params && r.params[0] == 1.0f);
+    CU_ASSERT(strstr(log, "checksum") != NULL);
+    ckpt_free(&r);
+
+    /* Half-written (truncated) too: no valid checkpoint, said so. */
+    struct stat st;
+    CU_ASSERT_FATAL(stat(f10, &st) == 0);
+    CU_ASSERT(truncate(f10, st.st_size / 2) == 0);
+    CU_ASSERT_EQUAL(ck_load(ckdir, &r, log, sizeof(log)), -ENOENT);
+    CU_ASSERT(strstr(log, "no valid checkpoint") != NULL);
+
+    /* An unwritable place: an error naming it. */
+    write_file("plain", "x", 1, 0);
+    char err[512] = "";
+    k = ck_state(30, p, m, clock, done, CK_N);
+    CU_ASSERT(ckpt_save(path("plain/ck"), &k, err, sizeof(err)) != 0);
+    CU_ASSERT(strstr(err, "plain/ck") != NULL);
+
+    /* A full disk (a 64 KiB tmpfs, where we may mount one): the save fails
+     * with an error and the previous checkpoint is intact. */
+    const char *small = path("small");
+    CU_ASSERT_FATAL(mkdir(small, 0700) == 0);
+    if (mount("tmpfs", small, "tmpfs", 0, "size=64k") != 0) {
+        printf("\n    (full disk part skipped: cannot mount a tmpfs here: %s) ",
+               strerror(errno));
+        return;
+    }
+    static float big[40000], bigm[40000];
+    k = ck_state(40, p, m, clock, done, CK_N); /* ~8 KB: fits */
+    CU_ASSERT_EQUAL(ckpt_save(small, &k, err, sizeof(err)), 0);
+    k = ck_state(50, big, bigm, clock, done, 40000); /* ~320 KB: does not */
+    err[0] = 0;
+    CU_ASSERT(ckpt_save(small, &k, err, sizeof(err)) != 0);
+    CU_ASSERT(strstr(err, "space") != NULL || strstr(err, "No space") != NULL);
+    CU_ASSERT_EQUAL(ck_load(small, &r, log, sizeof(log)), 0);
+    CU_ASSERT_EQUAL(r.version, 40);
+    CU_ASSERT(r.params && r.params[0] == 99.0f);
+    ckpt_free(&r);
+    CU_ASSERT(umount(small) == 0);
+}
+
 int main(void)
 {
     snprintf(dir, sizeof(dir), "%s/shoal-trainer-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
@@ -428,6 +563,8 @@ int main(void)
     CU_add_test(s, "protocol: round trip, truncations, versions, random bytes", test_protocol);
     CU_add_test(s, "model files: round trip, corrupt, truncated, not a model", test_modelfile);
     CU_add_test(s, "optimizer: schedules and the update", test_optim);
+    CU_add_test(s, "checkpoints: background writer, corrupt/truncated skipped, unwritable "
+                "and full-disk errors", test_checkpoint);
     int rc = cu_run_all();
     char cmd[300];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);

@@ -1,0 +1,48 @@
+/*
+ * ckwriter.h -- checkpoints written by a background thread, so a server's
+ * loop does not stop for write() and fsync() (4-20 ms for the MLP's shard
+ * on this machine's disk, every --checkpoint-every updates).
+ *
+ * ckw_submit() copies the state (parameters, momentum, clocks: a memcpy of
+ * the shard) and returns; the thread writes it with ckpt_save() (atomic:
+ * temporary file, fsync, rename) and reports on stderr, after the rename,
+ * "server S: checkpoint at update V (T ms)", or why it failed (the previous
+ * checkpoint is then intact).  One write at a time: a submit while the
+ * previous write runs is refused (-EBUSY); the server drains first, so
+ * its checkpoints stay at the versions it asked for.
+ */
+#ifndef SHOAL_TRAIN_CKWRITER_H
+#define SHOAL_TRAIN_CKWRITER_H
+
+#include <pthread.h>
+#include <stdbool.h>
+
+#include "checkpoint.h"
+
+struct ckwriter {
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool started, busy, stop, quiet;
+    char dir[4096];
+    struct ckpt snap;          /* the state being written; points into: */
+    float *params, *mom;       /* owned copies, cap_len each */
+    uint32_t *clock;           /* cap_workers */
+    uint8_t *done;
+    size_t cap_len, cap_workers;
+};
+
+/* Start the writer thread for checkpoints into @dir.  0 or -errno. */
+int ckw_start(struct ckwriter *w, const char *dir, bool quiet);
+
+/* Copy @k and write it in the background: 0, -EBUSY (a write is still
+ * running: try later) or -ENOMEM. */
+int ckw_submit(struct ckwriter *w, const struct ckpt *k);
+
+/* Wait until no write is running. */
+void ckw_drain(struct ckwriter *w);
+
+/* Drain, stop the thread, free the copies.  Safe on a writer never started. */
+void ckw_stop(struct ckwriter *w);
+
+#endif
