@@ -27,6 +27,34 @@ static const struct {
     {"RX_SEG_SIZE", "1m", {"UCX_TLS", "UCX_TCP_RX_SEG_SIZE"}},
 };
 
+/* The TCP segment size in force: the smaller of UCX_TCP_{TX,RX}_SEG_SIZE
+ * where the user set them (a number with an optional b/k/m/g suffix),
+ * else our default above.  0 if it cannot be told. */
+static size_t seg_size(void)
+{
+    size_t seg = 0;
+    const char *names[] = {"UCX_TCP_TX_SEG_SIZE", "UCX_TCP_RX_SEG_SIZE"};
+    for (int i = 0; i < 2; i++) {
+        const char *v = getenv(names[i]);
+        if (!v)
+            v = "1m"; /* ucx_defaults */
+        char *end;
+        unsigned long long n = strtoull(v, &end, 10);
+        switch (*end | 0x20) {
+        case 'g': n <<= 10; /* fall through */
+        case 'm': n <<= 10; /* fall through */
+        case 'k': n <<= 10; end++; break;
+        case 'b': end++; break;
+        default: break;
+        }
+        if (end == v || *end)
+            return 0;
+        if (seg == 0 || n < seg)
+            seg = (size_t)n;
+    }
+    return seg;
+}
+
 static int ucx_probe(const shoal_config_t *cfg, char *why, size_t whylen)
 {
     (void)cfg;
@@ -105,6 +133,11 @@ static int ucx_ctx_init(shoal_ctx_t *ctx)
      * error handling, which we need); shoal's own PUT message does the
      * same with one copy less.  Other transports keep UCX's native put. */
     u->put_by_am = !tls || strcmp(tls, "tcp") == 0;
+    /* A PUT message longer than one segment is reassembled by UCX in a
+     * buffer it allocates (one copy and page faults more): cut puts into
+     * pieces that fit, with room for UCX's and our headers. */
+    size_t seg = seg_size();
+    u->put_piece = seg > 2 * UCX_SEG_HEADROOM ? seg - UCX_SEG_HEADROOM : 0;
     snprintf(ctx->describe, sizeof(ctx->describe), "ucx (UCX_TLS=%s%s)", tls ? tls : "tcp",
              u->put_by_am ? ", puts as active messages" : "");
     return 0;

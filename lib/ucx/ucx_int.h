@@ -36,6 +36,8 @@ enum {
  * PUT_IMM active message (data and immediate together) instead of
  * put + fence + IMM: one message per direction instead of two. */
 #define UCX_PUT_IMM_MAX 8192
+/* Bytes of a TCP segment left for headers when a put is cut into pieces. */
+#define UCX_SEG_HEADROOM 4096
 
 struct ucx_ctx {
     ucp_context_h context;
@@ -50,6 +52,7 @@ struct ucx_ctx {
     bool in_progress;          /* inside ucp_worker_progress */
     bool arrived;              /* an IMM or message arrived in this progress call */
     bool put_by_am;            /* TCP is the only transport: puts go as PUT messages */
+    size_t put_piece;          /* ... each at most this long (fits one TCP segment) */
     struct shoal_list mrs;     /* registered regions, checked by GET_REQ */
     struct shoal_op **gets;    /* gets in flight, index = req & 0xfffff */
     unsigned ngets;

@@ -31,7 +31,9 @@ static void op_cb(void *request, ucs_status_t status, void *user_data)
     struct shoal_op *op = user_data;
     if (request)
         ucp_request_free(request);
-    if (op->kind == SHOAL_OP_SEND && op->buf) {
+    /* A send's copied payload, or a cut put's headers: freed with the
+     * op's last completion.  (A get's buf is the caller's destination.) */
+    if (op->kind != SHOAL_OP_GET && op->buf && op->pending == 1) {
         free(op->buf);
         op->buf = NULL;
     }
@@ -68,26 +70,60 @@ static ucp_request_param_t op_param(struct shoal_op *op, shoal_mr_t *lmr)
     return p;
 }
 
-/* A put as one active message (PUT, or PUT_IMM with an immediate)
- * carrying the target address, the immediate and the bytes, sent eagerly
- * from the registered source (UCX sends large ones zero-copy).  The target
- * checks the range against its writable regions, copies the bytes there
- * and raises the immediate, in that order, in one handler. */
+/* A put as active messages (PUT, or PUT_IMM with an immediate) carrying
+ * the target address, the immediate and the bytes, sent eagerly from the
+ * registered source (UCX sends large ones zero-copy).  The target checks
+ * the range against its writable regions, copies the bytes there and
+ * raises the immediate, in that order, in one handler.  A put longer than
+ * put_piece goes as several messages, each within one TCP segment, the
+ * immediate on the last: active messages of one endpoint arrive in the
+ * order sent (one TCP lane), so the data of every piece is in place when
+ * the immediate is raised -- the order the 1,000-put test checks. */
 static int put_am(shoal_ep_t *ep, struct shoal_op *op, unsigned id, shoal_mr_t *lmr,
                   size_t loff, shoal_rmr_t *rmr, size_t roff, size_t len, uint32_t imm)
 {
     struct ucx_ep *e = ucx_ep(ep);
-    uint8_t *hdr = op->scratch;
-    shoal__put_le32(hdr, e->peer_token);
-    shoal__put_le32(hdr + 4, imm);
-    shoal__put_le64(hdr + 8, rmr->addr + roff);
-    ucp_request_param_t p = op_param(op, lmr);
-    p.op_attr_mask |= UCP_OP_ATTR_FIELD_FLAGS;
-    p.flags = UCP_AM_SEND_FLAG_REPLY | UCP_AM_SEND_FLAG_EAGER;
-    ucs_status_ptr_t r = ucp_am_send_nbx(e->uep, id, hdr, UCX_PUT_IMM_HDR,
-                                         (char *)lmr->addr + loff, len, &p);
-    int rc = track(op, r);
-    return rc ? shoal__fail(ep->ctx, rc, "put to %s: %s", ep->peer, shoal_strerror(rc)) : 0;
+    size_t piece = ucx_ctx(ep->ctx)->put_piece;
+    size_t n = piece && len > piece ? (len + piece - 1) / piece : 1;
+    uint8_t *hdrs = op->scratch;
+    if (n > 1) {
+        /* Every message's header must live until it is sent. */
+        if (!(hdrs = malloc(n * UCX_PUT_IMM_HDR)))
+            return shoal__fail(ep->ctx, -ENOMEM, "put to %s: out of memory", ep->peer);
+        op->buf = hdrs;
+    }
+    op->pending = (int)n;
+    for (size_t i = 0; i < n; i++) {
+        size_t off = i * piece, l = n == 1 ? len : (len - off < piece ? len - off : piece);
+        uint8_t *hdr = hdrs + i * UCX_PUT_IMM_HDR;
+        shoal__put_le32(hdr, e->peer_token);
+        shoal__put_le32(hdr + 4, imm);
+        shoal__put_le64(hdr + 8, rmr->addr + roff + off);
+        ucp_request_param_t p = op_param(op, lmr);
+        p.op_attr_mask |= UCP_OP_ATTR_FIELD_FLAGS;
+        p.flags = UCP_AM_SEND_FLAG_REPLY | UCP_AM_SEND_FLAG_EAGER;
+        ucs_status_ptr_t r = ucp_am_send_nbx(e->uep, i + 1 == n ? id : UCX_AM_PUT, hdr,
+                                             UCX_PUT_IMM_HDR, (char *)lmr->addr + loff + off,
+                                             l, &p);
+        int rc = track(op, r);
+        if (rc == 0)
+            continue;
+        if (i == 0) {
+            /* Nothing went: fail the call, the op is not started. */
+            op->pending = 1;
+            if (op->buf) {
+                free(op->buf);
+                op->buf = NULL;
+            }
+            return shoal__fail(ep->ctx, rc, "put to %s: %s", ep->peer, shoal_strerror(rc));
+        }
+        /* Some pieces went: the op completes with the error once they
+         * have (each unsent piece counts as done now). */
+        for (size_t k = i; k < n; k++)
+            shoal__op_done(op, rc, shoal_strerror(rc));
+        return 0;
+    }
+    return 0;
 }
 
 int ucx_put(shoal_ep_t *ep, struct shoal_op *op, shoal_mr_t *lmr, size_t loff,
