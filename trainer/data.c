@@ -134,8 +134,11 @@ static void idx_close(struct idx_file *f)
     f->gz = NULL;
 }
 
+#define TICK_EVERY 4096 /* samples */
+
 int data_load_idx(const char *images, const char *labels, size_t stride, size_t offset,
-                  int classes, struct dataset *d, char *err, size_t errlen)
+                  int classes, struct dataset *d, const struct data_tick *tick, char *err,
+                  size_t errlen)
 {
     struct idx_file fi, fl;
     uint8_t *row = NULL, *lab = NULL;
@@ -197,6 +200,8 @@ int data_load_idx(const char *images, const char *labels, size_t stride, size_t 
         rc = idx_read(&fi, row, (size_t)dim, "an image", err, errlen);
         if (rc)
             goto out;
+        if (tick && i % TICK_EVERY == TICK_EVERY - 1)
+            tick->fn(tick->arg);
         if (i % stride != offset)
             continue;
         float *dst = d->x + k * (size_t)dim;
@@ -337,7 +342,7 @@ static int svm_line(const char *path, size_t lineno, char *s, struct svm_scan *s
 
 static int svm_pass(const char *path, FILE *f, struct svm_scan *scan, int dim,
                     const struct label_map *map, size_t stride, size_t offset,
-                    struct dataset *d, char *err, size_t errlen)
+                    struct dataset *d, const struct data_tick *tick, char *err, size_t errlen)
 {
     char *line = NULL;
     size_t cap = 0, lineno = 0, sample = 0, k = 0;
@@ -345,6 +350,8 @@ static int svm_pass(const char *path, FILE *f, struct svm_scan *scan, int dim,
     int rc = 0;
     while ((len = getline(&line, &cap, f)) >= 0) {
         lineno++;
+        if (tick && lineno % TICK_EVERY == 0)
+            tick->fn(tick->arg);
         if (memchr(line, 0, (size_t)len)) {
             rc = fail(err, errlen, "%s: line %zu: binary data (NUL byte) in a text file", path,
                       lineno);
@@ -373,7 +380,8 @@ static int svm_pass(const char *path, FILE *f, struct svm_scan *scan, int dim,
 }
 
 int data_load_libsvm(const char *path, int dim, struct label_map *map, size_t stride,
-                     size_t offset, struct dataset *d, char *err, size_t errlen)
+                     size_t offset, struct dataset *d, const struct data_tick *tick, char *err,
+                     size_t errlen)
 {
     memset(d, 0, sizeof(*d));
     if (stride == 0 || offset >= stride)
@@ -382,7 +390,7 @@ int data_load_libsvm(const char *path, int dim, struct label_map *map, size_t st
     if (!f)
         return fail(err, errlen, "%s: cannot open: %s", path, strerror(errno)), -ENOENT;
     struct svm_scan scan = {0};
-    int rc = svm_pass(path, f, &scan, dim, NULL, 1, 0, NULL, err, errlen);
+    int rc = svm_pass(path, f, &scan, dim, NULL, 1, 0, NULL, tick, err, errlen);
     if (rc)
         goto out;
     if (scan.lines == 0) {
@@ -412,7 +420,7 @@ int data_load_libsvm(const char *path, int dim, struct label_map *map, size_t st
         goto out;
     }
     rewind(f);
-    rc = svm_pass(path, f, &scan, d->dim, map, stride, offset, d, err, errlen);
+    rc = svm_pass(path, f, &scan, d->dim, map, stride, offset, d, tick, err, errlen);
     d->n = keep;
     d->total = scan.lines;
 out:

@@ -32,6 +32,14 @@ struct label_map {
     double label[DATA_MAX_CLASSES];
 };
 
+/* Called every few thousand samples during a load, so a caller in a
+ * running job can keep its heartbeats going while it reads a large file.
+ * NULL: none. */
+struct data_tick {
+    void (*fn)(void *arg);
+    void *arg;
+};
+
 /*
  * Load an IDX image file (unsigned bytes, 3 dimensions) and its IDX label
  * file (unsigned bytes, 1 dimension); pixels are scaled to [0, 1].  Keeps
@@ -39,7 +47,8 @@ struct label_map {
  * 1, 0 for all).  classes > 0 bounds the labels; 0 takes max label + 1.
  */
 int data_load_idx(const char *images, const char *labels, size_t stride, size_t offset,
-                  int classes, struct dataset *d, char *err, size_t errlen);
+                  int classes, struct dataset *d, const struct data_tick *tick, char *err,
+                  size_t errlen);
 
 /*
  * Find the IDX files of @dir: {train,t10k}-{images-idx3,labels-idx1}-ubyte
@@ -57,7 +66,8 @@ int data_idx_paths(const char *dir, const char *which, char *images, char *label
  * otherwise it is filled.  Sharding as for IDX.
  */
 int data_load_libsvm(const char *path, int dim, struct label_map *map, size_t stride,
-                     size_t offset, struct dataset *d, char *err, size_t errlen);
+                     size_t offset, struct dataset *d, const struct data_tick *tick, char *err,
+                     size_t errlen);
 
 void data_free(struct dataset *d);
 

@@ -1,6 +1,7 @@
 /*
  * job.c -- facts about a job that every role must compute the same way:
- * parameter shards, data shards, iterations per epoch.
+ * parameter shards, data shards (and how live workers split the data),
+ * iterations per epoch.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,26 +17,47 @@ void train_shard(size_t nparams, int servers, int s, size_t *off, size_t *len)
     *len = b - a;
 }
 
-int train_load_data(const struct train_cfg *c, int worker, int workers, struct dataset *train,
-                    struct dataset *test, char *err, size_t errlen)
+bool train_data_shard(const uint8_t *live, int workers, int worker, int *shard, int *shards)
+{
+    int n = 0, j = -1;
+    for (int i = 0; i < workers; i++)
+        if (ps_member(live, i)) {
+            if (i == worker)
+                j = n;
+            n++;
+        }
+    if (j < 0) {
+        *shard = worker;
+        *shards = workers;
+        return false;
+    }
+    *shard = j;
+    *shards = n;
+    return true;
+}
+
+int train_load_data(const struct train_cfg *c, int shard, int shards, struct dataset *train,
+                    struct dataset *test, const struct data_tick *tick, char *err,
+                    size_t errlen)
 {
     int rc;
     if (c->train_file[0]) {
         struct label_map map = {0};
-        rc = data_load_libsvm(c->train_file, c->features, &map, (size_t)workers,
-                              (size_t)worker, train, err, errlen);
+        rc = data_load_libsvm(c->train_file, c->features, &map, (size_t)shards, (size_t)shard,
+                              train, tick, err, errlen);
         if (rc == 0 && test)
-            rc = data_load_libsvm(c->test_file, train->dim, &map, 1, 0, test, err, errlen);
+            rc = data_load_libsvm(c->test_file, train->dim, &map, 1, 0, test, tick, err,
+                                  errlen);
     } else {
         char img[TRAIN_PATH_MAX + 64], lab[TRAIN_PATH_MAX + 64];
         rc = data_idx_paths(c->data_dir, "train", img, lab, sizeof(img), err, errlen);
         if (rc == 0)
-            rc = data_load_idx(img, lab, (size_t)workers, (size_t)worker, c->classes, train,
-                               err, errlen);
+            rc = data_load_idx(img, lab, (size_t)shards, (size_t)shard, c->classes, train,
+                               tick, err, errlen);
         if (rc == 0 && test) {
             rc = data_idx_paths(c->data_dir, "t10k", img, lab, sizeof(img), err, errlen);
             if (rc == 0)
-                rc = data_load_idx(img, lab, 1, 0, train->classes, test, err, errlen);
+                rc = data_load_idx(img, lab, 1, 0, train->classes, test, tick, err, errlen);
             if (rc == 0 && test->dim != train->dim) {
                 snprintf(err, errlen, "%s: test images have %d pixels, training images %d",
                          img, test->dim, train->dim);

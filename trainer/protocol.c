@@ -195,6 +195,13 @@ int ps_encode(const struct ps_msg *m, uint8_t *buf, size_t cap)
         put_u32(&w, m->u.check.version);
         put_u32(&w, m->u.check.crc);
         break;
+    case PS_MEMBERS:
+        if (m->u.members.workers == 0 || m->u.members.workers > PS_MAX_WORKERS)
+            return -EINVAL;
+        put_u32(&w, m->u.members.epoch);
+        put_u32(&w, m->u.members.workers);
+        put_blob(&w, m->u.members.live, (m->u.members.workers + 7) / 8);
+        break;
     default:
         return -EINVAL;
     }
@@ -306,6 +313,27 @@ int ps_decode(const void *buf, size_t len, struct ps_msg *m, char *why, size_t w
         m->u.check.version = get_u32(&r, "version");
         m->u.check.crc = get_u32(&r, "crc");
         break;
+    case PS_MEMBERS: {
+        struct ps_members *h = &m->u.members;
+        h->epoch = get_u32(&r, "epoch");
+        h->workers = get_u32(&r, "workers");
+        if (!r.err && (h->workers == 0 || h->workers > PS_MAX_WORKERS))
+            r.err = "workers";
+        uint32_t n = get_blob(&r, h->live, sizeof(h->live), "members");
+        if (r.err)
+            break;
+        if (n != (h->workers + 7) / 8) {
+            r.err = "members";
+            break;
+        }
+        /* No member past the last worker, and at least one member. */
+        bool any = false;
+        for (uint32_t i = 0; i < h->workers; i++)
+            any |= ps_member(h->live, (int)i);
+        if (!any || (h->workers % 8 && h->live[n - 1] >> (h->workers % 8)))
+            r.err = "members";
+        break;
+    }
     default:
         return bad(why, whylen, "unknown message type %u", type);
     }
@@ -323,7 +351,8 @@ const char *ps_type_name(enum ps_type t)
     static const char *const names[] = {
         [PS_SERVER_REG] = "SERVER_REG", [PS_TABLE_REQ] = "TABLE_REQ", [PS_TABLE] = "TABLE",
         [PS_HELLO] = "HELLO", [PS_WELCOME] = "WELCOME", [PS_BYE] = "BYE",
-        [PS_ERROR] = "ERROR", [PS_CHECK] = "CHECK", [PS_PING] = "PING"};
+        [PS_ERROR] = "ERROR", [PS_CHECK] = "CHECK", [PS_PING] = "PING",
+        [PS_MEMBERS] = "MEMBERS"};
     return (unsigned)t < sizeof(names) / sizeof(names[0]) && names[t] ? names[t] : "unknown";
 }
 

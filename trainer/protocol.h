@@ -21,13 +21,14 @@
 #ifndef SHOAL_TRAIN_PROTOCOL_H
 #define SHOAL_TRAIN_PROTOCOL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "shoal.h"
 
 #define PS_MAGIC 0x4e525453u /* "STRN" little-endian */
-#define PS_VERSION 2
+#define PS_VERSION 3      /* 3: MEMBERS */
 #define PS_HOST_MAX 64   /* bytes of a host name, with its NUL */
 #define PS_MAX_SERVERS 48 /* a table of them fits SHOAL_MSG_MAX */
 #define PS_MAX_WORKERS 1024
@@ -44,6 +45,8 @@ enum ps_type {
     PS_CHECK,          /* server -> worker (--verify): CRC-32 of the parameters
                           just put, sent after them */
     PS_PING,           /* either way: heartbeat when nothing else was sent */
+    PS_MEMBERS,        /* server 0 -> worker: the workers whose data shards
+                          partition the training set in an epoch */
 };
 
 enum ps_mode { PS_BSP = 0, PS_ASYNC, PS_SSP };
@@ -74,6 +77,25 @@ struct ps_welcome {
     uint8_t desc[SHOAL_DESC_MAX];      /* this worker's gradient slot */
 };
 
+/* The workers that share the training data in @epoch: worker i is a member
+ * when bit i % 8 of live[i / 8] is set.  The body carries (workers + 7) / 8
+ * bytes of it; bits past @workers are zero and at least one is set. */
+struct ps_members {
+    uint32_t epoch;
+    uint32_t workers;
+    uint8_t live[PS_MAX_WORKERS / 8];
+};
+
+static inline bool ps_member(const uint8_t *live, int i)
+{
+    return live[i / 8] >> (i % 8) & 1;
+}
+
+static inline void ps_member_set(uint8_t *live, int i)
+{
+    live[i / 8] = (uint8_t)(live[i / 8] | 1u << (i % 8));
+}
+
 struct ps_msg {
     enum ps_type type;
     union {
@@ -83,6 +105,7 @@ struct ps_msg {
         struct ps_welcome welcome;
         struct { char text[512]; } error;
         struct { uint32_t version, crc; } check;
+        struct ps_members members;
     } u;
 };
 

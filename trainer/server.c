@@ -35,6 +35,17 @@
  * none that was answered is lost.  With --checkpoint-dir the state is
  * saved every --checkpoint-every updates / --checkpoint-secs seconds, and
  * --resume starts from the newest valid checkpoint.
+ *
+ * Data shards.  Server 0 decides which workers share the training data in
+ * each epoch: the membership of epoch e is fixed the first time a worker
+ * enters e (bsp: when the round that ends epoch e - 1 completes), as every
+ * worker not given up on (GONE) or finished, and sent (MEMBERS) to each
+ * worker just before the parameters that start its epoch e, and after a
+ * WELCOME.  The members split the whole set among themselves (see
+ * train_data_shard); a worker lost for good thus has its samples taken
+ * over from the next epoch, and a rejoining one gets its place back at
+ * the first epoch fixed after it came back.  Other servers send no
+ * MEMBERS: the workers follow server 0 alone, so they always agree.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -75,6 +86,8 @@ struct sworker {
     bool arrived;             /* bsp: this round's gradient is in */
     bool queued;              /* async/ssp: gradient waiting to be applied */
     bool waiting;             /* ssp: applied, answer held back */
+    uint32_t members_sent;    /* server 0: 1 + the epoch of the last MEMBERS sent on this
+                                 connection (0: none yet) */
     bool answer_due;          /* its answer met a full send queue */
     int answer_buf;           /* pool buffer of the answer in flight, or -1 */
 };
@@ -110,6 +123,15 @@ struct server {
     uint64_t grads;           /* gradients applied (async/ssp) */
     int arrived, hellos;
     uint64_t dropped;         /* stale or duplicate pushes ignored */
+    /* server 0: who shares the data in each epoch, as runs of epochs:
+     * from run[i].from up to the next run's start, run[i].live (fixed for
+     * the epochs before @fixed, never changed after) */
+    struct mrun {
+        uint32_t from;
+        uint8_t live[PS_MAX_WORKERS / 8];
+    } *run;
+    int nrun, caprun;
+    uint32_t fixed;
     double last_progress;     /* a gradient, a join or a finish */
     uint32_t ckpt_version;    /* version of the last checkpoint */
     struct ckwriter ckw;      /* writes them in the background */
@@ -298,14 +320,85 @@ static int inject_torn(struct server *s, int wi)
 
 static void detach_worker(struct server *s, int wi, enum wstate to, const char *why);
 
-/* Put the current shard to worker wi (imm = version). */
+/* Server 0: the membership of epoch e, fixed now if it is not yet (as the
+ * workers neither given up on nor finished).  NULL when out of memory. */
+static const uint8_t *members_of(struct server *s, uint32_t e)
+{
+    if (e >= s->fixed) {
+        uint8_t live[PS_MAX_WORKERS / 8] = {0};
+        int n = 0;
+        for (int i = 0; i < s->W; i++)
+            if (s->w[i].state != W_GONE && s->w[i].state != W_DONE) {
+                ps_member_set(live, i);
+                n++;
+            }
+        if (s->nrun == 0 || memcmp(live, s->run[s->nrun - 1].live, sizeof(live)) != 0) {
+            if (s->nrun == s->caprun) {
+                int cap = s->caprun ? 2 * s->caprun : 4;
+                struct mrun *q = realloc(s->run, (size_t)cap * sizeof(*q));
+                if (!q)
+                    return NULL;
+                s->run = q;
+                s->caprun = cap;
+            }
+            s->run[s->nrun].from = s->fixed;
+            memcpy(s->run[s->nrun].live, live, sizeof(live));
+            if (s->nrun > 0 || n != s->W)
+                fprintf(stderr, "shoal-train: server %d: from epoch %u on, %d of %d workers "
+                        "share the training data\n", s->index, s->fixed + 1, n, s->W);
+            s->nrun++;
+        }
+        s->fixed = e + 1;
+    }
+    for (int i = s->nrun - 1; i >= 0; i--)
+        if (s->run[i].from <= e)
+            return s->run[i].live;
+    return NULL; /* not reached: run[0] starts at epoch 0 */
+}
+
+/* Server 0: tell worker wi the membership of the epoch it is about to
+ * train in, once per epoch and connection.  0 when sent (or not due), 1
+ * when it must wait (full send queue: answer_due) or was lost, <0 on a
+ * failure of the server. */
+static int send_members(struct server *s, int wi)
+{
+    struct sworker *sw = &s->w[wi];
+    uint32_t e = sw->clock / s->job.iters_per_epoch;
+    if (s->index != 0 || e >= s->job.epochs || sw->members_sent == e + 1)
+        return 0;
+    const uint8_t *live = members_of(s, e);
+    if (!live)
+        return sfail(s, "out of memory for the data membership");
+    struct ps_msg m = {.type = PS_MEMBERS};
+    m.u.members.epoch = e;
+    m.u.members.workers = (uint32_t)s->W;
+    memcpy(m.u.members.live, live, sizeof(m.u.members.live));
+    int rc = net_send(sw->peer->ep, &m);
+    if (rc == -EAGAIN) {
+        sw->answer_due = true;
+        return 1;
+    }
+    if (rc) {
+        detach_worker(s, wi, W_LOST, "MEMBERS could not be sent");
+        return 1;
+    }
+    sw->members_sent = e + 1;
+    sent(sw->peer);
+    return 0;
+}
+
+/* Put the current shard to worker wi (imm = version), after the epoch's
+ * membership when it is due. */
 static int answer(struct server *s, int wi)
 {
     struct sworker *sw = &s->w[wi];
     if (sw->state != W_LIVE)
         return 0;
+    int rc = send_members(s, wi);
+    if (rc)
+        return rc < 0 ? rc : 0;
     struct pbuf *b = &s->pool[s->cur];
-    int rc = shoal_put(sw->peer->ep, b->mr, 0, sw->params, 0, s->len * sizeof(float),
+    rc = shoal_put(sw->peer->ep, b->mr, 0, sw->params, 0, s->len * sizeof(float),
                        SHOAL_PUT_IMM, s->version, (uint64_t)s->cur);
     if (rc == -EAGAIN) {
         /* The send queue is full: retried when completions free it. */
@@ -631,6 +724,7 @@ static int on_hello(struct server *s, struct speer *p, const struct ps_hello *h)
     sw->peer = p;
     sw->state = W_LIVE;
     sw->incarnation = h->incarnation;
+    sw->members_sent = 0; /* a new connection: MEMBERS again */
     /* bsp: everyone is at the current round; async/ssp: its own count. */
     if (s->c->mode == PS_BSP)
         sw->clock = s->version;
@@ -1080,6 +1174,7 @@ out:
         free(s->pool[i].p);
     }
     free(s->pool);
+    free(s->run);
     free(s->w);
     free(s->queue);
     ckw_stop(&s->ckw);

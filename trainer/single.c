@@ -36,7 +36,8 @@ int single_main(const struct train_cfg *c)
     if (!shard || !bt)
         goto out;
     for (int w = 0; w < W; w++) {
-        rc = train_load_data(c, w, W, &shard[w], w == 0 ? &test : NULL, err, sizeof(err));
+        rc = train_load_data(c, w, W, &shard[w], w == 0 ? &test : NULL, NULL, err,
+                             sizeof(err));
         if (rc)
             goto out;
     }
@@ -139,7 +140,7 @@ int eval_main(const struct train_cfg *c, const char *model_file)
     struct model_ws ws = {0};
     int rc = modelfile_load(model_file, &m, &p, err, sizeof(err));
     if (rc == 0)
-        rc = train_load_data(c, 0, 1, &train, &test, err, sizeof(err));
+        rc = train_load_data(c, 0, 1, &train, &test, NULL, err, sizeof(err));
     if (rc == 0 && (test.dim != m.dims[0] || test.classes > m.dims[m.nlayers])) {
         snprintf(err, sizeof(err), "%s: the model takes %d features and %d classes, the test "
                  "data has %d and %d", model_file, m.dims[0], m.dims[m.nlayers], test.dim,

@@ -78,9 +78,24 @@ void train_shard(size_t nparams, int servers, int s, size_t *off, size_t *len);
 /* n zeroed floats, page aligned (registered buffers); free() them. */
 float *train_alloc_floats(size_t n);
 
-/* Load this worker's training shard (and the test set if @test). */
-int train_load_data(const struct train_cfg *c, int worker, int workers, struct dataset *train,
-                    struct dataset *test, char *err, size_t errlen);
+/* Load data shard @shard of @shards (the samples with index % shards ==
+ * shard), and the test set if @test; @tick (or NULL) is called during long
+ * loads. */
+int train_load_data(const struct train_cfg *c, int shard, int shards, struct dataset *train,
+                    struct dataset *test, const struct data_tick *tick, char *err,
+                    size_t errlen);
+
+/*
+ * The data shard of @worker (of @workers) in an epoch whose members are
+ * the workers set in @live (ps_member): the members, in rank order, split
+ * the whole training set, the j-th of n members taking shard j of n.  A
+ * worker that is not a member (it rejoined after the epoch's membership
+ * was fixed) keeps its own shard of all workers, @worker of @workers.
+ * With every worker a member that is shard @worker of @workers: a job
+ * without failures never moves its data.  Returns whether @worker is a
+ * member; *shard of *shards is its data.
+ */
+bool train_data_shard(const uint8_t *live, int workers, int worker, int *shard, int *shards);
 
 /* Iterations per epoch every worker runs (the same for all, so BSP stays
  * in step): a full pass over the smallest shard unless capped. */

@@ -27,6 +27,14 @@
  * --reconnect-timeout.  Each WELCOME says at which iteration to continue
  * (a resumed server may be behind); the batches are a function of the
  * iteration, so the worker redoes exactly the work the server lost.
+ *
+ * Data.  The worker holds only its data shard.  Before the first batch of
+ * each epoch it needs server 0's MEMBERS for that epoch (sent before the
+ * parameters that start it): the workers that share the training set
+ * then.  When that moves its shard (a worker was lost for good, or one
+ * came back), it frees the shard and reads its new one from the file,
+ * keeping its heartbeats going meanwhile.  Without failures the shard is
+ * always its own, index % workers == rank, and is never read again.
  */
 #include <cblas.h>
 #include <errno.h>
@@ -80,6 +88,13 @@ struct worker {
     double last_look;         /* last heartbeat check */
     uint32_t k;               /* iterations completed */
     int iters;
+    /* data */
+    struct ps_members members; /* server 0's last MEMBERS on this connection */
+    bool have_members;
+    uint32_t want_epoch;      /* the epoch whose membership is awaited */
+    int shard, shards;        /* the data shard held: shard of shards */
+    bool member;              /* among the workers that share the data this epoch */
+    int tick_rc;              /* a failure met while pumping during a data load */
     char err[1024];
 };
 
@@ -136,6 +151,17 @@ static int on_message(struct worker *w, struct wpeer *p, const void *data, size_
         return 0;
     }
     case PS_PING:
+        return 0;
+    case PS_MEMBERS:
+        if (p->index != 0)
+            break;
+        if (m.u.members.workers != (uint32_t)w->c->workers ||
+            m.u.members.epoch >= (uint32_t)w->c->epochs)
+            return wfail(w, "server %s: membership of epoch %u among %u workers, but the job "
+                         "has %d epochs and %d workers", p->addr, m.u.members.epoch,
+                         m.u.members.workers, w->c->epochs, w->c->workers);
+        w->members = m.u.members;
+        w->have_members = true;
         return 0;
     case PS_CHECK:
         if (!p->check_due)
@@ -354,6 +380,7 @@ static void disconnect_all(struct worker *w)
         p->puts = 0;
     }
     w->have_table = false;
+    w->have_members = false; /* a (re)started server 0 says it again */
 }
 
 static bool all_fresh(const struct worker *w)
@@ -479,6 +506,91 @@ static int push(struct worker *w, uint32_t k)
     return 0;
 }
 
+/* The MEMBERS message and the parameters that start an epoch travel
+ * separately: either may arrive first. */
+static bool members_known(const struct worker *w)
+{
+    return w->have_members && w->members.epoch >= w->want_epoch;
+}
+
+/* During a long data load: answer the servers' heartbeats and send ours.
+ * A failure is kept for after the load (a lost server is found then). */
+static void load_tick(void *arg)
+{
+    struct worker *w = arg;
+    if (w->tick_rc == 0 && now_s() - w->last_look > 0.05) {
+        int rc = pump(w, 0);
+        if (rc < 0)
+            w->tick_rc = rc;
+        heartbeats(w);
+    }
+}
+
+/*
+ * Before the first batch of epoch e: wait for server 0's membership of e,
+ * and when it moves this worker's data shard, free the old shard and read
+ * the new one (the batcher follows).  -ECONNRESET: reconnect.
+ */
+static int enter_epoch(struct worker *w, int e, struct dataset *train, struct batcher *bt)
+{
+    const struct train_cfg *c = w->c;
+    w->want_epoch = (uint32_t)e;
+    int rc = pump_until(w, members_known, "the data membership of the epoch");
+    if (rc)
+        return rc;
+    if (w->members.epoch != (uint32_t)e)
+        return wfail(w, "server %s: membership of epoch %u, but this worker starts epoch %d",
+                     w->peer[0].addr, w->members.epoch + 1, e + 1);
+    int shard, shards, n = 0;
+    bool member = train_data_shard(w->members.live, c->workers, w->index, &shard, &shards);
+    for (int i = 0; i < c->workers; i++)
+        n += ps_member(w->members.live, i);
+    bool was = w->member;
+    w->member = member;
+    if (shard == w->shard && shards == w->shards) {
+        if (!member)
+            fprintf(stderr, "shoal-train: worker %d: epoch %d: not among the %d workers that "
+                    "share the data (it rejoined after the epoch's membership was fixed); "
+                    "its own shard %d of %d (%zu samples) for this epoch\n", w->index, e + 1, n,
+                    shard, shards, train->n);
+        else if (!was)
+            fprintf(stderr, "shoal-train: worker %d: epoch %d: data shard %d of %d live "
+                    "workers (%zu samples)\n", w->index, e + 1, shard, shards, train->n);
+        return 0;
+    }
+    const int dim = train->dim, classes = train->classes;
+    batcher_free(bt);
+    data_free(train);
+    w->shard = w->shards = -1; /* none until the new one is in */
+    struct data_tick tick = {load_tick, w};
+    double t0 = now_s();
+    w->tick_rc = 0;
+    char err[768];
+    rc = train_load_data(c, shard, shards, train, NULL, &tick, err, sizeof(err));
+    if (rc)
+        return wfail(w, "epoch %d: reading data shard %d of %d: %s", e + 1, shard, shards, err);
+    if (w->tick_rc)
+        return w->tick_rc;
+    if (train->dim != dim || train->classes != classes)
+        return wfail(w, "epoch %d: the training data changed on disk: %d features and %d "
+                     "classes now, %d and %d at the start", e + 1, train->dim, train->classes,
+                     dim, classes);
+    if (batcher_init(bt, train, c->seed, w->index))
+        return wfail(w, "out of memory");
+    w->shard = shard;
+    w->shards = shards;
+    if (member)
+        fprintf(stderr, "shoal-train: worker %d: epoch %d: data shard %d of %d live workers "
+                "(%zu samples; read in %.2f s)\n", w->index, e + 1, shard, shards, train->n,
+                now_s() - t0);
+    else
+        fprintf(stderr, "shoal-train: worker %d: epoch %d: not among the %d workers that "
+                "share the data (it rejoined after the epoch's membership was fixed); its own "
+                "shard %d of %d (%zu samples; read in %.2f s) for this epoch\n", w->index, e + 1,
+                n, shard, shards, train->n, now_s() - t0);
+    return 0;
+}
+
 static int cmp_float(const void *a, const void *b)
 {
     float x = *(const float *)a, y = *(const float *)b;
@@ -519,10 +631,13 @@ int worker_main(const struct train_cfg *c)
     int32_t *y = NULL;
     int rc;
 
-    rc = train_load_data(c, w->index, c->workers, &train, w->index == 0 ? &test : NULL, w->err,
-                         sizeof(w->err));
+    rc = train_load_data(c, w->index, c->workers, &train, w->index == 0 ? &test : NULL, NULL,
+                         w->err, sizeof(w->err));
     if (rc)
         goto out;
+    w->shard = w->index;
+    w->shards = c->workers;
+    w->member = true;
     rc = model_init(&w->m, train.dim, c->hidden, c->nhidden, train.classes);
     if (rc) {
         wfail(w, "bad model shape");
@@ -586,6 +701,15 @@ int worker_main(const struct train_cfg *c)
         const uint32_t k = w->k;
         const int e = (int)(k / (uint32_t)iters), t = (int)(k % (uint32_t)iters);
         if (e != epoch) {
+            rc = enter_epoch(w, e, &train, &bt);
+            if (rc == -ECONNRESET) {
+                if ((rc = rejoin(w, c->reconnect_timeout_ms, false)))
+                    goto out;
+                epoch = -1;
+                continue;
+            }
+            if (rc)
+                goto out;
             batcher_epoch(&bt, e);
             epoch = e;
         }
@@ -606,6 +730,7 @@ int worker_main(const struct train_cfg *c)
              * they say (the batches follow from the iteration). */
             if ((rc = rejoin(w, c->reconnect_timeout_ms, false)))
                 goto out;
+            epoch = -1; /* the epoch's membership again, from server 0 */
             continue;
         }
         if (rc)

@@ -142,5 +142,15 @@ int main(int argc, char **argv)
     m.u.check.version = 9;
     m.u.check.crc = 0xdeadbeef;
     seed("ps", "check", 0, b, (size_t)ps_encode(&m, b, sizeof(b)));
+    memset(&m, 0, sizeof(m));
+    m.type = PS_PING;
+    seed("ps", "ping", 0, b, (size_t)ps_encode(&m, b, sizeof(b)));
+    memset(&m, 0, sizeof(m));
+    m.type = PS_MEMBERS;
+    m.u.members.epoch = 3;
+    m.u.members.workers = 11; /* 2 bytes, the last one partly used */
+    ps_member_set(m.u.members.live, 0);
+    ps_member_set(m.u.members.live, 9);
+    seed("ps", "members", 0, b, (size_t)ps_encode(&m, b, sizeof(b)));
     return 0;
 }

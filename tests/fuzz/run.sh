@@ -13,10 +13,11 @@
 #   tests/fuzz/run.sh --regen-seeds    rewrite tests/fuzz/corpus/ from the
 #                                      real encoders (tests/fuzz/make-seeds.c)
 #
-# Prints one line per target: executions, corpus size, result.  Exit 0 if
-# no target crashed, 1 if one did (its input is OUTDIR/crash-<target>-*;
-# replay with OUTDIR/fuzz-<target> FILE), 77 if clang's libFuzzer is
-# missing (SKIPPED, with the package to install).
+# Prints one line per target, "ok: fuzz <target>: ..." (executions, corpus
+# size) or "FAIL: fuzz <target>: ...", as tools/run-tests counts them.
+# Exit 0 if no target crashed, 1 if one did (its input is
+# OUTDIR/crash-<target>-*; replay with OUTDIR/fuzz-<target> FILE), 77 if
+# clang's libFuzzer is missing (SKIPPED, with the package to install).
 set -u -o pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
@@ -29,7 +30,7 @@ while [ $# -gt 0 ]; do
     -t) secs=$2; shift 2 ;;
     -o) out=$2; shift 2 ;;
     --regen-seeds) regen=1; shift ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     hello|desc|ps) targets+=("$1"); shift ;;
     *) echo "run.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
@@ -58,7 +59,7 @@ build() {  # build NAME SOURCES...
   local name=$1; shift
   # shellcheck disable=SC2086
   "$CC" $FLAGS "$@" $crypto -o "$out/$name" 2>"$out/$name.build.log" ||
-    { cat "$out/$name.build.log"; echo "run.sh: building $name failed" >&2; exit 1; }
+    { cat "$out/$name.build.log"; echo "FAIL: $name: does not build"; exit 1; }
 }
 
 if [ $regen = 1 ]; then
@@ -94,11 +95,11 @@ for t in "${targets[@]}"; do
   cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1)
   size=$(find "$work" -type f | wc -l)
   if [ $rc = 0 ]; then
-    printf 'fuzz %-5s ok: %s executions in %s s, %s, working corpus %s inputs\n' \
+    printf 'ok: fuzz %s: %s executions in %s s, %s, working corpus %s inputs\n' \
       "$t" "${execs:-?}" "$secs" "${cov:-cov: ?}" "$size"
   else
     failed=1
-    printf 'fuzz %-5s FAILED (exit %s) after %s executions; last lines of %s:\n' \
+    printf 'FAIL: fuzz %s: exit %s after %s executions; last lines of %s:\n' \
       "$t" "$rc" "${execs:-?}" "$log"
     grep -vE '^#[0-9]+' "$log" | tail -30
     ls "$out"/crash-"$t"-* 2>/dev/null

@@ -8,7 +8,9 @@
 #   - the server killed and restarted with --resume (bsp: the final model
 #     must equal an undisturbed run's: nothing lost, nothing applied twice);
 #   - the network cut for less and for more than --fail-timeout (a drop
-#     rule in a network namespace of the test's own).
+#     rule in a network namespace of the test's own);
+#   - a worker lost for good, its data taken over by the survivor from the
+#     next epoch, then restarted and given its place back (reshard).
 # Each run must finish, reach the accuracy bar (bsp 87.5%, SHOAL_FAULT_BAR;
 # async and ssp 86%, SHOAL_FAULT_BAR_ASYNC: undisturbed they reach about
 # 86.5-87% here, short of bsp's 88.6%), and its server must report every
@@ -78,8 +80,28 @@ judge() {
     fi
     [ "$a" -ge "$bar" ] && ok "$name: final accuracy $(awk "BEGIN{print $a/100}")%" ||
         bad "$name: final accuracy $(awk "BEGIN{print $a/100}")% is below $(awk "BEGIN{print $bar/100}")%"
-    grep -h "lost worker\|lost server\|rejoined\|reconnected\|did not rejoin\|resumed from\|dropped push" \
-        "$dir"/*.log | sed 's/^/    /' | head -8
+    grep -h "lost worker\|lost server\|rejoined\|reconnected\|did not rejoin\|resumed from\|dropped push\|share the training data\|data shard\|not among" \
+        "$dir"/*.log | sed 's/^/    /' | head -12
+}
+
+# A survivor's data after its partner was given up on: server 0 fixes a
+# new membership from some epoch N on (1-based), and worker 0 must train
+# on the whole set from that epoch.  With MUST, the change must happen
+# (bsp waits for the verdict, so the next epoch always comes).
+# Prints N (empty if it did not happen).
+whole_set() { # NAME MUST
+    local n
+    n=$(sed -n 's/.*server 0: from epoch \([0-9]*\) on, 1 of 2 workers share.*/\1/p' \
+        "$dir/s0.log" | head -1)
+    if [ -z "$n" ]; then
+        [ "$2" = must ] && bad "$1: the server never split the data among the survivors"
+        [ "$2" = must ] || echo "    (worker 0 finished before worker 1 was given up on)"
+        return
+    fi
+    grep -q "worker 0: epoch $n: data shard 0 of 1 live workers (60000 samples" "$dir/w0.log" &&
+        ok "$1: from epoch $n the survivor trains on all 60000 samples" ||
+        bad "$1: from epoch $n the survivor should hold all 60000 samples"
+    echo "$n" >"$dir/whole-from"
 }
 
 new_dir() {
@@ -122,6 +144,59 @@ worker_kill() { # MODE restart|norestart
     if [ $how = restart ]; then
         grep -q "worker 1 rejoined" "$dir/s0.log" && ok "$name: worker 1 rejoined" ||
             bad "$name: worker 1 did not rejoin"
+    else
+        whole_set "$name" "$([ $mode = bsp ] && echo must)"
+    fi
+}
+
+# bsp: worker 1 killed for good; the survivor takes over its data from the
+# epoch after worker 1 is given up on (--rejoin-timeout); then worker 1 is
+# restarted and both split the data again from the next epoch.
+reshard() {
+    local name="reshard: lose worker 1 for good, then restart it (bsp)"
+    bar=$bar_bsp
+    new_dir reshard
+    rank 0 "$dir/s0.log" --checkpoint-dir "$dir/ck" --checkpoint-every 100; local s=$last_pid
+    rank 1 "$dir/w0.log"; local w0=$last_pid
+    rank 2 "$dir/w1.log"; local w1=$last_pid
+    local at; at=$(pick 3 14)
+    wait_line "$dir/s0.log" "checkpoint at update ${at}00 " 120 ||
+        { bad "$name: no start"; kill -9 $s $w0 $w1; return; }
+    kill -9 $w1; wait $w1 2>/dev/null
+    echo "    killed worker 1 after update ${at}00"
+    if ! wait_line "$dir/w0.log" "data shard 0 of 1 live workers" 120; then
+        tail -n 5 "$dir"/*.log; bad "$name: the survivor never took over the data"
+        kill -9 $s $w0; return
+    fi
+    whole_set "$name" must
+    # The epoch of the take-over is the one after the verdict: the last
+    # checkpoint before "did not rejoin" (bsp: a multiple of 100 at most 99
+    # updates before the stalled round) bounds the round it came in.
+    local ipe from c
+    ipe=$(sed -n 's/.* \([0-9]*\) iterations per epoch.*/\1/p' "$dir/w0.log" | head -1)
+    from=$(cat "$dir/whole-from" 2>/dev/null)
+    c=$(awk '/checkpoint at update/ { c = $7 + 0 } /did not rejoin/ { print c; exit }' "$dir/s0.log")
+    if [ -n "$ipe" ] && [ -n "$from" ] && [ -n "$c" ] &&
+       [ "$from" -ge $((c / ipe + 2)) ] && [ "$from" -le $(((c + 99) / ipe + 2)) ]; then
+        ok "$name: the data moved at the first epoch after the verdict (epoch $from; verdict after update $c, $ipe iterations per epoch)"
+    else
+        bad "$name: the data moved at epoch '$from', not the one after update '$c' (epochs of '$ipe')"
+    fi
+    rank 2 "$dir/w1b.log"; w1=$last_pid
+    if wait_all $s $w0 $w1; then judge "$name"; else tail -n 5 "$dir"/*.log; bad "$name: a process failed"; return; fi
+    grep -q "worker 1 rejoined" "$dir/s0.log" && ok "$name: worker 1 rejoined" ||
+        bad "$name: worker 1 did not rejoin"
+    local back
+    back=$(sed -n 's/.*server 0: from epoch \([0-9]*\) on, 2 of 2 workers share.*/\1/p' \
+        "$dir/s0.log" | head -1)
+    if [ -z "$back" ]; then
+        bad "$name: the restarted worker never got its place back"
+    elif grep -q "worker 0: epoch $back: data shard 0 of 2 live workers (30000 samples" "$dir/w0.log" &&
+         grep -q "worker 1: epoch $back: data shard 1 of 2 live workers (30000 samples" "$dir/w1b.log"; then
+        ok "$name: from epoch $back the two workers split the data again"
+    else
+        grep -h "data shard\|not among" "$dir"/w*.log
+        bad "$name: from epoch $back the workers should hold shards 0 and 1 of 2"
     fi
 }
 
@@ -215,7 +290,7 @@ netcut_run() {
 
 all="worker_kill:bsp:norestart worker_kill:bsp:restart worker_kill:async:norestart
      worker_kill:async:restart worker_kill:ssp:norestart worker_kill:ssp:restart
-     worker_stop server_kill netcut_run:1 netcut_run:4"
+     worker_stop server_kill netcut_run:1 netcut_run:4 reshard"
 for sc in ${*:-$all}; do
     IFS=: read -r fn a b <<<"$sc"
     echo "== $fn $a $b"

@@ -26,6 +26,7 @@
 #include "optim.h"
 #include "protocol.h"
 #include "rng.h"
+#include "train.h"
 
 static char dir[256];
 
@@ -90,7 +91,8 @@ static int expect_fail(const char *images, const char *labels, int classes, cons
 {
     struct dataset d;
     char err[512] = "";
-    int rc = data_load_idx(path(images), path(labels), 1, 0, classes, &d, err, sizeof(err));
+    int rc = data_load_idx(path(images), path(labels), 1, 0, classes, &d, NULL, err,
+                           sizeof(err));
     if (rc == 0) {
         data_free(&d);
         printf("\n  loaded %s / %s, expected an error with '%s'\n", images, labels, want);
@@ -113,7 +115,7 @@ static void test_idx_good(void)
     write_file("lab.gz", lab, lab_len, 1);
     struct dataset d;
     char err[512];
-    CU_ASSERT_EQUAL_FATAL(data_load_idx(path("img.gz"), path("lab"), 1, 0, 0, &d, err,
+    CU_ASSERT_EQUAL_FATAL(data_load_idx(path("img.gz"), path("lab"), 1, 0, 0, &d, NULL, err,
                                         sizeof(err)), 0);
     CU_ASSERT_EQUAL(d.n, 10);
     CU_ASSERT_EQUAL(d.total, 10);
@@ -123,7 +125,7 @@ static void test_idx_good(void)
     CU_ASSERT_EQUAL(d.y[7], 1);
     data_free(&d);
     /* Shard 1 of 3: samples 1, 4, 7. */
-    CU_ASSERT_EQUAL_FATAL(data_load_idx(path("img"), path("lab.gz"), 3, 1, 0, &d, err,
+    CU_ASSERT_EQUAL_FATAL(data_load_idx(path("img"), path("lab.gz"), 3, 1, 0, &d, NULL, err,
                                         sizeof(err)), 0);
     CU_ASSERT_EQUAL(d.n, 3);
     CU_ASSERT_EQUAL(d.total, 10);
@@ -180,7 +182,7 @@ static int svm(const char *text, int dim, struct label_map *map, struct dataset 
                size_t errlen)
 {
     write_file("svm", text, strlen(text), 0);
-    return data_load_libsvm(path("svm"), dim, map, 1, 0, d, err, errlen);
+    return data_load_libsvm(path("svm"), dim, map, 1, 0, d, NULL, err, errlen);
 }
 
 static void test_libsvm(void)
@@ -230,7 +232,7 @@ static void test_libsvm(void)
     /* NUL bytes in a text file */
     write_file("svm.bin", "1 1:1\n\0\0\n", 9, 0);
     struct label_map m = {0};
-    rc = data_load_libsvm(path("svm.bin"), 0, &m, 1, 0, &d, err, sizeof(err));
+    rc = data_load_libsvm(path("svm.bin"), 0, &m, 1, 0, &d, NULL, err, sizeof(err));
     CU_ASSERT(rc < 0 && strstr(err, "NUL"));
 }
 
@@ -344,7 +346,7 @@ static void test_protocol(void)
             memcpy(buf, &magic, 4);
             buf[4] = PS_VERSION;
             buf[5] = 0;
-            buf[6] = (uint8_t)(1 + rng_below(&st, 8));
+            buf[6] = (uint8_t)(1 + rng_below(&st, PS_MEMBERS));
             buf[7] = 0;
             uint32_t bl = (uint32_t)(len - 12);
             memcpy(buf + 8, &bl, 4);
@@ -353,6 +355,100 @@ static void test_protocol(void)
             accepted++;
     }
     CU_ASSERT(accepted < 20000);
+}
+
+/* MEMBERS: round trip; a bitmap of the wrong size, a member past the last
+ * worker, no member at all and a bad worker count are refused. */
+static void test_members_msg(void)
+{
+    uint8_t buf[SHOAL_MSG_MAX];
+    struct ps_msg m = {.type = PS_MEMBERS}, out;
+    char why[256];
+    for (uint32_t W = 1; W <= PS_MAX_WORKERS; W += W < 20 ? 1 : 97) {
+        memset(&m.u.members, 0, sizeof(m.u.members));
+        m.u.members.epoch = 7;
+        m.u.members.workers = W;
+        for (uint32_t i = 0; i < W; i += 3)
+            ps_member_set(m.u.members.live, (int)i);
+        int n = ps_encode(&m, buf, sizeof(buf));
+        CU_ASSERT_FATAL(n == 12 + 8 + 4 + (int)((W + 7) / 8));
+        CU_ASSERT_FATAL(ps_decode(buf, (size_t)n, &out, why, sizeof(why)) == 0);
+        CU_ASSERT(out.type == PS_MEMBERS && out.u.members.epoch == 7 &&
+                  out.u.members.workers == W);
+        CU_ASSERT(memcmp(out.u.members.live, m.u.members.live, sizeof(m.u.members.live)) == 0);
+        for (int len = 0; len < n; len++)
+            CU_ASSERT(ps_decode(buf, (size_t)len, &out, why, sizeof(why)) < 0);
+        if (W % 8) { /* a member past the last worker */
+            buf[n - 1] = (uint8_t)(buf[n - 1] | 0x80);
+            CU_ASSERT(ps_decode(buf, (size_t)n, &out, why, sizeof(why)) < 0 &&
+                      strstr(why, "members"));
+        }
+    }
+    /* nobody */
+    memset(&m.u.members, 0, sizeof(m.u.members));
+    m.u.members.workers = 10;
+    int n = ps_encode(&m, buf, sizeof(buf));
+    CU_ASSERT(ps_decode(buf, (size_t)n, &out, why, sizeof(why)) < 0 && strstr(why, "members"));
+    /* 10 workers but a bitmap of 3 bytes (the count field says 3) */
+    ps_member_set(m.u.members.live, 1);
+    m.u.members.workers = 17;
+    n = ps_encode(&m, buf, sizeof(buf));
+    buf[16] = 10; /* workers: 10, the 3 bytes of 17 stay */
+    CU_ASSERT(ps_decode(buf, (size_t)n, &out, why, sizeof(why)) < 0 && strstr(why, "members"));
+    /* no workers, too many: not even encoded; and decoded as bad */
+    m.u.members.workers = 0;
+    CU_ASSERT(ps_encode(&m, buf, sizeof(buf)) < 0);
+    m.u.members.workers = PS_MAX_WORKERS + 1;
+    CU_ASSERT(ps_encode(&m, buf, sizeof(buf)) < 0);
+    m.u.members.workers = 8;
+    n = ps_encode(&m, buf, sizeof(buf));
+    buf[16] = 0;
+    CU_ASSERT(ps_decode(buf, (size_t)n, &out, why, sizeof(why)) < 0 && strstr(why, "workers"));
+}
+
+/* train_data_shard: in every membership, each sample index belongs to the
+ * shard of exactly one member; non-members keep their own shard of all
+ * workers; with everyone a member nothing moves. */
+static void test_data_shard(void)
+{
+    uint64_t st = 3;
+    for (int round = 0; round < 400; round++) {
+        int W = 1 + (int)rng_below(&st, round < 200 ? 9 : 70);
+        uint8_t live[PS_MAX_WORKERS / 8] = {0};
+        int members = 0;
+        for (int i = 0; i < W; i++)
+            if (round % 10 == 0 || rng_below(&st, 3) != 0) {
+                ps_member_set(live, i);
+                members++;
+            }
+        if (members == 0) {
+            ps_member_set(live, W - 1);
+            members = 1;
+        }
+        int shard[PS_MAX_WORKERS], shards[PS_MAX_WORKERS];
+        for (int i = 0; i < W; i++) {
+            bool member = train_data_shard(live, W, i, &shard[i], &shards[i]);
+            CU_ASSERT_EQUAL(member, ps_member(live, i));
+            if (member) {
+                CU_ASSERT_EQUAL(shards[i], members);
+                CU_ASSERT(shard[i] >= 0 && shard[i] < members);
+            } else {
+                CU_ASSERT(shard[i] == i && shards[i] == W);
+            }
+            if (members == W)
+                CU_ASSERT(shard[i] == i && shards[i] == W);
+        }
+        const size_t N = 1 + rng_below(&st, 5000);
+        size_t held = 0;
+        for (size_t x = 0; x < N; x++) {
+            int owners = 0;
+            for (int i = 0; i < W; i++)
+                owners += ps_member(live, i) && x % (size_t)shards[i] == (size_t)shard[i];
+            CU_ASSERT_EQUAL_FATAL(owners, 1);
+            held += (size_t)owners;
+        }
+        CU_ASSERT_EQUAL(held, N);
+    }
 }
 
 static void test_modelfile(void)
@@ -561,6 +657,8 @@ int main(void)
     CU_add_test(s, "LIBSVM: labels mapped, sparse rows; malformed lines named", test_libsvm);
     CU_add_test(s, "model gradient = finite differences", test_gradient);
     CU_add_test(s, "protocol: round trip, truncations, versions, random bytes", test_protocol);
+    CU_add_test(s, "protocol: MEMBERS round trip and its checks", test_members_msg);
+    CU_add_test(s, "data shards: live workers partition the set", test_data_shard);
     CU_add_test(s, "model files: round trip, corrupt, truncated, not a model", test_modelfile);
     CU_add_test(s, "optimizer: schedules and the update", test_optim);
     CU_add_test(s, "checkpoints: background writer, corrupt/truncated skipped, unwritable "
