@@ -41,7 +41,7 @@ void batcher_fill(const struct batcher *b, int t, int bs, float *x, int32_t *y)
     const size_t dim = (size_t)b->d->dim;
     for (int r = 0; r < bs; r++) {
         uint32_t i = b->order[(size_t)t * (size_t)bs + (size_t)r];
-        memcpy(x + (size_t)r * dim, b->d->x + (size_t)i * dim, dim * sizeof(float));
+        data_row(b->d, i, x + (size_t)r * dim);
         y[r] = b->d->y[i];
     }
 }

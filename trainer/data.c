@@ -172,9 +172,9 @@ int data_load_idx(const char *images, const char *labels, size_t stride, size_t 
     size_t keep = n > offset ? (n - offset + stride - 1) / stride : 0;
     lab = malloc(n);
     row = malloc((size_t)dim);
-    d->x = malloc((keep ? keep : 1) * (size_t)dim * sizeof(float));
+    d->x8 = malloc((keep ? keep : 1) * (size_t)dim);
     d->y = malloc((keep ? keep : 1) * sizeof(int32_t));
-    if (!lab || !row || !d->x || !d->y) {
+    if (!lab || !row || !d->x8 || !d->y) {
         fail(err, errlen, "%s: out of memory for %zu samples", images, keep);
         rc = -ENOMEM;
         goto out;
@@ -204,9 +204,7 @@ int data_load_idx(const char *images, const char *labels, size_t stride, size_t 
             tick->fn(tick->arg);
         if (i % stride != offset)
             continue;
-        float *dst = d->x + k * (size_t)dim;
-        for (int j = 0; j < dim; j++)
-            dst[j] = (float)row[j] * (1.0f / 255.0f);
+        memcpy(d->x8 + k * (size_t)dim, row, (size_t)dim);
         d->y[k++] = lab[i];
     }
     rc = idx_check_end(&fi, err, errlen);
@@ -433,6 +431,7 @@ out:
 void data_free(struct dataset *d)
 {
     free(d->x);
+    free(d->x8);
     free(d->y);
     memset(d, 0, sizeof(*d));
 }

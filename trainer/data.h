@@ -1,6 +1,8 @@
 /*
  * data.h -- training data: the IDX format (MNIST, Fashion-MNIST; raw or
- * gzip) and the LIBSVM text format, loaded into a dense float matrix.
+ * gzip), kept as its bytes (a quarter of the floats' memory, converted a
+ * row at a time), and the LIBSVM text format, loaded into a dense float
+ * matrix.
  *
  * Every loader validates its input and, on failure, returns a negative
  * errno and writes a message naming the file, the offset or line, and the
@@ -21,9 +23,31 @@ struct dataset {
     size_t total;   /* samples in the file */
     int dim;        /* features per sample */
     int classes;    /* labels are 0 .. classes-1 */
-    float *x;       /* n x dim, row-major */
+    float *x;       /* n x dim, row-major (LIBSVM), or NULL and ... */
+    uint8_t *x8;    /* ... n x dim bytes (IDX); a feature is byte / 255 */
     int32_t *y;     /* n labels */
 };
+
+/* Bytes the samples take in memory. */
+static inline size_t data_bytes(const struct dataset *d)
+{
+    return d->n * ((size_t)d->dim * (d->x8 ? 1 : sizeof(float)) + sizeof(int32_t));
+}
+
+/* Sample @i's features as floats into @out (dim of them). */
+static inline void data_row(const struct dataset *d, size_t i, float *out)
+{
+    const size_t dim = (size_t)d->dim;
+    if (d->x8) {
+        const uint8_t *src = d->x8 + i * dim;
+        for (size_t j = 0; j < dim; j++)
+            out[j] = (float)src[j] * (1.0f / 255.0f);
+    } else {
+        const float *src = d->x + i * dim;
+        for (size_t j = 0; j < dim; j++)
+            out[j] = src[j];
+    }
+}
 
 /* The class map of a LIBSVM training file, reused for its test file so a
  * label means the same class in both. */

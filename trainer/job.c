@@ -80,6 +80,28 @@ int train_iters_per_epoch(const struct train_cfg *c, size_t smallest_shard)
     return (int)full;
 }
 
+float train_eval(const struct model *m, const float *p, const struct dataset *d, size_t *ok,
+                 struct model_ws *ws)
+{
+    const size_t B = (size_t)ws->maxb, dim = (size_t)d->dim;
+    float *x = malloc(B * dim * sizeof(float));
+    if (!x)
+        return -1.0f;
+    double loss = 0.0;
+    size_t right = 0;
+    for (size_t at = 0; at < d->n; at += B) {
+        size_t n = d->n - at < B ? d->n - at : B, k = 0;
+        for (size_t r = 0; r < n; r++)
+            data_row(d, at + r, x + r * dim);
+        loss += (double)model_eval(m, p, x, d->y + at, n, &k, ws) * (double)n;
+        right += k;
+    }
+    free(x);
+    if (ok)
+        *ok = right;
+    return d->n ? (float)(loss / (double)d->n) : 0.0f;
+}
+
 float *train_alloc_floats(size_t n)
 {
     void *p = NULL;

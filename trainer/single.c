@@ -96,7 +96,7 @@ int single_main(const struct train_cfg *c)
             report_step(&rep, e, t, loss, (k + 1) * B);
         }
         size_t ok = 0;
-        double tl = model_eval(&m, p, test.x, test.y, test.n, &ok, &ws);
+        double tl = train_eval(&m, p, &test, &ok, &ws);
         acc = test.n ? (double)ok / (double)test.n : 0.0;
         report_epoch(&rep, e, acc, tl);
     }
@@ -153,7 +153,7 @@ int eval_main(const struct train_cfg *c, const char *model_file)
     }
     if (rc == 0) {
         size_t ok = 0;
-        double loss = model_eval(&m, p, test.x, test.y, test.n, &ok, &ws);
+        double loss = train_eval(&m, p, &test, &ok, &ws);
         char desc[PS_MODEL_MAX];
         model_describe(&m, desc, sizeof(desc));
         printf("model %s: test accuracy %.2f%% (%zu of %zu), test loss %.4f\n", desc,

@@ -72,6 +72,12 @@ struct train_cfg {
 /* The shard of parameters server s owns: [*off, *off + *len). */
 void train_shard(size_t nparams, int servers, int s, size_t *off, size_t *len);
 
+/* Mean loss of the model with parameters @p over all of @d (and the
+ * number it classifies right in *@ok), converting rows a batch at a time;
+ * -1 if out of memory. */
+float train_eval(const struct model *m, const float *p, const struct dataset *d, size_t *ok,
+                 struct model_ws *ws);
+
 /* Untimed rounds before the timed ones of --bench-rounds. */
 #define TRAIN_BENCH_WARMUP 50
 

@@ -609,8 +609,7 @@ static void report_memory(const struct worker *w, const struct dataset *train,
         return;
     const double mb = 1e6;
     double peak = (double)ru.ru_maxrss * 1024.0 / mb;
-    double shard = (double)train->n * ((size_t)train->dim * sizeof(float) + sizeof(int32_t));
-    double tst = (double)test->n * ((size_t)test->dim * sizeof(float) + sizeof(int32_t));
+    double shard = (double)data_bytes(train), tst = (double)data_bytes(test);
     double model = 2.0 * (double)w->m.nparams * sizeof(float);
     fprintf(stderr, "shoal-train: worker %d: peak memory %.0f MB = data shard %.0f MB (%zu "
             "samples) + test set %.0f MB + parameters and gradient %.1f MB + %.0f MB other\n",
@@ -751,7 +750,7 @@ int worker_main(const struct train_cfg *c)
             report_step(&rep, e, t, loss, (long)(k + 1) * c->batch * c->workers);
         if (rep_open && w->k % (uint32_t)iters == 0 && !c->bench_rounds) {
             size_t ok = 0;
-            tloss = model_eval(&w->m, w->params, test.x, test.y, test.n, &ok, &ws);
+            tloss = train_eval(&w->m, w->params, &test, &ok, &ws);
             acc = test.n ? (double)ok / (double)test.n : 0.0;
             report_epoch(&rep, e, acc, tloss);
         }

@@ -121,7 +121,11 @@ static void test_idx_good(void)
     CU_ASSERT_EQUAL(d.total, 10);
     CU_ASSERT_EQUAL(d.dim, 16);
     CU_ASSERT_EQUAL(d.classes, 3);
-    CU_ASSERT(fabsf(d.x[3 * 16 + 5] - (float)((3 + 5) % 256) / 255.0f) < 1e-6f);
+    float row[16];
+    data_row(&d, 3, row);
+    CU_ASSERT(fabsf(row[5] - (float)((3 + 5) % 256) / 255.0f) < 1e-6f);
+    CU_ASSERT(d.x8 && d.x8[3 * 16 + 5] == (3 + 5) % 256); /* kept as bytes */
+    CU_ASSERT_EQUAL(data_bytes(&d), 10 * (16 + 4));
     CU_ASSERT_EQUAL(d.y[7], 1);
     data_free(&d);
     /* Shard 1 of 3: samples 1, 4, 7. */
@@ -130,7 +134,8 @@ static void test_idx_good(void)
     CU_ASSERT_EQUAL(d.n, 3);
     CU_ASSERT_EQUAL(d.total, 10);
     CU_ASSERT_EQUAL(d.y[2], 7 % 3);
-    CU_ASSERT(fabsf(d.x[2 * 16] - 7.0f / 255.0f) < 1e-6f);
+    data_row(&d, 2, row);
+    CU_ASSERT(fabsf(row[0] - 7.0f / 255.0f) < 1e-6f);
     data_free(&d);
 }
 
