@@ -137,7 +137,9 @@ static int ucx_ctx_init(shoal_ctx_t *ctx)
      * buffer it allocates (one copy and page faults more): cut puts into
      * pieces that fit, with room for UCX's and our headers. */
     size_t seg = seg_size();
-    u->put_piece = seg > 2 * UCX_SEG_HEADROOM ? seg - UCX_SEG_HEADROOM : 0;
+    /* (A multiple of 64, so equal pieces rounded up to 64 never exceed it
+     * and the last piece is never empty.) */
+    u->put_piece = seg > 2 * UCX_SEG_HEADROOM ? (seg - UCX_SEG_HEADROOM) & ~(size_t)63 : 0;
     snprintf(ctx->describe, sizeof(ctx->describe), "ucx (UCX_TLS=%s%s)", tls ? tls : "tcp",
              u->put_by_am ? ", puts as active messages" : "");
     return 0;

@@ -85,6 +85,8 @@ static int put_am(shoal_ep_t *ep, struct shoal_op *op, unsigned id, shoal_mr_t *
     struct ucx_ep *e = ucx_ep(ep);
     size_t piece = ucx_ctx(ep->ctx)->put_piece;
     size_t n = piece && len > piece ? (len + piece - 1) / piece : 1;
+    if (n > 1) /* equal pieces (1 MiB: two of 512 KiB, not 1020 + 4 KiB) */
+        piece = (((len + n - 1) / n) + 63) & ~(size_t)63;
     uint8_t *hdrs = op->scratch;
     if (n > 1) {
         /* Every message's header must live until it is sent. */
