@@ -25,20 +25,24 @@
 
 #include "ucx_int.h"
 
-/* Completion of one UCX request that holds one reference on an op. */
-static void op_cb(void *request, ucs_status_t status, void *user_data)
+/* One of an op's references is done.  A send's copied payload, or a cut
+ * put's headers, go with its last.  (A get's buf is the caller's.) */
+static void ref_done(struct shoal_op *op, int status, const char *why)
 {
-    struct shoal_op *op = user_data;
-    if (request)
-        ucp_request_free(request);
-    /* A send's copied payload, or a cut put's headers: freed with the
-     * op's last completion.  (A get's buf is the caller's destination.) */
     if (op->kind != SHOAL_OP_GET && op->buf && op->pending == 1) {
         free(op->buf);
         op->buf = NULL;
     }
-    shoal__op_done(op, ucx_status_errno(status),
-                   status == UCS_OK ? NULL : ucs_status_string(status));
+    shoal__op_done(op, status, why);
+}
+
+/* Completion of one UCX request that holds one reference on an op. */
+static void op_cb(void *request, ucs_status_t status, void *user_data)
+{
+    if (request)
+        ucp_request_free(request);
+    ref_done(user_data, ucx_status_errno(status),
+             status == UCS_OK ? NULL : ucs_status_string(status));
 }
 
 /* Account for a request that ucp_*_nbx returned: completed in place,
@@ -122,7 +126,7 @@ static int put_am(shoal_ep_t *ep, struct shoal_op *op, unsigned id, shoal_mr_t *
         /* Some pieces went: the op completes with the error once they
          * have (each unsent piece counts as done now). */
         for (size_t k = i; k < n; k++)
-            shoal__op_done(op, rc, shoal_strerror(rc));
+            ref_done(op, rc, shoal_strerror(rc));
         return 0;
     }
     return 0;
