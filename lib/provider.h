@@ -137,6 +137,7 @@ struct shoal_ctx {
                                             device in use (RDMA device or
                                             netdev), which placement follows */
     struct shoal_plan *plan;             /* core: placement (core/topo.c) */
+    long spin_ns;                        /* core: shoal_wait polls this long, then sleeps */
     char errmsg[512];                    /* core: last error text */
     struct shoal_evq evq;                /* core */
     struct shoal_list eps;               /* core: every endpoint */

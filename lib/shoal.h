@@ -112,6 +112,9 @@ typedef struct shoal_config {
     int local_rank;                 /**< SHOAL_LOCAL_RANK; -1 = from the launcher, else 0 */
     int local_size;                 /**< SHOAL_LOCAL_SIZE; -1 = from the launcher, else 1 */
     char auth_file[SHOAL_AUTH_FILE_MAX]; /**< SHOAL_AUTH_FILE: shared secret; "" = none */
+    int spin_us;                    /**< SHOAL_SPIN_US: how long shoal_wait() polls before
+                                         it sleeps; -1 = auto (100, or 5 when more local
+                                         processes than CPUs share the node) */
 } shoal_config_t;
 
 /** Set every field to its built-in default. */

@@ -211,6 +211,24 @@ static void show_auth(const shoal_config_t *cfg, char *out, size_t n)
     snprintf(out, n, "%s", cfg->auth_file[0] ? cfg->auth_file : "(none)");
 }
 
+static int parse_spin(shoal_config_t *cfg, const char *val, char *err, size_t errlen)
+{
+    if (strcmp(val, "auto") == 0) {
+        cfg->spin_us = -1;
+        return 0;
+    }
+    int rc = parse_int("SPIN_US", val, 0, 1000000, &cfg->spin_us, err, errlen);
+    if (rc)
+        snprintf(err, errlen, "SHOAL_SPIN_US='%s': expected auto or an integer from 0 to "
+                 "1000000 (microseconds)", val);
+    return rc;
+}
+
+static void show_spin(const shoal_config_t *cfg, char *out, size_t n)
+{
+    snprintf(out, n, cfg->spin_us < 0 ? "auto" : "%d", cfg->spin_us);
+}
+
 static const struct option_row options[] = {
     {"TRANSPORT", "auto",
      "transport: auto (verbs when an active RDMA port exists, else ucx), verbs, ucx",
@@ -235,6 +253,11 @@ static const struct option_row options[] = {
      "file with the job's shared secret (not readable by others); connections are "
      "authenticated with HMAC-SHA256 and peers without it refused; empty = no authentication",
      parse_auth, show_auth},
+    {"SPIN_US", "auto",
+     "microseconds shoal_wait polls before it sleeps: auto (100; 5 when more local processes "
+     "than CPUs share the node, where a polling process takes the CPU its peers need) or a "
+     "number",
+     parse_spin, show_spin},
 };
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))
 

@@ -215,11 +215,6 @@ int shoal_poll(shoal_ctx_t *ctx, shoal_event_t *evs, int max)
     return evq_take(ctx, evs, max);
 }
 
-/* How long shoal_wait() spins on progress before it lets the provider
- * sleep: an answer often comes within microseconds, and a sleep and
- * wake-up cost tens of them. */
-#define SHOAL_SPIN_NS 100000L
-
 static long elapsed_ns(const struct timespec *t0)
 {
     struct timespec t;
@@ -241,7 +236,7 @@ int shoal_wait(shoal_ctx_t *ctx, shoal_event_t *evs, int max, int timeout_ms)
         uint64_t now = shoal__now_ms();
         if (now >= deadline)
             return 0;
-        if (elapsed_ns(&spin_start) < SHOAL_SPIN_NS)
+        if (elapsed_ns(&spin_start) < ctx->spin_ns)
             continue;
         uint64_t left = deadline - now;
         int rc = ctx->prov->wait(ctx, left > 1000000 ? 1000000 : (int)left);

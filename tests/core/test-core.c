@@ -67,6 +67,15 @@ static void test_config_env(void)
     CU_ASSERT_EQUAL(shoal_config_set(&c, "queue_depth", "17", NULL, 0), 0);
     CU_ASSERT_EQUAL(c.queue_depth, 17);
     CU_ASSERT_EQUAL(shoal_config_set(&c, "QUEUE_DEPTH", "-1", NULL, 0), -EINVAL);
+    /* SPIN_US: auto (-1) by default, a number, or refused naming itself. */
+    CU_ASSERT_EQUAL(c.spin_us, -1);
+    CU_ASSERT_EQUAL(shoal_config_set(&c, "SPIN_US", "20", NULL, 0), 0);
+    CU_ASSERT_EQUAL(c.spin_us, 20);
+    CU_ASSERT_EQUAL(shoal_config_set(&c, "SPIN_US", "auto", NULL, 0), 0);
+    CU_ASSERT_EQUAL(c.spin_us, -1);
+    CU_ASSERT_EQUAL(shoal_config_set(&c, "SPIN_US", "fast", err, sizeof(err)), -EINVAL);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "SHOAL_SPIN_US='fast'"));
+    CU_ASSERT_EQUAL(c.spin_us, -1);
 }
 
 static void test_config_print(void)
