@@ -50,7 +50,7 @@ if [ -n "${SOFTROCE_VM:-}" ]; then
     waitfor() {
         local i
         for ((i = 0; i < $2 * 10; i++)); do [ -e "$1" ] && return 0; nap 0.1; done
-        echo "[$role] timed out waiting for $1"
+        echo "timed out waiting for $1"
         return 1
     }
     # rank R LOG: start a trainer rank in the background; sets $last_pid.
@@ -70,7 +70,7 @@ if [ -n "${SOFTROCE_VM:-}" ]; then
     for sc in $PAIR_SCENARIOS; do
         d=$S/$sc local=/tmp/$sc
         mkdir -p "$d" "$local/ck"
-        echo "[$role] == $sc"
+        echo "== $sc"
         clock_offset
         # Every log line of this VM, stamped on arrival (guest clock).
         ( exec </dev/null 2>/dev/null
@@ -217,7 +217,9 @@ for sc in $scenarios; do
         bad "$name: final accuracy $(awk "BEGIN{print $a/100}")% is below $(awk "BEGIN{print $bar/100}")%"
     grep -q "applied [0-9]* gradients, each once" "$dir/s0.log" ||
         bad "$name: the server did not finish its account"
-    det=$(since "$t" "lost worker 1|lost server") rec=$(since "$t" "worker 1 rejoined|worker 1 did not rejoin")
+    # recovered: worker 1 back; after the crash, the job going on without it
+    rec_re="worker 1 rejoined"; [ "$sc" = crash ] && rec_re="worker 1 did not rejoin"
+    det=$(since "$t" "lost worker 1|lost server") rec=$(since "$t" "$rec_re")
     echo "    time to detect: $det s, time to recover: $rec s (from the fault)"
     case $sc in
     cut:* | flap:*)
