@@ -164,7 +164,11 @@ void shoal__ep_failed(shoal_ep_t *ep, int status, const char *fmt, ...)
  * Events of an endpoint still waiting for shoal_accept() stay queued (in
  * order) until it is accepted: the application cannot act on an endpoint
  * it has not been given yet, e.g. a message its peer sent right after
- * connecting.
+ * connecting.  So do those of an endpoint still CONNECTING: on verbs a
+ * server's QP receives as soon as it is accepted by rdma_cm, and its CQ
+ * (polled on every pass) can show a client's first message before the
+ * rdma_cm ESTABLISHED event (read on every 32nd pass) has put the endpoint
+ * on the listener's ready list; handed out then, the message was lost.
  */
 static int evq_take(shoal_ctx_t *ctx, shoal_event_t *evs, int max)
 {
@@ -186,7 +190,8 @@ static int evq_take(shoal_ctx_t *ctx, shoal_event_t *evs, int max)
     const unsigned mask = q->cap - 1;
     for (unsigned i = 0; i < q->count; i++) {
         struct shoal_qev *e = &q->ring[(q->head + i) & mask];
-        if (taken == n || (e->ev.ep && e->ev.ep->listener)) {
+        if (taken == n || (e->ev.ep && (e->ev.ep->listener ||
+                                        e->ev.ep->state == SHOAL_EP_CONNECTING))) {
             if (kept != i)
                 q->ring[(q->head + kept) & mask] = *e;
             kept++;

@@ -149,7 +149,8 @@ static void verbs_check_path(struct verbs_ep *ve)
     struct verbs_ctx *v = verbs_ctx(ctx);
     struct ibv_qp_attr a;
     struct ibv_qp_init_attr ia;
-    if (ibv_query_qp(ve->qp, &a, IBV_QP_AV | IBV_QP_PATH_MTU, &ia)) {
+    if (ibv_query_qp(ve->qp, &a, IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_TIMEOUT | IBV_QP_RETRY_CNT,
+                     &ia)) {
         shoal__debug(ctx, "verbs: ibv_query_qp: %s", strerror(errno));
         return;
     }
@@ -170,8 +171,9 @@ static void verbs_check_path(struct verbs_ep *ve)
                         ve->ep->peer, v->gid_index, v->devname, ve->id->port_num);
         }
     }
-    shoal__debug(ctx, "verbs: %s: source GID index %u (%s), path MTU %u (port active MTU %u)",
-                 ve->ep->peer, a.ah_attr.grh.sgid_index, type, mtu, v->active_mtu);
+    shoal__debug(ctx, "verbs: %s: source GID index %u (%s), path MTU %u (port active MTU %u), "
+                 "ack timeout %u, retry count %u", ve->ep->peer, a.ah_attr.grh.sgid_index, type,
+                 mtu, v->active_mtu, a.timeout, a.retry_cnt);
     if (mtu > v->active_mtu)
         shoal__warn(ctx, "verbs: %s: path MTU %u above the port's active MTU %u",
                     ve->ep->peer, mtu, v->active_mtu);

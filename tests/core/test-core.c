@@ -387,6 +387,29 @@ static void test_ctx_errors(void)
     shoal_ctx_destroy(ctx);
 }
 
+/* A message that arrives on an endpoint before its connection is
+ * established (verbs: the CQ is polled before the rdma_cm event is read)
+ * is held until the endpoint is connected, not handed out for an endpoint
+ * the application has not been given yet. */
+static void test_event_before_connected(void)
+{
+    shoal_ctx_t *ctx = ucx_ctx_or_fail();
+    shoal_ep_t *ep = shoal__ep_new(ctx);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ep);
+    CU_ASSERT_EQUAL(ep->state, SHOAL_EP_CONNECTING);
+    shoal__ep_recv(ep, "hello", 5);
+    shoal_event_t ev;
+    CU_ASSERT_EQUAL(shoal_poll(ctx, &ev, 1), 0);
+    CU_ASSERT_EQUAL(shoal_poll(ctx, &ev, 1), 0);
+    shoal__ep_connected(ep);
+    CU_ASSERT_EQUAL(shoal_poll(ctx, &ev, 1), 1);
+    CU_ASSERT_EQUAL(ev.type, SHOAL_EV_RECV);
+    CU_ASSERT_PTR_EQUAL(ev.ep, ep);
+    CU_ASSERT(ev.len == 5 && memcmp(ev.data, "hello", 5) == 0);
+    shoal__ep_discard(ep);
+    shoal_ctx_destroy(ctx);
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS)
@@ -404,5 +427,7 @@ int main(void)
                 test_handshake_replay);
     CU_add_test(s, "descriptor pack/parse, corruption", test_descriptor);
     CU_add_test(s, "context and endpoint argument errors", test_ctx_errors);
+    CU_add_test(s, "events of an endpoint not yet connected are held",
+                test_event_before_connected);
     return cu_run_all();
 }

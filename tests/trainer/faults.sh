@@ -17,6 +17,26 @@
 # gradient applied once.  For each fault
 # the log gives the time to detect it and to recover.
 #   tests/trainer/faults.sh [SCENARIO...]     (default: all)
+# Scenarios: worker_kill:MODE:restart|norestart worker_stop server_kill
+# netcut_run:SECS reshard, and undisturbed (not in the default list: the same job
+# without a fault, to calibrate the bars).
+#
+# The transport is the library's choice (SHOAL_TRANSPORT, SHOAL_TRAIN_HOST
+# for the address the server listens on); tests/trainer/faults-vm.sh runs
+# a subset on verbs in the soft-RoCE VM with shorter jobs, through:
+#   SHOAL_FAULT_ARGS       more shoal-train options (later ones win), e.g.
+#                          "--iters-per-epoch 100 --hidden 32"
+#   SHOAL_FAULT_EPOCHS     epochs (10)
+#   SHOAL_FAULT_FAIL_MS    --fail-timeout (2000)
+#   SHOAL_FAULT_STOP_SECS  how long worker_stop stops the worker (3.5)
+#   SHOAL_FAULT_CK_EVERY   checkpoint period of the kill/stop/cut runs (100);
+#                          the points struck scale with it: a worker is
+#                          killed after update 3..20 periods, stopped or cut
+#                          off after 3, the server killed after a
+#                          checkpoint at 2.5..15 periods
+#   SHOAL_FAULT_POLL       how often logs are polled, seconds (0.05; a
+#                          process start is costly in an emulated VM)
+#   SHOAL_FAULT_LIMIT      watchdog per scenario, seconds (400)
 . "$(dirname "$0")/lib.sh"
 need_data
 seed=${SHOAL_FAULT_SEED:-42}
@@ -24,22 +44,70 @@ bar_bsp=${SHOAL_FAULT_BAR:-8750}
 bar_async=${SHOAL_FAULT_BAR_ASYNC:-8600}
 bar=$bar_bsp
 epochs=${SHOAL_FAULT_EPOCHS:-10}
+fail_ms=${SHOAL_FAULT_FAIL_MS:-2000}
+stop_secs=${SHOAL_FAULT_STOP_SECS:-3.5}
+ck=${SHOAL_FAULT_CK_EVERY:-100}
+poll=${SHOAL_FAULT_POLL:-0.05}
+limit=${SHOAL_FAULT_LIMIT:-400}
 RANDOM=$seed
-common="--data $data --epochs $epochs --fail-timeout 2000 --rejoin-timeout 6000
-        --reconnect-timeout 60000 --idle-timeout 60000 --log-interval 5"
+common="--data $data --epochs $epochs --fail-timeout $fail_ms --rejoin-timeout 6000
+        --reconnect-timeout 60000 --idle-timeout 60000 --log-interval 5 ${SHOAL_FAULT_ARGS:-}"
 
 # A point to strike: after checkpoint/update N, N seeded in [lo, hi).
 pick() { echo $(( $1 + RANDOM % ($2 - $1) )); }
+
+# nap SECONDS: sleep without starting a process.
+exec {napfd}<> <(:)
+nap() { read -rt "$1" -u "$napfd" || :; }
 
 # wait_line FILE REGEX SECONDS
 wait_line() {
     local end=$((SECONDS + $3))
     while [ $SECONDS -lt $end ]; do
         grep -q -- "$2" "$1" 2>/dev/null && return 0
-        sleep 0.05
+        nap "$poll"
     done
     echo "timed out waiting for '$2' in $1" >&2
     return 1
+}
+# wait_update FILE N SECONDS: until the server's checkpoint at an update >= N.
+wait_update() {
+    local end=$((SECONDS + $3))
+    while [ $SECONDS -lt $end ]; do
+        awk -v n="$2" '/checkpoint at update/ { if ($7 + 0 >= n) f = 1 } END { exit !f }' \
+            "$1" 2>/dev/null && return 0
+        nap "$poll"
+    done
+    echo "timed out waiting for a checkpoint at update >= $2 in $1" >&2
+    return 1
+}
+
+# The clock: every log line of a run is stamped as it is written (tail -F
+# follows them all), so the time from a fault to its detection and to the
+# recovery can be read off.
+clock_start() {
+    ( exec </dev/null 2>/dev/null
+      tail -n +1 -s 0.1 -F "$dir"/{s0,s0b,w0,w1,w1b}.log |
+          while IFS= read -r l; do printf '%s %s\n' "$EPOCHREALTIME" "$l"; done
+    ) >"$dir/events" &
+    clock=$!
+}
+clock_stop() {
+    [ -n "${clock:-}" ] || return 0
+    pkill -P "$clock" 2>/dev/null; kill "$clock" 2>/dev/null; wait "$clock" 2>/dev/null
+    clock=
+}
+# since T REGEX [N]: seconds from T to the Nth (default 1st) line matching
+# REGEX stamped at or after T; "-" if none.
+since() {
+    awk -v t="$1" -v re="$2" -v n="${3:-1}" '
+        $1 >= t && $0 ~ re && ++k == n { printf "%.2f", $1 - t; f = 1; exit }
+        END { if (!f) printf "-" }' "$dir/events"
+}
+# fault_times T DETECT_REGEX RECOVER_REGEX [N]: the line the suite prints per fault.
+fault_times() {
+    echo "    time to detect: $(since "$1" "$2") s, time to recover: $(since "$1" "$3" "${4:-1}") s" \
+         "(from the fault)"
 }
 
 # Start one rank in the background: rank LOG [extra args]; sets $last_pid.
@@ -57,7 +125,7 @@ watchdog() {
     [ -n "${dog:-}" ] && { pkill -P "$dog" 2>/dev/null; kill "$dog" 2>/dev/null; }
     # (Its output closed: a sleeping watchdog must not hold a pipe open.)
     ( exec >/dev/null 2>&1 </dev/null
-      sleep 400 && xargs -r kill -9 <"$scratch/pids" ) &
+      sleep "$limit" && xargs -r kill -9 <"$scratch/pids" ) &
     dog=$!
 }
 
@@ -105,8 +173,10 @@ whole_set() { # NAME MUST
 }
 
 new_dir() {
+    clock_stop
     dir=$scratch/$1
     mkdir -p "$dir/ck"
+    clock_start
 }
 
 # ---- scenarios ----------------------------------------------------------
@@ -118,17 +188,17 @@ worker_kill() { # MODE restart|norestart
     [ $mode = bsp ] || bar=$bar_async
     local extra="--mode $mode"
     [ $mode = ssp ] && extra="$extra --staleness 2"
-    rank 0 "$dir/s0.log" $extra --checkpoint-dir "$dir/ck" --checkpoint-every 100
+    rank 0 "$dir/s0.log" $extra --checkpoint-dir "$dir/ck" --checkpoint-every $ck
     local s=$last_pid
     rank 1 "$dir/w0.log" $extra; local w0=$last_pid
     rank 2 "$dir/w1.log" $extra; local w1=$last_pid
-    local at; at=$(pick 300 2000)
+    local at; at=$(pick $((3 * ck)) $((20 * ck)))
     wait_line "$dir/s0.log" "checkpoint at update [0-9]*[0-9]" 120 || { bad "$name: no start"; kill -9 $s $w0 $w1; return; }
     # Strike after update >= at (async counts per gradient, so scale).
     while ! awk -v at="$at" '/checkpoint at update/ { if ($7 + 0 >= at) f = 1 } END { exit !f }' \
-        "$dir/s0.log"; do sleep 0.02; kill -0 $w1 2>/dev/null || break; done
+        "$dir/s0.log"; do nap "$poll"; kill -0 $w1 2>/dev/null || break; done
     kill -9 $w1 2>/dev/null
-    local t_kill=$(date +%s.%N)
+    local t_kill=$EPOCHREALTIME
     echo "    killed worker 1 after update $at"
     if [ $how = restart ]; then
         sleep 0.5
@@ -144,8 +214,10 @@ worker_kill() { # MODE restart|norestart
     if [ $how = restart ]; then
         grep -q "worker 1 rejoined" "$dir/s0.log" && ok "$name: worker 1 rejoined" ||
             bad "$name: worker 1 did not rejoin"
+        fault_times "$t_kill" "lost worker 1" "worker 1 rejoined"
     else
         whole_set "$name" "$([ $mode = bsp ] && echo must)"
+        fault_times "$t_kill" "lost worker 1" "worker 1 did not rejoin|lost worker 1 .*going on without"
     fi
 }
 
@@ -201,40 +273,49 @@ reshard() {
 }
 
 worker_stop() {
-    local name="SIGSTOP worker 1 for 3.5 s (bsp)"
+    local name="SIGSTOP worker 1 for $stop_secs s (bsp)"
     bar=$bar_bsp
     new_dir stop
-    rank 0 "$dir/s0.log" --checkpoint-dir "$dir/ck" --checkpoint-every 100; local s=$last_pid
+    rank 0 "$dir/s0.log" --checkpoint-dir "$dir/ck" --checkpoint-every $ck; local s=$last_pid
     rank 1 "$dir/w0.log"; local w0=$last_pid
     rank 2 "$dir/w1.log"; local w1=$last_pid
-    wait_line "$dir/s0.log" "checkpoint at update [3-9]00" 120 || { bad "$name: no start"; kill -9 $s $w0 $w1; return; }
+    wait_update "$dir/s0.log" $((3 * ck)) 120 || { bad "$name: no start"; kill -9 $s $w0 $w1; return; }
     kill -STOP $w1
-    sleep 3.5
+    local t_stop=$EPOCHREALTIME
+    nap "$stop_secs"
     kill -CONT $w1
+    local t_cont=$EPOCHREALTIME
     if wait_all $s $w0 $w1; then judge "$name"; else tail -n 5 "$dir"/*.log; bad "$name: a process failed"; fi
     grep -q "lost worker 1 (silent" "$dir/s0.log" && ok "$name: detected as silent" ||
         bad "$name: the stop went unnoticed"
     grep -q "worker 1 rejoined" "$dir/s0.log" && ok "$name: worker 1 rejoined after SIGCONT" ||
         bad "$name: worker 1 did not rejoin"
+    fault_times "$t_stop" "lost worker 1 [(]silent" "worker 1 rejoined"
+    echo "    rejoined $(since "$t_cont" "worker 1 rejoined") s after SIGCONT"
 }
 
 server_kill() {
     local name="kill -9 the server, restart with --resume (bsp)"
     bar=$bar_bsp
     new_dir server
-    local ck="--checkpoint-dir $dir/ck --checkpoint-every 50"
-    rank 0 "$dir/s0.log" $ck; local s=$last_pid
+    local half=$((ck / 2))
+    local cks="--checkpoint-dir $dir/ck --checkpoint-every $half"
+    rank 0 "$dir/s0.log" $cks; local s=$last_pid
     rank 1 "$dir/w0.log" --save "$dir/model.bin"; local w0=$last_pid
     rank 2 "$dir/w1.log"; local w1=$last_pid
     local at; at=$(pick 5 30)
-    wait_line "$dir/s0.log" "checkpoint at update $((at * 50)) " 120 || { bad "$name: no start"; kill -9 $s $w0 $w1; return; }
-    kill -9 $s; wait $s 2>/dev/null
-    echo "    killed the server after its checkpoint at update $((at * 50))"
+    wait_line "$dir/s0.log" "checkpoint at update $((at * half)) " 120 || { bad "$name: no start"; kill -9 $s $w0 $w1; return; }
+    kill -9 $s
+    local t_kill=$EPOCHREALTIME
+    wait $s 2>/dev/null
+    echo "    killed the server after its checkpoint at update $((at * half))"
     sleep 1
-    rank 0 "$dir/s0b.log" $ck --resume; s=$last_pid
+    rank 0 "$dir/s0b.log" $cks --resume; s=$last_pid
     if wait_all $s $w0 $w1; then judge "$name"; else tail -n 5 "$dir"/*.log; bad "$name: a process failed"; return; fi
     grep -q "resumed from" "$dir/s0b.log" && ok "$name: resumed from a checkpoint" ||
         bad "$name: did not resume"
+    # (restarted 1 s after the kill; recovered = both workers reconnected)
+    fault_times "$t_kill" "lost server" "reconnected after" 2
     # Undisturbed, the same job ends at the same parameters, bit for bit:
     # the resumed server and the workers redid exactly the lost rounds.
     new_dir server-ref
@@ -259,19 +340,21 @@ netcut_run() {
         return
     fi
     new_dir "cut$cut"
-    export dir train common cut
+    export dir train common cut ck
     if unshare -n bash -c '
         set -u
         ip link set lo up || exit 90
         run() { SHOAL_RANK=$1 SHOAL_SIZE=3 SHOAL_RENDEZVOUS=$dir/rdv timeout 400 "$train" $common "${@:3}" >>"$2" 2>&1 & }
-        run 0 "$dir/s0.log" --checkpoint-dir "$dir/ck" --checkpoint-every 100; s=$!
+        run 0 "$dir/s0.log" --checkpoint-dir "$dir/ck" --checkpoint-every $ck; s=$!
         run 1 "$dir/w0.log"; w0=$!
         run 2 "$dir/w1.log"; w1=$!
         end=$((SECONDS + 120))
-        until grep -q "checkpoint at update [3-9]00" "$dir/s0.log" 2>/dev/null; do
+        until awk -v n=$((3 * ck)) "/checkpoint at update/ { if (\$7 + 0 >= n) f = 1 } END { exit !f }" \
+            "$dir/s0.log" 2>/dev/null; do
             [ $SECONDS -gt $end ] && exit 91; sleep 0.05; done
         nft add table inet cut && nft add chain inet cut in "{ type filter hook input priority 0; }" &&
             nft add rule inet cut in iif lo drop || exit 92
+        echo $EPOCHREALTIME >"$dir/t_cut"
         echo "    network down for $cut s"
         sleep "$cut"
         nft delete table inet cut
@@ -286,6 +369,19 @@ netcut_run() {
         tail -n 5 "$dir"/*.log
         bad "$name: the job failed (status $rc)"
     fi
+    [ -s "$dir/t_cut" ] && fault_times "$(cat "$dir/t_cut")" "lost worker|lost server" "rejoined|reconnected"
+}
+
+undisturbed() {
+    local name="undisturbed (bsp)"
+    bar=$bar_bsp
+    new_dir undisturbed
+    rank 0 "$dir/s0.log"; local s=$last_pid
+    rank 1 "$dir/w0.log"; local w0=$last_pid
+    rank 2 "$dir/w1.log"; local w1=$last_pid
+    if wait_all $s $w0 $w1; then judge "$name"; else tail -n 5 "$dir"/*.log; bad "$name: a process failed"; fi
+    ! grep -q "lost worker\|lost server" "$dir"/*.log && ok "$name: no peer reported lost" ||
+        bad "$name: a peer was reported lost without a fault (a timeout too short for this machine?)"
 }
 
 all="worker_kill:bsp:norestart worker_kill:bsp:restart worker_kill:async:norestart
@@ -297,6 +393,7 @@ for sc in ${*:-$all}; do
     t0=$SECONDS
     watchdog
     $fn $a $b
+    clock_stop
     echo "   ($((SECONDS - t0)) s)"
 done
 pkill -P "$dog" 2>/dev/null; kill "$dog" 2>/dev/null

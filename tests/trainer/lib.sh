@@ -15,8 +15,28 @@ failures=0
 
 skip() { echo "SKIPPED: $*"; exit 77; }
 need_data() {
-    [ -r "$data/train-images-idx3-ubyte.gz" ] ||
+    [ -r "$data/train-images-idx3-ubyte.gz" ] || [ -r "$data/train-images-idx3-ubyte" ] ||
         skip "no Fashion-MNIST in $data (apt-get install dataset-fashion-mnist)"
+}
+# data_slice DIR NTRAIN NTEST: the first NTRAIN training and NTEST test
+# images (and labels) of $data as uncompressed IDX files in DIR, for short
+# jobs (an emulated VM would spend seconds in gunzip).
+data_slice() {
+    local out=$1
+    mkdir -p "$out" || return 1
+    be32() { printf "$(printf '\\x%02x\\x%02x\\x%02x\\x%02x' $(($1 >> 24 & 255)) \
+        $(($1 >> 16 & 255)) $(($1 >> 8 & 255)) $(($1 & 255)))"; }
+    slice() { # NAME COUNT
+        { printf '\x00\x00\x08\x03'; be32 "$2"; be32 28; be32 28
+          gzip -dc "$data/$1-images-idx3-ubyte.gz" | tail -c +17 | head -c $(($2 * 784)); } \
+            >"$out/$1-images-idx3-ubyte" &&
+        { printf '\x00\x00\x08\x01'; be32 "$2"
+          gzip -dc "$data/$1-labels-idx1-ubyte.gz" | tail -c +9 | head -c "$2"; } \
+            >"$out/$1-labels-idx1-ubyte" &&
+        [ "$(stat -c %s "$out/$1-images-idx3-ubyte")" = $((16 + $2 * 784)) ] &&
+        [ "$(stat -c %s "$out/$1-labels-idx1-ubyte")" = $((8 + $2)) ]
+    }
+    slice train "$2" && slice t10k "$3"
 }
 ok() { echo "ok: $*"; }
 bad() { echo "FAIL: $*"; failures=$((failures + 1)); }
