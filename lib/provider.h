@@ -197,6 +197,8 @@ struct shoal_ep {
     bool abort;                          /* core: shoal_ep_abort(): close
                                             without flushing */
     char peer[96];                       /* prov: "host:port" */
+    char dial_host[80];                  /* core: what shoal_connect*() was given */
+    uint16_t dial_port;                  /* ... (0: accepted, not dialed) */
     struct shoal_hs hs;                  /* core: handshake state (auth.c) */
     void *user;
     void *priv;                          /* prov */

@@ -58,7 +58,8 @@
  *              violation) the endpoint raises exactly one SHOAL_EV_EP_FAILED
  *              event with a reason; its outstanding operations complete
  *              with an error status; further operations on it fail with
- *              -ENOTCONN.  The endpoint must still be closed.
+ *              -ENOTCONN.  The endpoint must still be closed -- or, on the
+ *              side that connected, reconnected (shoal_ep_reconnect()).
  */
 #ifndef SHOAL_H
 #define SHOAL_H
@@ -334,6 +335,35 @@ int shoal_accept(shoal_listener_t *l, int timeout_ms, shoal_ep_t **ep_p);
  */
 int shoal_connect(shoal_ctx_t *ctx, const char *host, uint16_t port,
                   shoal_ep_t **ep_p);
+
+/**
+ * shoal_connect(), tried again while the failure is one that may pass
+ * (nothing listens yet, unreachable, no answer, reset) for up to
+ * @timeout_ms in all, waiting 20 ms after the first try and twice as long
+ * after each next one, at most 1 s.  Any other failure (refused
+ * authentication, another protocol, bad arguments) returns at once.  The
+ * context is not progressed while it waits between tries: other
+ * endpoints' events are queued, not lost.
+ */
+int shoal_connect_retry(shoal_ctx_t *ctx, const char *host, uint16_t port, int timeout_ms,
+                        shoal_ep_t **ep_p);
+
+/**
+ * Replace @ep's connection with a new one to the same address, made as
+ * shoal_connect_retry() makes it (@timeout_ms in all); the handle stays
+ * the same.  Only for an endpoint this side made with shoal_connect*()
+ * (-EINVAL otherwise, and nothing changes).  First the old connection is
+ * dropped as shoal_ep_abort() drops it: each operation still in flight on
+ * it completes with an error status (its event names @ep and comes before
+ * any of the new connection's), none is retried by the library -- a put
+ * or get may or may not have reached the peer, so whether to issue it
+ * again is the application's call.  A queued SHOAL_EV_EP_FAILED of the old
+ * connection is dropped.  Remote regions unpacked on the old connection
+ * are detached (operations with them fail with -EINVAL): the peer may have
+ * restarted, so descriptors must be exchanged again.  On failure @ep is
+ * left failed (-ENOTCONN to operations) and must be closed.
+ */
+int shoal_ep_reconnect(shoal_ep_t *ep, int timeout_ms);
 
 /**
  * Close an endpoint.  Outstanding operations complete (with -ECANCELED if

@@ -98,22 +98,12 @@ int net_publish(const struct train_cfg *c, const char *host, uint16_t port, char
 int net_connect(shoal_ctx_t *ctx, const char *host, uint16_t port, int timeout_ms,
                 shoal_ep_t **ep, char *err, size_t errlen)
 {
-    double deadline = now_s() + timeout_ms / 1000.0;
-    int backoff = 20;
-    for (;;) {
-        int rc = shoal_connect(ctx, host, port, ep);
-        if (rc == 0)
-            return 0;
-        bool retry = rc == -ECONNREFUSED || rc == -ETIMEDOUT || rc == -EHOSTUNREACH ||
-                     rc == -ECONNRESET || rc == -ENETUNREACH || rc == -ENOTCONN;
-        if (!retry || now_s() + backoff / 1000.0 > deadline) {
-            snprintf(err, errlen, "cannot connect to %s:%u: %s", host, port,
-                     shoal_ctx_errmsg(ctx));
-            return rc;
-        }
-        sleep_ms(backoff);
-        backoff = backoff * 2 > 1000 ? 1000 : backoff * 2;
-    }
+    /* libshoal tries again, with backoff, while the failure may pass. */
+    int rc = shoal_connect_retry(ctx, host, port, timeout_ms, ep);
+    if (rc)
+        snprintf(err, errlen, "cannot connect to %s:%u: %s", host, port,
+                 shoal_ctx_errmsg(ctx));
+    return rc;
 }
 
 int net_send(shoal_ep_t *ep, const struct ps_msg *m)

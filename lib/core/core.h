@@ -9,6 +9,8 @@
 
 void shoal__evq_fini(struct shoal_evq *q);
 void shoal__evq_drop_ep(shoal_ctx_t *ctx, shoal_ep_t *ep);
+/* Drop only @ep's queued events of @type. */
+void shoal__evq_drop_ep_type(shoal_ctx_t *ctx, shoal_ep_t *ep, shoal_event_type_t type);
 void shoal__queue_op_event(shoal_ctx_t *ctx, struct shoal_op *op,
                            const char *reason);
 

@@ -8,8 +8,10 @@
  * remote fault later.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core.h"
 
@@ -158,6 +160,20 @@ int shoal_accept(shoal_listener_t *l, int timeout_ms, shoal_ep_t **ep_p)
     }
 }
 
+/* Make @ep's connection to @host:@port (the provider's connect, then the
+ * state check); on failure the provider's state stays for the caller to
+ * drop. */
+static int dial(shoal_ep_t *ep, const char *host, uint16_t port)
+{
+    shoal_ctx_t *ctx = ep->ctx;
+    snprintf(ep->peer, sizeof(ep->peer), "%s:%u", host, port);
+    int rc = ctx->prov->connect(ep, host, port);
+    if (rc == 0 && ep->state != SHOAL_EP_CONNECTED)
+        rc = shoal__fail(ctx, -ECONNRESET, "connect to %s:%u: connection lost in handshake",
+                         host, port);
+    return rc;
+}
+
 int shoal_connect(shoal_ctx_t *ctx, const char *host, uint16_t port,
                   shoal_ep_t **ep_p)
 {
@@ -168,11 +184,11 @@ int shoal_connect(shoal_ctx_t *ctx, const char *host, uint16_t port,
     shoal_ep_t *ep = shoal__ep_new(ctx);
     if (!ep)
         return -ENOMEM;
-    snprintf(ep->peer, sizeof(ep->peer), "%s:%u", host, port);
-    int rc = ctx->prov->connect(ep, host, port);
-    if (rc == 0 && ep->state != SHOAL_EP_CONNECTED)
-        rc = shoal__fail(ctx, -ECONNRESET, "connect to %s:%u: connection lost in handshake",
-                         host, port);
+    if (strlen(host) < sizeof(ep->dial_host)) {
+        strcpy(ep->dial_host, host);
+        ep->dial_port = port; /* shoal_ep_reconnect() may dial it again */
+    }
+    int rc = dial(ep, host, port);
     if (rc) {
         ep_free(ep);
         return rc;
@@ -180,6 +196,103 @@ int shoal_connect(shoal_ctx_t *ctx, const char *host, uint16_t port,
     shoal__info(ctx, "connected to %s", ep->peer);
     *ep_p = ep;
     return 0;
+}
+
+/* A connect failure that may pass if we wait and try again. */
+static bool may_pass(int rc)
+{
+    return rc == -ECONNREFUSED || rc == -ETIMEDOUT || rc == -EHOSTUNREACH ||
+           rc == -ENETUNREACH || rc == -ECONNRESET || rc == -ECONNABORTED ||
+           rc == -ENOTCONN || rc == -EAGAIN;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec t = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&t, &t) && errno == EINTR)
+        ;
+}
+
+/* Backoff between tries: 20 ms, doubling, at most 1 s. */
+#define BACKOFF_FIRST_MS 20
+#define BACKOFF_MAX_MS 1000
+
+int shoal_connect_retry(shoal_ctx_t *ctx, const char *host, uint16_t port, int timeout_ms,
+                        shoal_ep_t **ep_p)
+{
+    if (!ctx || !host || !ep_p)
+        return -EINVAL;
+    uint64_t deadline = shoal__now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
+    int wait = BACKOFF_FIRST_MS, tries = 0;
+    for (;;) {
+        int rc = shoal_connect(ctx, host, port, ep_p);
+        tries++;
+        if (rc == 0)
+            return 0;
+        if (!may_pass(rc) || shoal__now_ms() + (uint64_t)wait > deadline) {
+            if (tries > 1)
+                shoal__info(ctx, "connect to %s:%u: giving up after %d tries", host, port,
+                            tries);
+            return rc;
+        }
+        shoal__debug(ctx, "connect to %s:%u: %s; again in %d ms", host, port,
+                     shoal_strerror(rc), wait);
+        sleep_ms(wait);
+        wait = wait * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : wait * 2;
+    }
+}
+
+/* Drop @ep's connection as shoal_ep_abort() would, but keep the handle:
+ * its operations in flight complete with an error (their events stay
+ * queued), its remote regions are detached, and it can dial again.  A
+ * queued EP_FAILED (of the connection just dropped) goes. */
+static void drop_connection(shoal_ep_t *ep)
+{
+    shoal_ctx_t *ctx = ep->ctx;
+    ep->state = SHOAL_EP_CLOSING;
+    while (!shoal__list_empty(&ep->rmrs))
+        shoal__rmr_detach(shoal__container_of(ep->rmrs.next, shoal_rmr_t, node));
+    ep->abort = true;
+    ctx->prov->ep_close(ep);
+    ep->abort = false;
+    ep->priv = NULL;
+    if (ep->outstanding) {
+        shoal__warn(ctx, "endpoint %s: %u operations the provider did not complete",
+                    ep->peer, ep->outstanding);
+        ep->outstanding = 0;
+    }
+    shoal__evq_drop_ep_type(ctx, ep, SHOAL_EV_EP_FAILED);
+    memset(&ep->hs, 0, sizeof(ep->hs));
+    ep->state = SHOAL_EP_CONNECTING;
+}
+
+int shoal_ep_reconnect(shoal_ep_t *ep, int timeout_ms)
+{
+    if (!ep)
+        return -EINVAL;
+    shoal_ctx_t *ctx = ep->ctx;
+    if (!ep->dial_port || ep->listener)
+        return shoal__fail(ctx, -EINVAL, "reconnect %s: only an endpoint this side connected "
+                           "(shoal_connect) can be reconnected", ep->peer);
+    uint64_t deadline = shoal__now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
+    int wait = BACKOFF_FIRST_MS, tries = 0, rc;
+    drop_connection(ep);
+    for (;;) {
+        rc = dial(ep, ep->dial_host, ep->dial_port);
+        tries++;
+        if (rc == 0) {
+            shoal__info(ctx, "reconnected to %s (%d tr%s)", ep->peer, tries,
+                        tries == 1 ? "y" : "ies");
+            return 0;
+        }
+        drop_connection(ep); /* what the failed try left */
+        if (!may_pass(rc) || shoal__now_ms() + (uint64_t)wait > deadline)
+            break;
+        sleep_ms(wait);
+        wait = wait * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : wait * 2;
+    }
+    ep->state = SHOAL_EP_FAILED;
+    return rc;
 }
 
 /* Checks common to put and get; returns 0 or a negative errno. */

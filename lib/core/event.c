@@ -61,13 +61,14 @@ static struct shoal_qev *evq_push(shoal_ctx_t *ctx)
     return e;
 }
 
-void shoal__evq_drop_ep(shoal_ctx_t *ctx, shoal_ep_t *ep)
+/* Drop @ep's queued events (of @type only, if @type is not 0). */
+static void drop_ep(shoal_ctx_t *ctx, shoal_ep_t *ep, shoal_event_type_t type)
 {
     struct shoal_evq *q = &ctx->evq;
     unsigned kept = 0;
     for (unsigned i = 0; i < q->count; i++) {
         struct shoal_qev *e = &q->ring[(q->head + i) & (q->cap - 1)];
-        if (e->ev.ep == ep) {
+        if (e->ev.ep == ep && (type == 0 || e->ev.type == type)) {
             free(e->data);
             continue;
         }
@@ -75,6 +76,17 @@ void shoal__evq_drop_ep(shoal_ctx_t *ctx, shoal_ep_t *ep)
         kept++;
     }
     q->count = kept;
+}
+
+void shoal__evq_drop_ep_type(shoal_ctx_t *ctx, shoal_ep_t *ep, shoal_event_type_t type)
+{
+    drop_ep(ctx, ep, type);
+}
+
+void shoal__evq_drop_ep(shoal_ctx_t *ctx, shoal_ep_t *ep)
+{
+    struct shoal_evq *q = &ctx->evq;
+    drop_ep(ctx, ep, 0);
     /* The batch already handed out may name ep too: clear the pointer. */
     for (unsigned i = 0; i < q->batch_len; i++)
         if (q->batch[i].ev.ep == ep)

@@ -9,6 +9,7 @@
  * the default list is reported as skipped.
  */
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <string.h>
@@ -525,6 +526,106 @@ static void test_forged_write(void)
     CU_ASSERT_EQUAL(h_run(forge_server, forge_client, 1, NULL, 60), 0);
 }
 
+/* ---- connect with backoff, reconnect ---------------------------------------
+ *
+ * The server publishes a port and listens on it only 500 ms later: the
+ * client's shoal_connect_retry() must get through by trying again.  Then
+ * the server drops the connection; the client sees EP_FAILED and
+ * reconnects the same handle; a descriptor from the old connection is
+ * refused on the new one, messages flow.  And retrying gives up in its
+ * time where nothing listens, at once on a bad argument.
+ */
+
+static void reconnect_server(struct h_role *r)
+{
+    shoal_ctx_t *ctx = h_ctx();
+    shoal_listener_t *l;
+    CHECK_RC(shoal_listen(ctx, h_host(), 0, &l), ctx, "listen");
+    uint16_t port = shoal_listener_port(l);
+    shoal_listener_close(l);
+    CHECK(write(r->port_wr, &port, sizeof(port)) == sizeof(port), "publish port");
+    usleep(500000);
+    CHECK_RC(shoal_listen(ctx, h_host(), port, &l), ctx, "listen on the published port");
+    shoal_ep_t *ep;
+    CHECK_RC(shoal_accept(l, 30000, &ep), ctx, "accept");
+    uint8_t *buf = h_alloc(4096);
+    shoal_mr_t *mr;
+    CHECK_RC(shoal_mr_reg(ctx, buf, 4096, SHOAL_ACCESS_REMOTE_WRITE, &mr), ctx, "mr_reg");
+    h_send_desc(ctx, ep, mr);
+    h_expect_str(ctx, ep, "got it", 30000);
+    shoal_ep_close(ep); /* the client's connection breaks */
+    CHECK_RC(shoal_accept(l, 30000, &ep), ctx, "accept the reconnected client");
+    CHECK(shoal_ep_reconnect(ep, 100) == -EINVAL, "an accepted endpoint was reconnected");
+    h_expect_str(ctx, ep, "again", 30000);
+    h_send_str(ctx, ep, "ok");
+    h_expect_str(ctx, ep, "bye", 30000);
+    shoal_ep_close(ep);
+    shoal_listener_close(l);
+    shoal_mr_dereg(mr);
+    shoal_ctx_destroy(ctx);
+    free(buf);
+}
+
+static void reconnect_client(struct h_role *r)
+{
+    shoal_ctx_t *ctx = h_ctx();
+    uint16_t port;
+    struct pollfd p = {.fd = r->port_rd, .events = POLLIN};
+    CHECK(poll(&p, 1, 30000) == 1, "no port published by the server");
+    CHECK(read(r->port_rd, &port, sizeof(port)) == sizeof(port), "read port");
+    uint64_t t0 = h_now_ms();
+    shoal_ep_t *ep;
+    CHECK_RC(shoal_connect_retry(ctx, h_host(), port, 20000, &ep), ctx, "connect_retry");
+    uint64_t ms = h_now_ms() - t0;
+    CHECK(ms >= 300, "connected after %llu ms, but the server listened only after 500 ms",
+          (unsigned long long)ms);
+    printf("connected after %llu ms of retries; ", (unsigned long long)ms);
+    shoal_rmr_t *rmr = h_recv_desc(ctx, ep);
+    h_send_str(ctx, ep, "got it");
+    shoal_event_t ev;
+    h_expect(ctx, SHOAL_EV_EP_FAILED, ep, 30000, &ev);
+    t0 = h_now_ms();
+    CHECK_RC(shoal_ep_reconnect(ep, 20000), ctx, "reconnect");
+    printf("reconnected in %llu ms; ", (unsigned long long)(h_now_ms() - t0));
+    uint8_t *src = h_alloc(64);
+    shoal_mr_t *smr;
+    CHECK_RC(shoal_mr_reg(ctx, src, 64, 0, &smr), ctx, "mr_reg");
+    int rc = shoal_put(ep, smr, 0, rmr, 0, 64, 0, 0, 1);
+    CHECK(rc == -EINVAL, "a put with a descriptor of the old connection gave %d (%s)", rc,
+          shoal_strerror(rc));
+    h_send_str(ctx, ep, "again");
+    h_expect_str(ctx, ep, "ok", 30000);
+    h_send_str(ctx, ep, "bye");
+    h_expect(ctx, SHOAL_EV_SEND_DONE, ep, 30000, &ev);
+    shoal_rmr_destroy(rmr);
+    shoal_ep_close(ep);
+    /* Nothing listens: retrying gives up after its 400 ms, refused. */
+    shoal_listener_t *l;
+    CHECK_RC(shoal_listen(ctx, h_host(), 0, &l), ctx, "listen");
+    uint16_t closed = shoal_listener_port(l);
+    shoal_listener_close(l);
+    t0 = h_now_ms();
+    rc = shoal_connect_retry(ctx, h_host(), closed, 400, &ep);
+    ms = h_now_ms() - t0;
+    CHECK(rc == -ECONNREFUSED || rc == -ETIMEDOUT, "retrying a closed port gave %d (%s)", rc,
+          shoal_strerror(rc));
+    CHECK(ms >= 200 && ms < 5000, "gave up after %llu ms with a 400 ms bound",
+          (unsigned long long)ms);
+    printf("a closed port: gave up after %llu ms (bound 400)\n", (unsigned long long)ms);
+    /* A failure that cannot pass is not retried. */
+    t0 = h_now_ms();
+    CHECK(shoal_connect_retry(ctx, h_host(), 0, 5000, &ep) == -EINVAL, "port 0 accepted");
+    CHECK(h_now_ms() - t0 < 100, "a bad argument was retried");
+    shoal_mr_dereg(smr);
+    shoal_ctx_destroy(ctx);
+    free(src);
+}
+
+static void test_reconnect(void)
+{
+    CU_ASSERT_EQUAL(h_run(reconnect_server, reconnect_client, 1, NULL, 90), 0);
+}
+
 /* ---- connecting to a closed port ----------------------------------------- */
 
 static void refused_role(struct h_role *r)
@@ -745,6 +846,8 @@ int main(int argc, char **argv)
         CU_add_test(s, "connect to a closed port", test_connect_refused);
         CU_add_test(s, "server SIGKILLed: client sees EP_FAILED", test_server_killed);
         CU_add_test(s, "client SIGKILLed: server sees EP_FAILED", test_client_killed);
+        CU_add_test(s, "connect with backoff; reconnect after the peer dropped us",
+                    test_reconnect);
         if (t == SHOAL_TRANSPORT_UCX) /* verbs: the NIC refuses (test-verbs) */
             CU_add_test(s, "forged write right refused by the target", test_forged_write);
         suites++;
