@@ -112,10 +112,13 @@ fault_times() {
 
 # Start one rank in the background: rank LOG [extra args]; sets $last_pid.
 # (exec: $! is the trainer itself, so kill -9 strikes it, not a wrapper;
-# the watchdog bounds every scenario instead of timeout(1).)
+# the watchdog bounds every scenario instead of timeout(1).  The local
+# rank and size tell libshoal's placement that three processes share the
+# node, as tools/shoal-run does: without them each would take CPU 0.)
 rank() {
     local r=$1 log=$2; shift 2
-    (SHOAL_RANK=$r SHOAL_SIZE=3 SHOAL_RENDEZVOUS=$dir/rdv exec "$train" $common "$@" \
+    (SHOAL_RANK=$r SHOAL_SIZE=3 SHOAL_LOCAL_RANK=$r SHOAL_LOCAL_SIZE=3 \
+     SHOAL_RENDEZVOUS=$dir/rdv exec "$train" $common "$@" \
         >>"$log" 2>&1) &
     last_pid=$!
     echo $last_pid >>"$scratch/pids"
@@ -344,7 +347,7 @@ netcut_run() {
     if unshare -n bash -c '
         set -u
         ip link set lo up || exit 90
-        run() { SHOAL_RANK=$1 SHOAL_SIZE=3 SHOAL_RENDEZVOUS=$dir/rdv timeout 400 "$train" $common "${@:3}" >>"$2" 2>&1 & }
+        run() { SHOAL_RANK=$1 SHOAL_SIZE=3 SHOAL_LOCAL_RANK=$1 SHOAL_LOCAL_SIZE=3 SHOAL_RENDEZVOUS=$dir/rdv timeout 400 "$train" $common "${@:3}" >>"$2" 2>&1 & }
         run 0 "$dir/s0.log" --checkpoint-dir "$dir/ck" --checkpoint-every $ck; s=$!
         run 1 "$dir/w0.log"; w0=$!
         run 2 "$dir/w1.log"; w1=$!
