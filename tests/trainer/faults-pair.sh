@@ -3,7 +3,8 @@
 # across two soft-RoCE VMs (tools/softroce-vm --pair): VM a (10.55.0.1)
 # runs the server and worker 0, VM b (10.55.0.2) worker 1, so worker 1's
 # traffic crosses the VMs' virtio NICs (one VM cannot cut rxe traffic: see
-# faults-vm.sh).  Opt-in (make check-faults-pair), as it boots two VMs.
+# faults-vm.sh).  Part of make check-faults (after faults-vm.sh); alone:
+# make check-faults-pair.  About 2 minutes, both boots included.
 #
 # The same short job as faults-vm.sh (MLP-32, a Fashion-MNIST slice,
 # bsp, 2 epochs of 100 iterations), three times:
