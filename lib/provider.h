@@ -26,7 +26,7 @@
 
 /* The connection handshake every provider carries in its own way (active
  * messages on UCX, rdma_cm private data plus one first SEND on verbs).
- * Layout (version 2), little-endian:
+ * Layout (version 2 and 3: 3 changed only UCX's PUT/GET_REQ), little-endian:
  *    0 u32 magic "SOAL"   4 u16 version   6 u8 transport   7 u8 flags
  *    8 u32 ep_id          12 u32 peer_id
  *   16 what the flags announce, in this order:
@@ -35,7 +35,7 @@
  *      SHOAL_HELLO_REFUSE: u8 reason  the sender refuses the connection
  * Trailing bytes are ignored (rdma_cm pads private data). */
 #define SHOAL_WIRE_MAGIC   0x4c414f53u  /* "SOAL" little-endian */
-#define SHOAL_WIRE_VERSION 2
+#define SHOAL_WIRE_VERSION 3      /* 3: UCX PUT and GET requests carry the region's key */
 #define SHOAL_HELLO_LEN    16           /* the fixed part */
 #define SHOAL_NONCE_LEN    16
 #define SHOAL_PROOF_LEN    32
@@ -217,7 +217,7 @@ struct shoal_op {
     int pending;                         /* completions still expected */
     int status;                          /* first error seen, or 0 */
     void *buf;                           /* prov: e.g. copied send payload */
-    uint8_t scratch[16];                 /* prov: room for a small header */
+    uint8_t scratch[24];                 /* prov: room for a small header */
     struct shoal_op *next_free;          /* core: freelist link */
 };
 

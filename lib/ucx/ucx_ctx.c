@@ -11,6 +11,7 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "ucx_int.h"
 
@@ -177,7 +178,7 @@ static int ucx_mr_reg(shoal_mr_t *mr)
     void *rkey;
     size_t rlen;
     st = ucp_rkey_pack(u->context, m->memh, &rkey, &rlen);
-    if (st != UCS_OK || rlen > sizeof(mr->key) - 64) {
+    if (st != UCS_OK || rlen + UCX_KEY_LEN > sizeof(mr->key) - 64) {
         if (st == UCS_OK)
             ucp_rkey_buffer_release(rkey);
         ucp_mem_unmap(u->context, m->memh);
@@ -185,8 +186,15 @@ static int ucx_mr_reg(shoal_mr_t *mr)
         return shoal__fail(ctx, -EIO, "ucp_rkey_pack: %s (key of %zu bytes)",
                            ucs_status_string(st), st == UCS_OK ? rlen : 0);
     }
-    memcpy(mr->key, rkey, rlen);
-    mr->keylen = (uint32_t)rlen;
+    if (getrandom(&m->key, sizeof(m->key), 0) != (ssize_t)sizeof(m->key)) {
+        ucp_rkey_buffer_release(rkey);
+        ucp_mem_unmap(u->context, m->memh);
+        free(m);
+        return shoal__fail(ctx, -EIO, "getrandom: %s", strerror(errno));
+    }
+    shoal__put_le64(mr->key, m->key);
+    memcpy(mr->key + UCX_KEY_LEN, rkey, rlen);
+    mr->keylen = (uint32_t)(UCX_KEY_LEN + rlen);
     ucp_rkey_buffer_release(rkey);
     m->mr = mr;
     shoal__list_add(&u->mrs, &m->node);

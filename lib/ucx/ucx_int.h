@@ -21,17 +21,22 @@ enum {
     UCX_AM_HELLO_ACK, /* server -> client: struct shoal_hello (header) */
     UCX_AM_IMM,       /* header: token u32, imm u32 -- after a fence */
     UCX_AM_MSG,       /* header: token u32; data: the control message */
-    UCX_AM_GET_REQ,   /* header: token u32, req u32, addr u64, len u64 */
+    UCX_AM_GET_REQ,   /* header: token u32, req u32, addr u64, len u64, key u64 */
     UCX_AM_GET_RESP,  /* header: token u32, req u32, status i32; data */
-    UCX_AM_PUT_IMM,   /* header: token u32, imm u32, addr u64; data: the bytes */
+    UCX_AM_PUT_IMM,   /* header: token u32, imm u32, addr u64, key u64; data: the bytes */
     UCX_AM_PUT,       /* header: as PUT_IMM (imm unused); data: the bytes */
     UCX_AM_COUNT
 };
 #define UCX_IMM_HDR 8
 #define UCX_MSG_HDR 4
-#define UCX_GET_REQ_HDR 24
+#define UCX_GET_REQ_HDR 32
 #define UCX_GET_RESP_HDR 12
-#define UCX_PUT_IMM_HDR 16
+#define UCX_PUT_IMM_HDR 24
+/* Every region's descriptor key starts with 8 random bytes, its key: a
+ * PUT or GET request must carry the key of the region it targets, so a
+ * peer reaches only regions whose descriptor it was given (over TCP, UCX
+ * checks no rkey itself). */
+#define UCX_KEY_LEN 8
 /* A put with immediate of at most this many bytes travels as one
  * PUT_IMM active message (data and immediate together) instead of
  * put + fence + IMM: one message per direction instead of two. */
@@ -76,6 +81,7 @@ struct ucx_ep {
 
 struct ucx_mr {
     ucp_mem_h memh;
+    uint64_t key;              /* random; the first UCX_KEY_LEN bytes of the descriptor key */
     shoal_mr_t *mr;
     struct shoal_list node;    /* on ucx_ctx.mrs */
 };

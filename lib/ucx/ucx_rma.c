@@ -105,6 +105,7 @@ static int put_am(shoal_ep_t *ep, struct shoal_op *op, unsigned id, shoal_mr_t *
         shoal__put_le32(hdr, e->peer_token);
         shoal__put_le32(hdr + 4, imm);
         shoal__put_le64(hdr + 8, rmr->addr + roff + off);
+        memcpy(hdr + 16, rmr->key, UCX_KEY_LEN);
         ucp_request_param_t p = op_param(op, lmr);
         p.op_attr_mask |= UCP_OP_ATTR_FIELD_FLAGS;
         p.flags = UCP_AM_SEND_FLAG_REPLY | UCP_AM_SEND_FLAG_EAGER;
@@ -265,6 +266,7 @@ int ucx_get(shoal_ep_t *ep, struct shoal_op *op, shoal_mr_t *lmr, size_t loff,
     shoal__put_le32(hdr + 4, req);
     shoal__put_le64(hdr + 8, rmr->addr + roff);
     shoal__put_le64(hdr + 16, len);
+    memcpy(hdr + 24, rmr->key, UCX_KEY_LEN);
     rc = ucx_am_send_hdr(ep, UCX_AM_GET_REQ, hdr, sizeof(hdr));
     if (rc) {
         get_take(u, req);
@@ -316,11 +318,13 @@ static ucs_status_t am_put(shoal_ctx_t *ctx, bool with_imm, const void *header, 
         ucx_ep_abort(ep, -EPROTO, "peer sent a PUT by rendezvous");
         return UCS_OK;
     }
-    if (len && !writable(ucx_ctx(ctx), addr, len)) {
-        char why[128];
-        snprintf(why, sizeof(why), "peer wrote [0x%llx, +%zu), not in a region registered "
-                 "with SHOAL_ACCESS_REMOTE_WRITE; connection dropped", (unsigned long long)addr,
-                 len);
+    struct ucx_mr *m = len ? writable(ucx_ctx(ctx), addr, len) : NULL;
+    if (len && (!m || m->key != shoal__get_le64(h + 16))) {
+        char why[160];
+        snprintf(why, sizeof(why), "peer wrote [0x%llx, +%zu), %s; connection dropped",
+                 (unsigned long long)addr, len,
+                 m ? "with the key of another region (a descriptor it was not given)"
+                   : "not in a region registered with SHOAL_ACCESS_REMOTE_WRITE");
         shoal__warn(ctx, "ucx: %s: %s", ep->peer, why);
         ucx_ep_abort(ep, -EACCES, why);
         return UCS_OK;
@@ -370,9 +374,11 @@ ucs_status_t ucx_am_get_req(void *arg, const void *header, size_t hlen, void *da
     uint64_t addr = shoal__get_le64(h + 8), glen = shoal__get_le64(h + 16);
     struct ucx_mr *m = glen ? readable(ucx_ctx(ctx), addr, glen) : NULL;
     int32_t status = 0;
-    if (!m) {
-        shoal__warn(ctx, "ucx: %s asked to read [0x%llx, +%llu), not in a readable region; "
-                    "refused", ep->peer, (unsigned long long)addr, (unsigned long long)glen);
+    if (!m || m->key != shoal__get_le64(h + 24)) {
+        shoal__warn(ctx, "ucx: %s asked to read [0x%llx, +%llu), %s; refused", ep->peer,
+                    (unsigned long long)addr, (unsigned long long)glen,
+                    m ? "with the key of another region" : "not in a readable region");
+        m = NULL;
         status = -EACCES;
         glen = 0;
     }
@@ -493,7 +499,10 @@ int ucx_send(shoal_ep_t *ep, struct shoal_op *op, const void *buf, size_t len)
 int ucx_rmr_init(shoal_rmr_t *rmr)
 {
     ucp_rkey_h rkey;
-    ucs_status_t st = ucp_ep_rkey_unpack(ucx_ep(rmr->ep)->uep, rmr->key, &rkey);
+    if (rmr->keylen <= UCX_KEY_LEN)
+        return shoal__fail(rmr->ep->ctx, -EBADMSG, "descriptor key of %u bytes: too short",
+                           rmr->keylen);
+    ucs_status_t st = ucp_ep_rkey_unpack(ucx_ep(rmr->ep)->uep, rmr->key + UCX_KEY_LEN, &rkey);
     if (st != UCS_OK)
         return shoal__fail(rmr->ep->ctx, -EBADMSG, "descriptor key rejected by UCX: %s",
                            ucs_status_string(st));

@@ -472,9 +472,9 @@ static void stall_client(struct h_role *r)
     };
     CHECK(ucp_ep_create(w, &ep, &uep) == UCS_OK, "ucp_ep_create");
     if (how == STALL_NO_PROOF) {
-        /* A shoal hello (version 2, transport ucx, flags AUTH) and a
+        /* A shoal hello (version 3, transport ucx, flags AUTH) and a
          * nonce, as HELLO (active message 0): then silence. */
-        static uint8_t hello[32] = {0x53, 0x4f, 0x41, 0x4c, 2, 0, SHOAL_TRANSPORT_UCX, 1,
+        static uint8_t hello[32] = {0x53, 0x4f, 0x41, 0x4c, 3, 0, SHOAL_TRANSPORT_UCX, 1,
                                     1, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
         ucp_request_param_t rp = {.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS,
                                   .flags = UCP_AM_SEND_FLAG_REPLY};
