@@ -492,6 +492,23 @@ static void forge_server(struct h_role *r)
     shoal_ctx_destroy(ctx);
 }
 
+/* After a put the target must refuse: wait up to @ms for the initiator's
+ * EP_FAILED (returned); no immediate may come back meanwhile. */
+static shoal_event_t expect_refused(shoal_ctx_t *ctx, int ms)
+{
+    shoal_event_t ev = {0};
+    bool failed = false;
+    uint64_t deadline = h_now_ms() + (uint64_t)ms;
+    while (!failed && h_now_ms() < deadline) {
+        int n = shoal_wait(ctx, &ev, 1, 1000);
+        CHECK(n >= 0, "wait: %s", shoal_strerror(n));
+        CHECK(n == 0 || ev.type != SHOAL_EV_IMM, "an immediate came back");
+        failed = n == 1 && ev.type == SHOAL_EV_EP_FAILED;
+    }
+    CHECK(failed, "the initiator never saw its endpoint fail");
+    return ev;
+}
+
 static void forge_client(struct h_role *r)
 {
     shoal_ctx_t *ctx = h_ctx();
@@ -505,16 +522,7 @@ static void forge_client(struct h_role *r)
     /* The local checks pass (the descriptor says write); the target must
      * refuse and drop the connection, which this side must notice. */
     CHECK_RC(shoal_put(ep, mr, 0, rmr, 0, sizeof(src), SHOAL_PUT_IMM, 7, 1), ctx, "put");
-    bool failed = false;
-    uint64_t deadline = h_now_ms() + 10000;
-    while (!failed && h_now_ms() < deadline) {
-        shoal_event_t ev;
-        int n = shoal_wait(ctx, &ev, 1, 1000);
-        CHECK(n >= 0, "wait: %s", shoal_strerror(n));
-        CHECK(n == 0 || ev.type != SHOAL_EV_IMM, "an immediate came back");
-        failed = n == 1 && ev.type == SHOAL_EV_EP_FAILED;
-    }
-    CHECK(failed, "the initiator never saw its endpoint fail");
+    (void)expect_refused(ctx, 10000);
     shoal_rmr_destroy(rmr);
     shoal_ep_close(ep);
     shoal_mr_dereg(mr);
@@ -591,17 +599,9 @@ static void xregion_client(struct h_role *r)
     shoal_mr_t *mr;
     CHECK_RC(shoal_mr_reg(ctx, src, XR_LEN, 0, &mr), ctx, "reg");
     CHECK_RC(shoal_put(ep, mr, 0, rmr, 0, XR_LEN, SHOAL_PUT_IMM, 9, 1), ctx, "put");
-    bool failed = false;
-    uint64_t deadline = h_now_ms() + 15000;
-    while (!failed && h_now_ms() < deadline) {
-        int n = shoal_wait(ctx, &ev, 1, 1000);
-        CHECK(n >= 0, "wait: %s", shoal_strerror(n));
-        CHECK(n == 0 || ev.type != SHOAL_EV_IMM, "an immediate came back");
-        /* (A PUT_DONE may still say 0 on UCX: it completes locally, once
-         * sent; the server checks that region B is untouched.) */
-        failed = n == 1 && ev.type == SHOAL_EV_EP_FAILED;
-    }
-    CHECK(failed, "the initiator never saw its endpoint fail");
+    /* (A PUT_DONE may still say 0 on UCX: it completes locally, once sent;
+     * the server checks that region B is untouched.) */
+    ev = expect_refused(ctx, 15000);
     printf("refused: %s; ", ev.reason ? ev.reason : "(no reason)");
     shoal_rmr_destroy(rmr);
     shoal_ep_close(ep);
