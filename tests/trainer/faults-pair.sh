@@ -153,12 +153,7 @@ fi
 # ---- host side -------------------------------------------------------------
 . "$(dirname "$0")/lib.sh"
 need_data
-[ "$(id -u)" = 0 ] || skip "verbs pair faults: the soft-RoCE VMs need root"
-vm=$top_src/tools/softroce-vm
-[ -x "$vm" ] || skip "verbs pair faults: tools/softroce-vm not found"
-if ! why=$("$vm" --check 2>&1); then
-    skip "verbs pair faults: no soft-RoCE VM: $(echo "$why" | tr '\n' ' ')"
-fi
+need_vm "verbs pair faults"
 command -v nft >/dev/null || skip "verbs pair faults: no nft (apt-get install nftables)"
 data_slice "$scratch/data" 12800 2000 ||
     { echo "faults-pair.sh: cannot cut a slice of $data" >&2; exit 99; }

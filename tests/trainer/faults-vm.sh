@@ -34,12 +34,7 @@
 # boot here.
 . "$(dirname "$0")/lib.sh"
 need_data
-[ "$(id -u)" = 0 ] || skip "verbs fault suite: the soft-RoCE VM needs root"
-vm=$top_src/tools/softroce-vm
-[ -x "$vm" ] || skip "verbs fault suite: tools/softroce-vm not found"
-if ! why=$("$vm" --check 2>&1); then
-    skip "verbs fault suite: no soft-RoCE VM: $(echo "$why" | tr '\n' ' ')"
-fi
+need_vm "verbs fault suite"
 data_slice "$scratch/data" 12800 2000 ||
     { echo "faults-vm.sh: cannot cut a slice of $data" >&2; exit 99; }
 

@@ -14,6 +14,15 @@ trap 'rm -rf "$scratch"' EXIT
 failures=0
 
 skip() { echo "SKIPPED: $*"; exit 77; }
+# need_vm WHAT: set $vm to tools/softroce-vm, or skip (status 77) saying
+# why WHAT cannot run: not root, no runner, no VM bootable here.
+need_vm() {
+    [ "$(id -u)" = 0 ] || skip "$1: the soft-RoCE VM needs root"
+    vm=$top_src/tools/softroce-vm
+    [ -x "$vm" ] || skip "$1: tools/softroce-vm not found"
+    local why
+    why=$("$vm" --check 2>&1) || skip "$1: no soft-RoCE VM: $(echo "$why" | tr '\n' ' ')"
+}
 need_data() {
     [ -r "$data/train-images-idx3-ubyte.gz" ] || [ -r "$data/train-images-idx3-ubyte" ] ||
         skip "no Fashion-MNIST in $data (apt-get install dataset-fashion-mnist)"
