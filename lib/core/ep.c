@@ -217,28 +217,38 @@ static void sleep_ms(int ms)
 #define BACKOFF_FIRST_MS 20
 #define BACKOFF_MAX_MS 1000
 
+/* After a failed try (@rc) of connecting to @to: if the failure may pass
+ * and the next try still fits before @deadline, wait *@wait ms, double it
+ * (up to BACKOFF_MAX_MS) and say yes. */
+static bool try_again(shoal_ctx_t *ctx, const char *to, int rc, uint64_t deadline, int *wait)
+{
+    if (!may_pass(rc) || shoal__now_ms() + (uint64_t)*wait > deadline)
+        return false;
+    shoal__debug(ctx, "connect to %s: %s; again in %d ms", to, shoal_strerror(rc), *wait);
+    sleep_ms(*wait);
+    *wait = *wait * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : *wait * 2;
+    return true;
+}
+
 int shoal_connect_retry(shoal_ctx_t *ctx, const char *host, uint16_t port, int timeout_ms,
                         shoal_ep_t **ep_p)
 {
     if (!ctx || !host || !ep_p)
         return -EINVAL;
     uint64_t deadline = shoal__now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
+    char to[128];
+    snprintf(to, sizeof(to), "%s:%u", host, port);
     int wait = BACKOFF_FIRST_MS, tries = 0;
     for (;;) {
         int rc = shoal_connect(ctx, host, port, ep_p);
         tries++;
         if (rc == 0)
             return 0;
-        if (!may_pass(rc) || shoal__now_ms() + (uint64_t)wait > deadline) {
+        if (!try_again(ctx, to, rc, deadline, &wait)) {
             if (tries > 1)
-                shoal__info(ctx, "connect to %s:%u: giving up after %d tries", host, port,
-                            tries);
+                shoal__info(ctx, "connect to %s: giving up after %d tries", to, tries);
             return rc;
         }
-        shoal__debug(ctx, "connect to %s:%u: %s; again in %d ms", host, port,
-                     shoal_strerror(rc), wait);
-        sleep_ms(wait);
-        wait = wait * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : wait * 2;
     }
 }
 
@@ -286,10 +296,8 @@ int shoal_ep_reconnect(shoal_ep_t *ep, int timeout_ms)
             return 0;
         }
         drop_connection(ep); /* what the failed try left */
-        if (!may_pass(rc) || shoal__now_ms() + (uint64_t)wait > deadline)
+        if (!try_again(ctx, ep->peer, rc, deadline, &wait))
             break;
-        sleep_ms(wait);
-        wait = wait * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : wait * 2;
     }
     ep->state = SHOAL_EP_FAILED;
     return rc;
