@@ -9,33 +9,6 @@
 
 #include "train.h"
 
-void train_shard(size_t nparams, int servers, int s, size_t *off, size_t *len)
-{
-    size_t a = nparams * (size_t)s / (size_t)servers;
-    size_t b = nparams * (size_t)(s + 1) / (size_t)servers;
-    *off = a;
-    *len = b - a;
-}
-
-bool train_data_shard(const uint8_t *live, int workers, int worker, int *shard, int *shards)
-{
-    int n = 0, j = -1;
-    for (int i = 0; i < workers; i++)
-        if (ps_member(live, i)) {
-            if (i == worker)
-                j = n;
-            n++;
-        }
-    if (j < 0) {
-        *shard = worker;
-        *shards = workers;
-        return false;
-    }
-    *shard = j;
-    *shards = n;
-    return true;
-}
-
 int train_load_data(const struct train_cfg *c, int shard, int shards, struct dataset *train,
                     struct dataset *test, const struct data_tick *tick, char *err,
                     size_t errlen)

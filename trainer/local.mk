@@ -5,25 +5,27 @@
 noinst_LTLIBRARIES += trainer/libtrain.la
 trainer_libtrain_la_SOURCES = trainer/train.h trainer/job.c \
 	trainer/data.h trainer/data.c trainer/batch.h trainer/batch.c \
-	trainer/model.h trainer/model.c trainer/rng.h trainer/optim.h trainer/optim.c \
-	trainer/protocol.h trainer/protocol.c trainer/modelfile.h trainer/modelfile.c \
-	trainer/report.h trainer/report.c trainer/net.h trainer/net.c \
-	trainer/checkpoint.h trainer/checkpoint.c trainer/ckwriter.h trainer/ckwriter.c \
-	trainer/worker.c trainer/server.c trainer/single.c
+	trainer/model.h trainer/model.c trainer/rng.h \
+	trainer/modelfile.h trainer/modelfile.c trainer/report.h trainer/report.c \
+	trainer/psjob.c trainer/worker.c trainer/single.c
+trainer_libtrain_la_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/lib/ps
 trainer_libtrain_la_CFLAGS = $(AM_CFLAGS) $(VEC_CFLAGS) $(OPENBLAS_CFLAGS) $(ZLIB_CFLAGS)
-trainer_libtrain_la_LIBADD = lib/libshoal.la $(OPENBLAS_LIBS) $(ZLIB_LIBS) -lm
+trainer_libtrain_la_LIBADD = lib/ps/libshoal-ps.la lib/libshoal.la $(OPENBLAS_LIBS) \
+	$(ZLIB_LIBS) -lm
 
 bin_PROGRAMS += trainer/shoal-train
 trainer_shoal_train_SOURCES = trainer/main.c
+trainer_shoal_train_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/lib/ps
 trainer_shoal_train_CFLAGS = $(AM_CFLAGS) $(OPENBLAS_CFLAGS)
 trainer_shoal_train_LDADD = trainer/libtrain.la
 
 # ---- tests of the trainer ---------------------------------------------------
 check_PROGRAMS += tests/trainer/test-trainer
 tests_trainer_test_trainer_SOURCES = tests/trainer/test-trainer.c tests/cu.h
-tests_trainer_test_trainer_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/trainer -I$(top_srcdir)/tests
+tests_trainer_test_trainer_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/trainer -I$(top_srcdir)/tests \
+	-I$(top_srcdir)/lib/ps
 tests_trainer_test_trainer_CFLAGS = $(AM_CFLAGS) $(CUNIT_CFLAGS) $(OPENBLAS_CFLAGS)
-tests_trainer_test_trainer_LDADD = trainer/libtrain.la $(CUNIT_LIBS)
+tests_trainer_test_trainer_LDADD = trainer/libtrain.la lib/ps/libshoal_ps_impl.la $(CUNIT_LIBS)
 TESTS += tests/trainer/test-trainer
 
 # Whole jobs: real processes on loopback (tools/shoal-run, mpirun).

@@ -272,9 +272,9 @@ int main(int argc, char **argv)
         .rank = -1, .size = -1, .local_rank = -1, .servers = 1, .workers = 0,
         .connect_timeout_ms = 60000, .idle_timeout_ms = 120000, .fail_timeout_ms = 2000,
         .rejoin_timeout_ms = 10000, .reconnect_timeout_ms = 120000, .checkpoint_every = 200,
-        .hidden = {256}, .nhidden = 1, .mode = PS_BSP, .staleness = 2, .epochs = 10,
+        .hidden = {256}, .nhidden = 1, .mode = SHOAL_PS_BSP, .staleness = 2, .epochs = 10,
         .batch = 64, .seed = 1, .threads = 1, .log_interval = 1.0,
-        .opt = {.lr = 0.1f, .momentum = 0.9f, .schedule = LR_COSINE, .step_epochs = 3,
+        .opt = {.lr = 0.1f, .momentum = 0.9f, .schedule = SHOAL_PS_LR_COSINE, .step_epochs = 3,
                 .gamma = 0.1f},
     };
     snprintf(c.data_dir, sizeof(c.data_dir), "%s", DATA_DEFAULT_DIR);
@@ -292,9 +292,9 @@ int main(int argc, char **argv)
     int o;
     while ((o = getopt_long(argc, argv, "s:e:b:qh", opts, NULL)) != -1) {
         switch (o) {
-        case 's': c.servers = (int)num(o, optarg, 1, PS_MAX_SERVERS); break;
+        case 's': c.servers = (int)num(o, optarg, 1, SHOAL_PS_MAX_SERVERS); break;
         case O_RANK: c.rank = (int)num(o, optarg, 0, INT_MAX); break;
-        case O_SIZE: c.size = (int)num(o, optarg, 2, PS_MAX_SERVERS + PS_MAX_WORKERS); break;
+        case O_SIZE: c.size = (int)num(o, optarg, 2, SHOAL_PS_MAX_SERVERS + SHOAL_PS_MAX_WORKERS); break;
         case O_COORD: coord = optarg; break;
         case O_RDV: copy(c.rendezvous, sizeof(c.rendezvous), o, optarg); break;
         case O_HOST: copy(c.host, sizeof(c.host), o, optarg); break;
@@ -322,9 +322,9 @@ int main(int argc, char **argv)
             }
             break;
         case O_MODE:
-            if (strcmp(optarg, "bsp") == 0) c.mode = PS_BSP;
-            else if (strcmp(optarg, "async") == 0) c.mode = PS_ASYNC;
-            else if (strcmp(optarg, "ssp") == 0) c.mode = PS_SSP;
+            if (strcmp(optarg, "bsp") == 0) c.mode = SHOAL_PS_BSP;
+            else if (strcmp(optarg, "async") == 0) c.mode = SHOAL_PS_ASYNC;
+            else if (strcmp(optarg, "ssp") == 0) c.mode = SHOAL_PS_SSP;
             else {
                 fprintf(stderr, "shoal-train: --mode: '%s' is not bsp, async or ssp\n", optarg);
                 return 2;
@@ -342,13 +342,13 @@ int main(int argc, char **argv)
             break;
         case O_WD: c.opt.weight_decay = (float)real(o, optarg, 0, 1); break;
         case O_SCHED: {
-            int sc = optim_parse_schedule(optarg);
-            if (sc < 0) {
+            shoal_ps_schedule_t sc;
+            if (shoal_ps_parse_schedule(optarg, &sc)) {
                 fprintf(stderr, "shoal-train: --lr-schedule: '%s' is not const, cosine or "
                         "step\n", optarg);
                 return 2;
             }
-            c.opt.schedule = (enum lr_schedule)sc;
+            c.opt.schedule = sc;
             break;
         }
         case O_LRSTEP: c.opt.step_epochs = (int)num(o, optarg, 1, 100000); break;
@@ -360,7 +360,7 @@ int main(int argc, char **argv)
         case O_LOGINT: c.log_interval = real(o, optarg, 0.01, 86400); break;
         case O_VERIFY: c.verify = true; break;
         case O_SINGLE: single = true; break;
-        case O_WORKERS: c.workers = (int)num(o, optarg, 1, PS_MAX_WORKERS); break;
+        case O_WORKERS: c.workers = (int)num(o, optarg, 1, SHOAL_PS_MAX_WORKERS); break;
         case O_EVAL: eval = optarg; break;
         case O_COMPARE: compare = optarg; break;
         case O_FTO: c.fail_timeout_ms = (int)num(o, optarg, 100, 3600000); break;
@@ -428,8 +428,8 @@ int main(int argc, char **argv)
         return 2;
     }
     c.workers = c.size - c.servers;
-    if (c.workers > PS_MAX_WORKERS) {
-        fprintf(stderr, "shoal-train: %d workers; at most %d\n", c.workers, PS_MAX_WORKERS);
+    if (c.workers > SHOAL_PS_MAX_WORKERS) {
+        fprintf(stderr, "shoal-train: %d workers; at most %d\n", c.workers, SHOAL_PS_MAX_WORKERS);
         return 2;
     }
     if (!c.rendezvous[0]) {

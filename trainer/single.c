@@ -29,7 +29,8 @@ int single_main(const struct train_cfg *c)
     struct model_ws ws = {0};
     struct report rep;
     bool rep_open = false;
-    float *p = NULL, *p2 = NULL, *g = NULL, *mom = NULL, *x = NULL;
+    float *p = NULL, *p2 = NULL, *g = NULL, *x = NULL;
+    shoal_ps_optim_t *opt = NULL;
     int32_t *y = NULL;
     char err[1024] = "";
     int rc = -ENOMEM;
@@ -56,18 +57,25 @@ int single_main(const struct train_cfg *c)
     p = malloc(m.nparams * sizeof(float));
     p2 = malloc(m.nparams * sizeof(float));
     g = malloc(m.nparams * sizeof(float));
-    mom = calloc(m.nparams, sizeof(float));
     x = malloc((size_t)B * D * sizeof(float));
     y = malloc((size_t)B * sizeof(int32_t));
     rc = -ENOMEM;
-    if (!p || !p2 || !g || !mom || !x || !y || model_ws_init(&ws, &m, B))
+    if (!p || !p2 || !g || !x || !y || model_ws_init(&ws, &m, B))
         goto out;
     for (int w = 0; w < W; w++)
         if (batcher_init(&bt[w], &shard[w], c->seed, w))
             goto out;
     model_init_params(&m, p, c->seed);
+    /* The optimizer the servers run: a BSP job computes this same update. */
+    struct train_cfg one = *c;
+    one.mode = SHOAL_PS_BSP;
+    shoal_ps_config_t pc;
+    train_ps_config(&one, m.nparams, iters, &pc);
+    pc.job.workers = W;
+    if ((rc = shoal_ps_optim_create(&pc.job, m.nparams, &opt)))
+        goto out;
 
-    char label[PS_MODEL_MAX + 64], desc[PS_MODEL_MAX];
+    char label[SHOAL_PS_LABEL_MAX + 64], desc[SHOAL_PS_LABEL_MAX];
     model_describe(&m, desc, sizeof(desc));
     snprintf(label, sizeof(label), "%s single process, %d shards", desc, W);
     if ((rc = report_open(&rep, c->metrics, c->log_interval, c->quiet, "no network", label,
@@ -87,9 +95,7 @@ int single_main(const struct train_cfg *c)
                              y + (size_t)w * c->batch);
             float loss = model_grad(&m, p, g, x, y, B, &ws);
             const float *gs = g;
-            float lr = optim_lr(&c->opt, (double)k / iters, c->epochs);
-            optim_apply(&c->opt, lr, p2, p, c->opt.momentum != 0.0f ? mom : NULL, &gs, 1, 1.0f,
-                        m.nparams);
+            shoal_ps_optim_step(opt, (double)k / iters, p2, p, &gs, 1, 1.0f);
             float *tmp = p;
             p = p2;
             p2 = tmp;
@@ -125,7 +131,7 @@ out:
     free(p);
     free(p2);
     free(g);
-    free(mom);
+    shoal_ps_optim_destroy(opt);
     free(x);
     free(y);
     return rc ? 1 : 0;
@@ -154,7 +160,7 @@ int eval_main(const struct train_cfg *c, const char *model_file)
     if (rc == 0) {
         size_t ok = 0;
         double loss = train_eval(&m, p, &test, &ok, &ws);
-        char desc[PS_MODEL_MAX];
+        char desc[SHOAL_PS_LABEL_MAX];
         model_describe(&m, desc, sizeof(desc));
         printf("model %s: test accuracy %.2f%% (%zu of %zu), test loss %.4f\n", desc,
                100.0 * (double)ok / (double)test.n, ok, test.n, loss);

@@ -12,10 +12,20 @@
 
 #include "data.h"
 #include "model.h"
-#include "optim.h"
-#include "protocol.h"
+#include "shoal.h"
+#include "shoal_ps.h"
 
 #define TRAIN_PATH_MAX 4096
+
+/* The optimizer the servers run (see shoal_ps.h). */
+struct optim_cfg {
+    float lr;
+    float momentum;          /* 0 = plain SGD */
+    float weight_decay;
+    shoal_ps_schedule_t schedule;
+    int step_epochs;         /* LR_STEP: multiply by gamma every step_epochs */
+    float gamma;
+};
 
 struct train_cfg {
     /* job layout */
@@ -24,10 +34,10 @@ struct train_cfg {
     int local_rank;          /* among this node's processes, for binding */
 
     /* meeting */
-    char coord_host[PS_HOST_MAX];
+    char coord_host[SHOAL_PS_HOST_MAX];
     uint16_t coord_port;
     char rendezvous[TRAIN_PATH_MAX]; /* or a file rank 0 writes its address to */
-    char host[PS_HOST_MAX];  /* where this process listens (servers) */
+    char host[SHOAL_PS_HOST_MAX];  /* where this process listens (servers) */
     int connect_timeout_ms;  /* to find the servers at start */
     int idle_timeout_ms;     /* no training progress for this long = failure */
 
@@ -50,7 +60,7 @@ struct train_cfg {
     /* model and optimization */
     int hidden[MODEL_MAX_LAYERS];
     int nhidden;
-    enum ps_mode mode;
+    shoal_ps_mode_t mode;
     int staleness;
     int epochs, batch;
     int iters_per_epoch;             /* 0 = a full pass over each shard */
@@ -68,9 +78,6 @@ struct train_cfg {
     bool verify;                     /* check each parameter delivery */
     bool quiet;
 };
-
-/* The shard of parameters server s owns: [*off, *off + *len). */
-void train_shard(size_t nparams, int servers, int s, size_t *off, size_t *len);
 
 /* Mean loss of the model with parameters @p over all of @d (and the
  * number it classifies right in *@ok), converting rows a batch at a time;
@@ -91,21 +98,21 @@ int train_load_data(const struct train_cfg *c, int shard, int shards, struct dat
                     struct dataset *test, const struct data_tick *tick, char *err,
                     size_t errlen);
 
-/*
- * The data shard of @worker (of @workers) in an epoch whose members are
- * the workers set in @live (ps_member): the members, in rank order, split
- * the whole training set, the j-th of n members taking shard j of n.  A
- * worker that is not a member (it rejoined after the epoch's membership
- * was fixed) keeps its own shard of all workers, @worker of @workers.
- * With every worker a member that is shard @worker of @workers: a job
- * without failures never moves its data.  Returns whether @worker is a
- * member; *shard of *shards is its data.
- */
-bool train_data_shard(const uint8_t *live, int workers, int worker, int *shard, int *shards);
-
 /* Iterations per epoch every worker runs (the same for all, so BSP stays
  * in step): a full pass over the smallest shard unless capped. */
 int train_iters_per_epoch(const struct train_cfg *c, size_t smallest_shard);
+
+/* The job as the PS layer sees it (and the meeting, timeouts, checkpoints). */
+void train_ps_config(const struct train_cfg *c, size_t nparams, int iters,
+                     shoal_ps_config_t *out);
+
+/* Place this process's compute: OpenBLAS gets --threads, but no more than
+ * the cores libshoal's placement plan (SHOAL_BIND) gives this process, and
+ * with one thread the calling thread is bound to the plan's first core. */
+void train_place_compute(shoal_ctx_t *ctx, const struct train_cfg *c);
+
+/* One line about the placement in force, for the banner. */
+const char *train_placement(const shoal_ctx_t *ctx);
 
 int server_main(const struct train_cfg *c);
 int worker_main(const struct train_cfg *c);

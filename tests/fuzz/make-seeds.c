@@ -7,7 +7,7 @@
 #include <stdio.h>
 
 #include "fuzz-common.h"
-#include "protocol.h"
+#include "ps_proto.h"
 
 static const char *outdir;
 
@@ -122,11 +122,14 @@ int main(int argc, char **argv)
     seed("ps", "table", 0, b, (size_t)ps_encode(&m, b, sizeof(b)));
     memset(&m, 0, sizeof(m));
     m.type = PS_HELLO;
-    m.u.hello = (struct ps_hello){.worker = 1, .workers = 2, .servers = 1, .incarnation = 1,
-                                  .mode = PS_SSP, .staleness = 2, .nparams = 203530,
-                                  .batch = 64, .iters_per_epoch = 469, .epochs = 2,
+    m.u.hello = (struct ps_hello){.worker = 1, .servers = 1, .incarnation = 1,
+                                  .nparams = 203530, .ntensors = 4, .layout = 77,
                                   .desc_len = 36};
-    snprintf(m.u.hello.model, PS_MODEL_MAX, "784-256-10");
+    m.u.hello.job = (shoal_ps_job_t){.workers = 2, .mode = SHOAL_PS_SSP, .staleness = 2,
+                                     .batch = 64, .iters_per_epoch = 469, .epochs = 2,
+                                     .lr = 0.1f, .momentum = 0.9f, .beta1 = 0.9f,
+                                     .beta2 = 0.999f, .eps = 1e-8f};
+    snprintf(m.u.hello.job.label, PS_MODEL_MAX, "784-256-10");
     seed("ps", "hello", 0, b, (size_t)ps_encode(&m, b, sizeof(b)));
     memset(&m, 0, sizeof(m));
     m.type = PS_WELCOME;

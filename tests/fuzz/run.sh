@@ -52,7 +52,7 @@ crypto=$(pkg-config --cflags --libs libcrypto) ||
 mkdir -p "$out" || exit 1
 FLAGS="-std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -Werror -Wno-unused-parameter
   -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
-  -I$top/lib -I$top/lib/core -I$top/trainer"
+  -I$top/lib -I$top/lib/core -I$top/lib/ps"
 CORE="$top/lib/core/wire.c $top/lib/core/mr.c $top/lib/core/auth.c $top/lib/core/error.c
   $top/lib/core/config.c"
 build() {  # build NAME SOURCES...
@@ -65,8 +65,8 @@ build() {  # build NAME SOURCES...
 if [ $regen = 1 ]; then
   # make-seeds is an ordinary program: no -fsanitize=fuzzer main.
   # shellcheck disable=SC2086
-  "$CC" -std=c11 -D_GNU_SOURCE -g -I"$top/lib" -I"$top/lib/core" -I"$top/trainer" \
-    -DFUZZ_NO_TARGET "$here/make-seeds.c" $CORE "$top/trainer/protocol.c" $crypto \
+  "$CC" -std=c11 -D_GNU_SOURCE -g -I"$top/lib" -I"$top/lib/core" -I"$top/lib/ps" \
+    -DFUZZ_NO_TARGET "$here/make-seeds.c" $CORE "$top/lib/ps/ps_proto.c" $crypto \
     -o "$out/make-seeds" || exit 1
   rm -rf "$here/corpus" && mkdir -p "$here/corpus/hello" "$here/corpus/desc" "$here/corpus/ps"
   "$out/make-seeds" "$here/corpus" || exit 1
@@ -81,7 +81,7 @@ for t in "${targets[@]}"; do
   case $t in
     hello) build fuzz-hello "$here/fuzz-hello.c" $CORE ;;
     desc)  build fuzz-desc "$here/fuzz-desc.c" $CORE ;;
-    ps)    build fuzz-ps "$here/fuzz-ps.c" "$top/trainer/protocol.c" ;;
+    ps)    build fuzz-ps "$here/fuzz-ps.c" "$top/lib/ps/ps_proto.c" ;;
   esac
   work=$out/corpus-$t
   mkdir -p "$work"

@@ -17,14 +17,15 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#include "checkpoint.h"
-#include "ckwriter.h"
 #include "cu.h"
 #include "data.h"
 #include "model.h"
 #include "modelfile.h"
-#include "optim.h"
-#include "protocol.h"
+#include "ps_ckpt.h"
+#include "ps_ckwriter.h"
+#include "ps_int.h"
+#include "ps_optim.h"
+#include "ps_proto.h"
 #include "rng.h"
 #include "train.h"
 
@@ -298,20 +299,30 @@ static void test_protocol(void)
     struct ps_msg m = {.type = PS_HELLO}, out;
     char why[256];
     m.u.hello.worker = 1;
-    m.u.hello.workers = 2;
+    m.u.hello.job.workers = 2;
     m.u.hello.servers = 1;
     m.u.hello.nparams = 203530;
-    m.u.hello.batch = 64;
-    m.u.hello.iters_per_epoch = 468;
-    m.u.hello.epochs = 10;
-    snprintf(m.u.hello.model, sizeof(m.u.hello.model), "784-256-10");
+    m.u.hello.ntensors = 4;
+    m.u.hello.layout = 0x1234567890abcdefull;
+    m.u.hello.job.batch = 64;
+    m.u.hello.job.iters_per_epoch = 468;
+    m.u.hello.job.epochs = 10;
+    m.u.hello.job.optimizer = SHOAL_PS_ADAM;
+    m.u.hello.job.lr = 0.001f;
+    m.u.hello.job.beta1 = 0.9f;
+    m.u.hello.job.beta2 = 0.999f;
+    m.u.hello.job.eps = 1e-8f;
+    snprintf(m.u.hello.job.label, sizeof(m.u.hello.job.label), "784-256-10");
     m.u.hello.desc_len = 40;
     memset(m.u.hello.desc, 0xab, 40);
     int n = ps_encode(&m, buf, sizeof(buf));
     CU_ASSERT_FATAL(n > 12);
     CU_ASSERT_EQUAL(ps_decode(buf, (size_t)n, &out, why, sizeof(why)), 0);
     CU_ASSERT_EQUAL(out.u.hello.nparams, 203530);
-    CU_ASSERT_STRING_EQUAL(out.u.hello.model, "784-256-10");
+    CU_ASSERT_STRING_EQUAL(out.u.hello.job.label, "784-256-10");
+    CU_ASSERT_EQUAL(out.u.hello.layout, 0x1234567890abcdefull);
+    CU_ASSERT_EQUAL(out.u.hello.job.optimizer, SHOAL_PS_ADAM);
+    CU_ASSERT_EQUAL(out.u.hello.job.beta2, 0.999f);
     CU_ASSERT_EQUAL(out.u.hello.desc_len, 40);
     /* every truncation fails, and so does one extra byte */
     for (int len = 0; len < n; len++)
@@ -411,7 +422,7 @@ static void test_members_msg(void)
     CU_ASSERT(ps_decode(buf, (size_t)n, &out, why, sizeof(why)) < 0 && strstr(why, "workers"));
 }
 
-/* train_data_shard: in every membership, each sample index belongs to the
+/* ps_data_shard: in every membership, each sample index belongs to the
  * shard of exactly one member; non-members keep their own shard of all
  * workers; with everyone a member nothing moves. */
 static void test_data_shard(void)
@@ -432,7 +443,7 @@ static void test_data_shard(void)
         }
         int shard[PS_MAX_WORKERS], shards[PS_MAX_WORKERS];
         for (int i = 0; i < W; i++) {
-            bool member = train_data_shard(live, W, i, &shard[i], &shards[i]);
+            bool member = ps_data_shard(live, W, i, &shard[i], &shards[i]);
             CU_ASSERT_EQUAL(member, ps_member(live, i));
             if (member) {
                 CU_ASSERT_EQUAL(shards[i], members);
@@ -494,27 +505,54 @@ static void test_modelfile(void)
 
 static void test_optim(void)
 {
-    struct optim_cfg c = {.lr = 0.2f, .schedule = LR_COSINE};
-    CU_ASSERT(fabsf(optim_lr(&c, 0, 10) - 0.2f) < 1e-7f);
-    CU_ASSERT(fabsf(optim_lr(&c, 5, 10) - 0.1f) < 1e-6f);
-    CU_ASSERT(optim_lr(&c, 10, 10) < 1e-7f);
-    c.schedule = LR_STEP;
-    c.step_epochs = 3;
-    c.gamma = 0.5f;
-    CU_ASSERT(fabsf(optim_lr(&c, 2.9, 10) - 0.2f) < 1e-7f);
-    CU_ASSERT(fabsf(optim_lr(&c, 6.0, 10) - 0.05f) < 1e-7f);
+    shoal_ps_job_t j = {.lr = 0.2f, .schedule = SHOAL_PS_LR_COSINE, .epochs = 10};
+    CU_ASSERT(fabsf(shoal_ps_lr(&j, 0) - 0.2f) < 1e-7f);
+    CU_ASSERT(fabsf(shoal_ps_lr(&j, 5) - 0.1f) < 1e-6f);
+    CU_ASSERT(shoal_ps_lr(&j, 10) < 1e-7f);
+    j.schedule = SHOAL_PS_LR_STEP;
+    j.step_epochs = 3;
+    j.gamma = 0.5f;
+    CU_ASSERT(fabsf(shoal_ps_lr(&j, 2.9) - 0.2f) < 1e-7f);
+    CU_ASSERT(fabsf(shoal_ps_lr(&j, 6.0) - 0.05f) < 1e-7f);
     /* out = in - lr * (mean of g + wd * in), momentum accumulates */
-    c = (struct optim_cfg){.lr = 0.5f, .momentum = 0.5f, .weight_decay = 0.1f};
-    float in[3] = {1, 2, 3}, out[3], v[3] = {0, 0, 0};
+    j = (shoal_ps_job_t){.lr = 0.5f, .momentum = 0.5f, .weight_decay = 0.1f, .epochs = 1};
+    float in[3] = {1, 2, 3}, out[3];
     float g1[3] = {1, 1, 1}, g2[3] = {3, 3, 3};
     const float *gs[2] = {g1, g2};
-    optim_apply(&c, c.lr, out, in, v, gs, 2, 0.5f, 3);
+    shoal_ps_optim_t *o;
+    CU_ASSERT_EQUAL_FATAL(shoal_ps_optim_create(&j, 3, &o), 0);
+    shoal_ps_optim_step(o, 0, out, in, gs, 2, 0.5f);
     for (int i = 0; i < 3; i++) {
         float d = 2.0f + 0.1f * in[i];
-        CU_ASSERT(fabsf(v[i] - d) < 1e-6f);
+        CU_ASSERT(fabsf(o->m[i] - d) < 1e-6f);
         CU_ASSERT(fabsf(out[i] - (in[i] - 0.5f * d)) < 1e-6f);
     }
-    CU_ASSERT_EQUAL(optim_parse_schedule("warp"), -1);
+    shoal_ps_optim_destroy(o);
+    /* Adam, as torch.optim.Adam: the first step moves each parameter by
+     * lr * sign(g) (bias-corrected moments), the second by the ratio of
+     * the corrected moments */
+    j = (shoal_ps_job_t){.optimizer = SHOAL_PS_ADAM, .lr = 0.01f, .beta1 = 0.9f,
+                         .beta2 = 0.999f, .eps = 1e-8f, .epochs = 1};
+    CU_ASSERT_EQUAL_FATAL(shoal_ps_optim_create(&j, 3, &o), 0);
+    float p[3] = {1, 2, 3}, ga[3] = {0.5f, -2.0f, 0.0f};
+    const float *gp = ga;
+    shoal_ps_optim_step(o, 0, p, p, &gp, 1, 1.0f);
+    CU_ASSERT(fabsf(p[0] - 0.99f) < 1e-6f && fabsf(p[1] - 2.01f) < 1e-6f && p[2] == 3.0f);
+    float gb[3] = {1.0f, 1.0f, 1.0f};
+    gp = gb;
+    shoal_ps_optim_step(o, 0, p, p, &gp, 1, 1.0f);
+    double m = 0.9 * 0.05 + 0.1, v = 0.999 * 0.00025 + 0.001;
+    double step = 0.01 * (m / 0.19) / sqrt(v / (1 - 0.999 * 0.999));
+    CU_ASSERT(fabs(p[0] - (0.99 - step)) < 1e-5);
+    shoal_ps_optim_destroy(o);
+    /* average: the mean gradient, for workers that apply their own */
+    j = (shoal_ps_job_t){.optimizer = SHOAL_PS_AVERAGE, .epochs = 1};
+    CU_ASSERT_EQUAL_FATAL(shoal_ps_optim_create(&j, 3, &o), 0);
+    shoal_ps_optim_step(o, 0, out, in, gs, 2, 0.5f);
+    CU_ASSERT(out[0] == 2.0f && out[2] == 2.0f);
+    shoal_ps_optim_destroy(o);
+    shoal_ps_schedule_t sch;
+    CU_ASSERT_EQUAL(shoal_ps_parse_schedule("warp", &sch), -EINVAL);
 }
 
 /* ---- checkpoints -------------------------------------------------------- */
@@ -526,14 +564,12 @@ static struct ckpt ck_state(uint32_t version, float *p, float *m, uint32_t *cloc
 {
     struct ckpt k = {.server = 0, .servers = 1, .off = 0, .len = len, .version = version,
                      .grads = 2ull * version, .workers = 2, .clock = clock, .done = done,
-                     .params = p, .mom = m};
+                     .params = p, .m = m, .nparams = len, .ntensors = 1};
     k.job.workers = 2;
-    k.job.servers = 1;
-    k.job.nparams = len;
     k.job.batch = 64;
     k.job.iters_per_epoch = 5;
     k.job.epochs = 2;
-    snprintf(k.job.model, sizeof(k.job.model), "784-256-10");
+    snprintf(k.job.label, sizeof(k.job.label), "784-256-10");
     return k;
 }
 
@@ -587,7 +623,8 @@ static void test_checkpoint(void)
     CU_ASSERT_EQUAL(r.len, CK_N);
     CU_ASSERT(r.params && r.params[0] == 99.0f && r.params[1] == 1.5f && r.params[CK_N - 1] ==
               0.5f * (CK_N - 1) + 1.0f);
-    CU_ASSERT(r.mom && r.mom[7] == -7.0f);
+    CU_ASSERT(r.m && r.m[7] == -7.0f);
+    CU_ASSERT_EQUAL(r.format, 2);
     CU_ASSERT(r.clock && r.clock[0] == 10 && r.clock[1] == 9 && r.done && r.done[1] == 1);
     ckpt_free(&r);
 

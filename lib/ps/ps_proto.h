@@ -1,5 +1,5 @@
 /*
- * protocol.h -- what shoal-train sends over libshoal, in one place.
+ * ps_proto.h -- what the PS layer sends over libshoal, in one place.
  *
  * Bulk data moves with one-sided puts; these control messages (shoal_send,
  * at most SHOAL_MSG_MAX bytes) set the job up.  Every message starts with
@@ -18,21 +18,22 @@
  *   server -> worker, parameter put into the worker's buffer: the number
  *       of updates the parameters contain (the version).
  */
-#ifndef SHOAL_TRAIN_PROTOCOL_H
-#define SHOAL_TRAIN_PROTOCOL_H
+#ifndef SHOAL_PS_PROTO_H
+#define SHOAL_PS_PROTO_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "shoal.h"
+#include "shoal_ps.h"
 
 #define PS_MAGIC 0x4e525453u /* "STRN" little-endian */
-#define PS_VERSION 3      /* 3: MEMBERS */
-#define PS_HOST_MAX 64   /* bytes of a host name, with its NUL */
-#define PS_MAX_SERVERS 48 /* a table of them fits SHOAL_MSG_MAX */
-#define PS_MAX_WORKERS 1024
-#define PS_MODEL_MAX 128
+#define PS_VERSION 4      /* 3: MEMBERS; 4: the job's optimizer and tensor layout */
+#define PS_HOST_MAX SHOAL_PS_HOST_MAX   /* bytes of a host name, with its NUL */
+#define PS_MAX_SERVERS SHOAL_PS_MAX_SERVERS /* a table of them fits SHOAL_MSG_MAX */
+#define PS_MAX_WORKERS SHOAL_PS_MAX_WORKERS
+#define PS_MODEL_MAX SHOAL_PS_LABEL_MAX
 
 enum ps_type {
     PS_SERVER_REG = 1, /* server s -> server 0: where s listens */
@@ -49,7 +50,7 @@ enum ps_type {
                           partition the training set in an epoch */
 };
 
-enum ps_mode { PS_BSP = 0, PS_ASYNC, PS_SSP };
+enum ps_mode { PS_BSP = SHOAL_PS_BSP, PS_ASYNC = SHOAL_PS_ASYNC, PS_SSP = SHOAL_PS_SSP };
 
 struct ps_addr {
     char host[PS_HOST_MAX];
@@ -57,15 +58,16 @@ struct ps_addr {
 };
 
 struct ps_hello {
-    uint32_t worker, workers, servers;
+    uint32_t worker, servers;
     uint32_t incarnation;              /* new for every start of the worker process */
     uint32_t clock;                    /* iterations this worker has completed */
-    uint32_t mode, staleness;
+    shoal_ps_job_t job;                /* job.workers is W */
     uint64_t nparams;
-    uint32_t batch, iters_per_epoch, epochs;
-    char model[PS_MODEL_MAX];          /* "784-256-10" */
+    uint32_t ntensors;
+    uint64_t layout;                   /* ps_layout_hash of the tensor list */
     uint32_t desc_len;
-    uint8_t desc[SHOAL_DESC_MAX];      /* the worker's parameter slice for this server */
+    uint8_t desc[SHOAL_DESC_MAX];      /* the worker's parameter slice for this server
+                                          (writable, and readable for the first fetch) */
 };
 
 struct ps_welcome {
@@ -118,6 +120,5 @@ int ps_encode(const struct ps_msg *m, uint8_t *buf, size_t cap);
 int ps_decode(const void *buf, size_t len, struct ps_msg *m, char *why, size_t whylen);
 
 const char *ps_type_name(enum ps_type t);
-const char *ps_mode_name(enum ps_mode m);
 
 #endif

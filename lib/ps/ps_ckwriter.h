@@ -1,7 +1,6 @@
 /*
- * ckwriter.h -- checkpoints written by a background thread, so a server's
- * loop does not stop for write() and fsync() (4-20 ms for the MLP's shard
- * on this machine's disk, every --checkpoint-every updates).
+ * ps_ckwriter.h -- checkpoints written by a background thread, so a server's
+ * loop does not stop for write() and fsync() .
  *
  * ckw_submit() copies the state (parameters, momentum, clocks: a memcpy of
  * the shard) and returns; the thread writes it with ckpt_save() (atomic:
@@ -11,13 +10,13 @@
  * previous write runs is refused (-EBUSY); the server drains first, so
  * its checkpoints stay at the versions it asked for.
  */
-#ifndef SHOAL_TRAIN_CKWRITER_H
-#define SHOAL_TRAIN_CKWRITER_H
+#ifndef SHOAL_PS_CKWRITER_H
+#define SHOAL_PS_CKWRITER_H
 
 #include <pthread.h>
 #include <stdbool.h>
 
-#include "checkpoint.h"
+#include "ps_ckpt.h"
 
 struct ckwriter {
     pthread_t thread;
@@ -25,11 +24,7 @@ struct ckwriter {
     pthread_cond_t cond;
     bool started, busy, stop, quiet;
     char dir[4096];
-    struct ckpt snap;          /* the state being written; points into: */
-    float *params, *mom;       /* owned copies, cap_len each */
-    uint32_t *clock;           /* cap_workers */
-    uint8_t *done;
-    size_t cap_len, cap_workers;
+    struct ckpt snap;          /* an owned copy of the state being written */
 };
 
 /* Start the writer thread for checkpoints into @dir.  0 or -errno. */

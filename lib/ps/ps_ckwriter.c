@@ -1,7 +1,7 @@
 /*
- * ckwriter.c -- the background checkpoint writer (see ckwriter.h).
+ * ps_ckwriter.c -- the background checkpoint writer (see ps_ckwriter.h).
  */
-#include "ckwriter.h"
+#include "ps_ckwriter.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -30,11 +30,11 @@ static void *writer(void *arg)
         char err[512];
         double t0 = mono_s();
         if (ckpt_save(w->dir, &w->snap, err, sizeof(err)))
-            fprintf(stderr, "shoal-train: server %u: checkpoint at update %u failed: %s "
+            fprintf(stderr, "shoal-ps: server %u: checkpoint at update %u failed: %s "
                     "(the previous checkpoint is intact)\n", w->snap.server, w->snap.version,
                     err);
         else if (!w->quiet)
-            fprintf(stderr, "shoal-train: server %u: checkpoint at update %u (%.1f ms)\n",
+            fprintf(stderr, "shoal-ps: server %u: checkpoint at update %u (%.1f ms)\n",
                     w->snap.server, w->snap.version, (mono_s() - t0) * 1e3);
         pthread_mutex_lock(&w->lock);
         w->busy = false;
@@ -63,32 +63,16 @@ int ckw_start(struct ckwriter *w, const char *dir, bool quiet)
     return 0;
 }
 
-/* Room in the owned copies for @len parameters and @workers clocks. */
-static int reserve(struct ckwriter *w, size_t len, size_t workers)
+static void *dup_mem(const void *p, size_t n, bool *bad)
 {
-    if (len > w->cap_len || !w->params) {
-        float *p = realloc(w->params, (len ? len : 1) * sizeof(float));
-        if (!p)
-            return -ENOMEM;
-        w->params = p;
-        float *m = realloc(w->mom, (len ? len : 1) * sizeof(float));
-        if (!m)
-            return -ENOMEM;
-        w->mom = m;
-        w->cap_len = len;
-    }
-    if (workers > w->cap_workers || !w->clock) {
-        uint32_t *c = realloc(w->clock, (workers ? workers : 1) * sizeof(uint32_t));
-        if (!c)
-            return -ENOMEM;
-        w->clock = c;
-        uint8_t *d = realloc(w->done, workers ? workers : 1);
-        if (!d)
-            return -ENOMEM;
-        w->done = d;
-        w->cap_workers = workers;
-    }
-    return 0;
+    if (!p)
+        return NULL;
+    void *q = malloc(n ? n : 1);
+    if (!q)
+        *bad = true;
+    else
+        memcpy(q, p, n);
+    return q;
 }
 
 int ckw_submit(struct ckwriter *w, const struct ckpt *k)
@@ -98,20 +82,22 @@ int ckw_submit(struct ckwriter *w, const struct ckpt *k)
     pthread_mutex_unlock(&w->lock);
     if (busy)
         return -EBUSY;
-    /* Not busy: the thread does not touch the copies until busy is set. */
-    int rc = reserve(w, k->len, k->workers);
-    if (rc)
-        return rc;
-    memcpy(w->params, k->params, k->len * sizeof(float));
-    if (k->mom)
-        memcpy(w->mom, k->mom, k->len * sizeof(float));
-    memcpy(w->clock, k->clock, k->workers * sizeof(uint32_t));
-    memcpy(w->done, k->done, k->workers);
-    w->snap = *k;
-    w->snap.params = w->params;
-    w->snap.mom = k->mom ? w->mom : NULL;
-    w->snap.clock = w->clock;
-    w->snap.done = w->done;
+    /* Not busy: the thread does not touch the snapshot until busy is set. */
+    ckpt_free(&w->snap);
+    bool bad = false;
+    struct ckpt c = *k;
+    size_t bytes = k->len * sizeof(float);
+    c.params = dup_mem(k->params, bytes, &bad);
+    c.m = dup_mem(k->m, bytes, &bad);
+    c.v = dup_mem(k->v, bytes, &bad);
+    c.clock = dup_mem(k->clock, k->workers * sizeof(uint32_t), &bad);
+    c.done = dup_mem(k->done, k->workers, &bad);
+    c.run = dup_mem(k->run, k->nrun * sizeof(*k->run), &bad);
+    w->snap = c;
+    if (bad) {
+        ckpt_free(&w->snap);
+        return -ENOMEM;
+    }
     pthread_mutex_lock(&w->lock);
     w->busy = true;
     pthread_cond_broadcast(&w->cond);
@@ -140,9 +126,6 @@ void ckw_stop(struct ckwriter *w)
     pthread_join(w->thread, NULL);
     pthread_cond_destroy(&w->cond);
     pthread_mutex_destroy(&w->lock);
-    free(w->params);
-    free(w->mom);
-    free(w->clock);
-    free(w->done);
+    ckpt_free(&w->snap);
     memset(w, 0, sizeof(*w));
 }

@@ -1,7 +1,7 @@
 /*
- * checkpoint.c -- saving and loading server checkpoints (see checkpoint.h).
+ * ps_ckpt.c -- saving and loading server checkpoints (see ps_ckpt.h).
  */
-#include "checkpoint.h"
+#include "ps_ckpt.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -10,14 +10,15 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#include "modelfile.h"
+#include "ps_int.h"
+#include "ps_proto.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "checkpoints store floats in little-endian order: port ckpt_save/ckpt_load"
 #endif
 
 #define MAGIC "SHOALCKP"
-#define FORMAT 1
+#define FORMAT 2
 #define KEEP 2
 
 struct buf {
@@ -47,6 +48,7 @@ static void put(struct buf *b, const void *src, size_t n)
 }
 
 static void put32(struct buf *b, uint32_t v) { put(b, &v, 4); }
+static void putf(struct buf *b, float v) { put(b, &v, 4); }
 static void put64(struct buf *b, uint64_t v) { put(b, &v, 8); }
 
 static void file_name(char *out, size_t len, const char *dir, uint32_t server, uint32_t version)
@@ -85,19 +87,32 @@ static int list_versions(const char *dir, uint32_t server, uint32_t *v, int max)
 int ckpt_save(const char *dir, const struct ckpt *c, char *err, size_t errlen)
 {
     struct buf b = {0};
-    const struct ps_hello *j = &c->job;
+    const shoal_ps_job_t *j = &c->job;
     put(&b, MAGIC, 8);
     put32(&b, FORMAT);
     put32(&b, c->server);
     put32(&b, c->servers);
-    put32(&b, j->workers);
-    put32(&b, j->mode);
-    put32(&b, j->staleness);
-    put64(&b, j->nparams);
-    put32(&b, j->batch);
+    put32(&b, (uint32_t)j->workers);
+    put32(&b, (uint32_t)j->mode);
+    put32(&b, (uint32_t)j->staleness);
     put32(&b, j->iters_per_epoch);
     put32(&b, j->epochs);
-    put(&b, j->model, PS_MODEL_MAX);
+    put32(&b, j->batch);
+    put32(&b, (uint32_t)j->optimizer);
+    putf(&b, j->lr);
+    putf(&b, j->momentum);
+    putf(&b, j->weight_decay);
+    put32(&b, j->momentum_auto);
+    putf(&b, j->beta1);
+    putf(&b, j->beta2);
+    putf(&b, j->eps);
+    put32(&b, (uint32_t)j->schedule);
+    put32(&b, (uint32_t)j->step_epochs);
+    putf(&b, j->gamma);
+    put(&b, j->label, PS_MODEL_MAX);
+    put64(&b, c->nparams);
+    put64(&b, c->layout);
+    put32(&b, c->ntensors);
     put64(&b, c->off);
     put64(&b, c->len);
     put32(&b, c->version);
@@ -105,10 +120,20 @@ int ckpt_save(const char *dir, const struct ckpt *c, char *err, size_t errlen)
     put32(&b, c->workers);
     put(&b, c->clock, (size_t)c->workers * 4);
     put(&b, c->done, c->workers);
-    put32(&b, c->mom != NULL);
+    put32(&b, c->fixed);
+    put32(&b, c->nrun);
+    for (uint32_t i = 0; i < c->nrun; i++) {
+        put32(&b, c->run[i].from);
+        put(&b, c->run[i].live, (c->workers + 7) / 8);
+    }
+    put32(&b, c->opt_kind);
+    put64(&b, c->opt_t);
+    put32(&b, (c->m != NULL) | (c->v != NULL) << 1);
     put(&b, c->params, c->len * sizeof(float));
-    if (c->mom)
-        put(&b, c->mom, c->len * sizeof(float));
+    if (c->m)
+        put(&b, c->m, c->len * sizeof(float));
+    if (c->v)
+        put(&b, c->v, c->len * sizeof(float));
     uint32_t crc = b.bad ? 0 : (uint32_t)crc32(0L, b.p, (uInt)b.len);
     put32(&b, crc);
     if (b.bad) {
@@ -118,7 +143,7 @@ int ckpt_save(const char *dir, const struct ckpt *c, char *err, size_t errlen)
     }
     char path[4096 + 64];
     file_name(path, sizeof(path), dir, c->server, c->version);
-    int rc = atomic_write(path, b.p, b.len, err, errlen);
+    int rc = ps_atomic_write(path, b.p, b.len, err, errlen);
     free(b.p);
     if (rc)
         return rc;
@@ -156,6 +181,27 @@ static uint32_t get32(struct rd *r)
     if (q)
         memcpy(&v, q, 4);
     return v;
+}
+
+static float getf(struct rd *r)
+{
+    float v = 0;
+    const void *q = take(r, 4);
+    if (q)
+        memcpy(&v, q, 4);
+    return v;
+}
+
+static float *get_floats(struct rd *r, size_t n)
+{
+    const void *q = take(r, n * sizeof(float));
+    float *f = q ? malloc(n * sizeof(float)) : NULL;
+    if (!f) {
+        r->bad = true;
+        return NULL;
+    }
+    memcpy(f, q, n * sizeof(float));
+    return f;
 }
 
 static uint64_t get64(struct rd *r)
@@ -201,40 +247,65 @@ static int load_one(const char *path, uint32_t server, struct ckpt *c, char *err
         goto out;
     }
     take(&r, 8);
-    if (get32(&r) != FORMAT) {
-        snprintf(err, errlen, "%s: unknown checkpoint format", path);
+    c->format = get32(&r);
+    if (c->format != 1 && c->format != 2) {
+        snprintf(err, errlen, "%s: unknown checkpoint format %u", path, c->format);
         goto out;
     }
+    shoal_ps_job_t *j = &c->job;
     c->server = get32(&r);
     c->servers = get32(&r);
-    c->job.workers = get32(&r);
-    c->job.servers = c->servers;
-    c->job.mode = get32(&r);
-    c->job.staleness = get32(&r);
-    c->job.nparams = get64(&r);
-    c->job.batch = get32(&r);
-    c->job.iters_per_epoch = get32(&r);
-    c->job.epochs = get32(&r);
-    const void *model = take(&r, PS_MODEL_MAX);
-    if (model) {
-        memcpy(c->job.model, model, PS_MODEL_MAX);
-        c->job.model[PS_MODEL_MAX - 1] = 0;
+    j->workers = (int)get32(&r);
+    j->mode = (shoal_ps_mode_t)get32(&r);
+    j->staleness = (int)get32(&r);
+    if (c->format == 1) {
+        c->nparams = get64(&r);
+        j->batch = get32(&r);
+        j->iters_per_epoch = get32(&r);
+        j->epochs = get32(&r);
+    } else {
+        j->iters_per_epoch = get32(&r);
+        j->epochs = get32(&r);
+        j->batch = get32(&r);
+        j->optimizer = (shoal_ps_optimizer_t)get32(&r);
+        j->lr = getf(&r);
+        j->momentum = getf(&r);
+        j->weight_decay = getf(&r);
+        j->momentum_auto = get32(&r) != 0;
+        j->beta1 = getf(&r);
+        j->beta2 = getf(&r);
+        j->eps = getf(&r);
+        j->schedule = (shoal_ps_schedule_t)get32(&r);
+        j->step_epochs = (int)get32(&r);
+        j->gamma = getf(&r);
+    }
+    const void *label = take(&r, PS_MODEL_MAX);
+    if (label) {
+        memcpy(j->label, label, PS_MODEL_MAX);
+        j->label[PS_MODEL_MAX - 1] = 0;
+    }
+    if (c->format == 2) {
+        c->nparams = get64(&r);
+        c->layout = get64(&r);
+        c->ntensors = get32(&r);
     }
     c->off = get64(&r);
     c->len = get64(&r);
     c->version = get32(&r);
     c->grads = get64(&r);
     c->workers = get32(&r);
-    if (r.bad || c->server != server || c->workers != c->job.workers || c->workers == 0 ||
-        c->workers > PS_MAX_WORKERS || c->len == 0 || c->len > c->job.nparams) {
+    if (r.bad || c->server != server || c->workers != (uint32_t)j->workers ||
+        c->workers == 0 || c->workers > PS_MAX_WORKERS || c->len == 0 ||
+        c->len > c->nparams || (uint32_t)j->mode > SHOAL_PS_SSP ||
+        (uint32_t)j->optimizer > SHOAL_PS_AVERAGE || j->iters_per_epoch == 0 ||
+        j->epochs == 0) {
         snprintf(err, errlen, "%s: inconsistent header", path);
         goto out;
     }
     c->clock = malloc(c->workers * 4);
     c->done = malloc(c->workers);
-    c->params = malloc(c->len * sizeof(float));
     const void *q = take(&r, (size_t)c->workers * 4);
-    if (!c->clock || !c->done || !c->params || !q) {
+    if (!c->clock || !c->done || !q) {
         snprintf(err, errlen, "%s: truncated or out of memory", path);
         goto out;
     }
@@ -242,19 +313,36 @@ static int load_one(const char *path, uint32_t server, struct ckpt *c, char *err
     q = take(&r, c->workers);
     if (q)
         memcpy(c->done, q, c->workers);
-    uint32_t has_mom = get32(&r);
-    q = take(&r, c->len * sizeof(float));
-    if (q)
-        memcpy(c->params, q, c->len * sizeof(float));
-    if (has_mom && !r.bad) {
-        c->mom = malloc(c->len * sizeof(float));
-        q = take(&r, c->len * sizeof(float));
-        if (c->mom && q)
-            memcpy(c->mom, q, c->len * sizeof(float));
-        else
+    uint32_t has;
+    if (c->format == 1) {
+        c->opt_kind = SHOAL_PS_SGD;
+        has = get32(&r) ? 1 : 0;
+    } else {
+        c->fixed = get32(&r);
+        c->nrun = get32(&r);
+        if (c->nrun > 1u << 20) {
             r.bad = true;
+        } else if (c->nrun) {
+            c->run = calloc(c->nrun, sizeof(*c->run));
+            if (!c->run)
+                r.bad = true;
+            for (uint32_t i = 0; !r.bad && i < c->nrun; i++) {
+                c->run[i].from = get32(&r);
+                q = take(&r, (c->workers + 7) / 8);
+                if (q)
+                    memcpy(c->run[i].live, q, (c->workers + 7) / 8);
+            }
+        }
+        c->opt_kind = get32(&r);
+        c->opt_t = get64(&r);
+        has = get32(&r);
     }
-    if (r.bad || r.at != r.len) {
+    c->params = get_floats(&r, c->len);
+    if (has & 1)
+        c->m = get_floats(&r, c->len);
+    if (has & 2)
+        c->v = get_floats(&r, c->len);
+    if (r.bad || r.at != r.len || has > 3) {
         snprintf(err, errlen, "%s: sizes do not match the header", path);
         goto out;
     }
@@ -281,7 +369,7 @@ int ckpt_load(const char *dir, uint32_t server, struct ckpt *c, FILE *log, char 
         if (load_one(path, server, c, why, sizeof(why)) == 0)
             return 0;
         if (log)
-            fprintf(log, "shoal-train: server %u: skipping checkpoint %s\n", server, why);
+            fprintf(log, "shoal-ps: server %u: skipping checkpoint %s\n", server, why);
     }
     snprintf(err, errlen, "%s: no valid checkpoint of server %u", dir, server);
     return -ENOENT;
@@ -291,7 +379,9 @@ void ckpt_free(struct ckpt *c)
 {
     free(c->clock);
     free(c->done);
+    free(c->run);
     free(c->params);
-    free(c->mom);
+    free(c->m);
+    free(c->v);
     memset(c, 0, sizeof(*c));
 }

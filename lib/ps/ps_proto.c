@@ -1,10 +1,10 @@
 /*
- * protocol.c -- encoding and validating shoal-train's control messages
- * (see protocol.h).  The decoder trusts nothing: each read is bounds
+ * ps_proto.c -- encoding and validating the PS layer's control messages
+ * (see ps_proto.h).  The decoder trusts nothing: each read is bounds
  * checked, strings must be NUL-free and fit their field, counts must be
  * within the protocol's limits, and the body must be consumed exactly.
  */
-#include "protocol.h"
+#include "ps_proto.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -44,6 +44,13 @@ static void put_u64(struct wbuf *w, uint64_t v)
 {
     put_u32(w, (uint32_t)v);
     put_u32(w, (uint32_t)(v >> 32));
+}
+
+static void put_f32(struct wbuf *w, float f)
+{
+    uint32_t v;
+    memcpy(&v, &f, 4);
+    put_u32(w, v);
 }
 
 static void put_str(struct wbuf *w, const char *s)
@@ -96,6 +103,14 @@ static uint64_t get_u64(struct rbuf *r, const char *what)
 {
     uint64_t lo = get_u32(r, what);
     return lo | (uint64_t)get_u32(r, what) << 32;
+}
+
+static float get_f32(struct rbuf *r, const char *what)
+{
+    uint32_t v = get_u32(r, what);
+    float f;
+    memcpy(&f, &v, 4);
+    return f;
 }
 
 static void get_str(struct rbuf *r, char *dst, size_t cap, const char *what)
@@ -163,18 +178,32 @@ int ps_encode(const struct ps_msg *m, uint8_t *buf, size_t cap)
         break;
     case PS_HELLO: {
         const struct ps_hello *h = &m->u.hello;
+        const shoal_ps_job_t *j = &h->job;
         put_u32(&w, h->worker);
-        put_u32(&w, h->workers);
+        put_u32(&w, (uint32_t)j->workers);
         put_u32(&w, h->servers);
         put_u32(&w, h->incarnation);
         put_u32(&w, h->clock);
-        put_u32(&w, h->mode);
-        put_u32(&w, h->staleness);
+        put_u32(&w, (uint32_t)j->mode);
+        put_u32(&w, (uint32_t)j->staleness);
         put_u64(&w, h->nparams);
-        put_u32(&w, h->batch);
-        put_u32(&w, h->iters_per_epoch);
-        put_u32(&w, h->epochs);
-        put_str(&w, h->model);
+        put_u32(&w, j->batch);
+        put_u32(&w, j->iters_per_epoch);
+        put_u32(&w, j->epochs);
+        put_u32(&w, (uint32_t)j->optimizer);
+        put_f32(&w, j->lr);
+        put_f32(&w, j->momentum);
+        put_f32(&w, j->weight_decay);
+        put_u32(&w, j->momentum_auto);
+        put_f32(&w, j->beta1);
+        put_f32(&w, j->beta2);
+        put_f32(&w, j->eps);
+        put_u32(&w, (uint32_t)j->schedule);
+        put_u32(&w, (uint32_t)j->step_epochs);
+        put_f32(&w, j->gamma);
+        put_str(&w, j->label);
+        put_u32(&w, h->ntensors);
+        put_u64(&w, h->layout);
         put_blob(&w, h->desc, h->desc_len);
         break;
     }
@@ -269,29 +298,59 @@ int ps_decode(const void *buf, size_t len, struct ps_msg *m, char *why, size_t w
         break;
     case PS_HELLO: {
         struct ps_hello *h = &m->u.hello;
+        shoal_ps_job_t *j = &h->job;
         h->worker = get_u32(&r, "worker");
-        h->workers = get_u32(&r, "workers");
+        uint32_t workers = get_u32(&r, "workers");
         h->servers = get_u32(&r, "servers");
         h->incarnation = get_u32(&r, "incarnation");
         h->clock = get_u32(&r, "clock");
-        h->mode = get_u32(&r, "mode");
-        h->staleness = get_u32(&r, "staleness");
+        uint32_t mode = get_u32(&r, "mode");
+        uint32_t staleness = get_u32(&r, "staleness");
         h->nparams = get_u64(&r, "nparams");
-        h->batch = get_u32(&r, "batch");
-        h->iters_per_epoch = get_u32(&r, "iterations per epoch");
-        h->epochs = get_u32(&r, "epochs");
-        get_str(&r, h->model, PS_MODEL_MAX, "model");
+        j->batch = get_u32(&r, "batch");
+        j->iters_per_epoch = get_u32(&r, "iterations per epoch");
+        j->epochs = get_u32(&r, "epochs");
+        uint32_t opt = get_u32(&r, "optimizer");
+        j->lr = get_f32(&r, "lr");
+        j->momentum = get_f32(&r, "momentum");
+        j->weight_decay = get_f32(&r, "weight decay");
+        j->momentum_auto = get_u32(&r, "momentum") != 0;
+        j->beta1 = get_f32(&r, "beta1");
+        j->beta2 = get_f32(&r, "beta2");
+        j->eps = get_f32(&r, "eps");
+        uint32_t sched = get_u32(&r, "schedule");
+        uint32_t step = get_u32(&r, "schedule");
+        j->gamma = get_f32(&r, "gamma");
+        get_str(&r, j->label, PS_MODEL_MAX, "label");
+        h->ntensors = get_u32(&r, "tensors");
+        h->layout = get_u64(&r, "layout");
         h->desc_len = get_blob(&r, h->desc, sizeof(h->desc), "descriptor");
         if (r.err)
             break;
-        if (h->workers == 0 || h->workers > PS_MAX_WORKERS || h->worker >= h->workers)
+        j->workers = (int)(workers <= PS_MAX_WORKERS ? workers : 0);
+        j->mode = (shoal_ps_mode_t)(mode <= PS_SSP ? mode : 0);
+        j->staleness = (int)(staleness <= 1000000 ? staleness : 0);
+        j->optimizer = (shoal_ps_optimizer_t)(opt <= SHOAL_PS_AVERAGE ? opt : 0);
+        j->schedule = (shoal_ps_schedule_t)(sched <= SHOAL_PS_LR_STEP ? sched : 0);
+        j->step_epochs = (int)(step <= 1000000 ? step : 0);
+        if (workers == 0 || workers > PS_MAX_WORKERS || h->worker >= workers)
             r.err = "worker rank";
         else if (h->servers == 0 || h->servers > PS_MAX_SERVERS)
             r.err = "server count";
-        else if (h->mode > PS_SSP)
+        else if (mode > PS_SSP || staleness > 1000000)
             r.err = "mode";
-        else if (h->batch == 0 || h->iters_per_epoch == 0 || h->epochs == 0)
+        else if (j->batch == 0 || j->iters_per_epoch == 0 || j->epochs == 0 ||
+                 sched > SHOAL_PS_LR_STEP || step > 1000000)
             r.err = "schedule";
+        else if (opt > SHOAL_PS_AVERAGE || !(j->lr >= 0.0f && j->lr < 1e6f) ||
+                 !(j->momentum >= 0.0f && j->momentum < 1.0f) ||
+                 !(j->weight_decay >= 0.0f && j->weight_decay < 1e6f) ||
+                 !(j->beta1 >= 0.0f && j->beta1 < 1.0f) ||
+                 !(j->beta2 >= 0.0f && j->beta2 < 1.0f) || !(j->eps >= 0.0f && j->eps < 1.0f) ||
+                 !(j->gamma >= 0.0f && j->gamma < 1e6f))
+            r.err = "optimizer";
+        else if (h->nparams == 0 || h->ntensors == 0 || h->ntensors > h->nparams)
+            r.err = "parameters";
         break;
     }
     case PS_WELCOME: {
@@ -354,9 +413,4 @@ const char *ps_type_name(enum ps_type t)
         [PS_ERROR] = "ERROR", [PS_CHECK] = "CHECK", [PS_PING] = "PING",
         [PS_MEMBERS] = "MEMBERS"};
     return (unsigned)t < sizeof(names) / sizeof(names[0]) && names[t] ? names[t] : "unknown";
-}
-
-const char *ps_mode_name(enum ps_mode m)
-{
-    return m == PS_ASYNC ? "async" : m == PS_SSP ? "ssp" : "bsp";
 }

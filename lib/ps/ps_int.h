@@ -1,0 +1,40 @@
+/*
+ * ps_int.h -- what the files of lib/ps share and no one else sees: the
+ * clock, atomic files, the parameter layout, and the shard arithmetic.
+ */
+#ifndef SHOAL_PS_INT_H
+#define SHOAL_PS_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "shoal_ps.h"
+
+/* Seconds on a monotonic clock. */
+double ps_now(void);
+
+/* Write @len bytes to @path atomically: temporary file, fsync, rename,
+ * fsync of the directory.  0 or -errno with the reason in @err. */
+int ps_atomic_write(const char *path, const void *data, size_t len, char *err, size_t errlen);
+
+/* The shard of P floats that server s of S owns: [*off, *off + *len). */
+void ps_shard(size_t nparams, int servers, int s, size_t *off, size_t *len);
+
+/* A 64-bit digest of a tensor list (names and counts, in order): what the
+ * servers compare between workers. */
+uint64_t ps_layout_hash(const shoal_ps_tensor_t *t, int n);
+
+/* "host:port" into its parts; -EINVAL when malformed. */
+int ps_parse_hostport(const char *s, char *host, size_t cap, uint16_t *port);
+
+/* The data shard of @worker (of @workers) in an epoch whose members are
+ * the workers set in @live: the members, in rank order, split the whole
+ * set, the j-th of n members taking shard j of n; a worker that is not a
+ * member keeps shard @worker of @workers.  Returns whether it is one. */
+bool ps_data_shard(const uint8_t *live, int workers, int worker, int *shard, int *shards);
+
+/* n zeroed floats, page aligned; free() them. */
+float *ps_alloc_floats(size_t n);
+
+#endif

@@ -1,0 +1,32 @@
+/*
+ * ps_optim.h -- the optimizers a server runs on its shard: SGD with
+ * momentum and weight decay, Adam, or plain averaging; and the learning-
+ * rate schedules.  The state (momentum; Adam's moments and step count)
+ * is what a checkpoint keeps besides the parameters.
+ */
+#ifndef SHOAL_PS_OPTIM_H
+#define SHOAL_PS_OPTIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "shoal_ps.h"
+
+struct shoal_ps_optim {
+    shoal_ps_optimizer_t kind;
+    shoal_ps_job_t job;      /* momentum already adjusted (momentum_auto) */
+    size_t n;
+    float *m;                /* SGD momentum, or Adam's first moment; NULL if unused */
+    float *v;                /* Adam's second moment */
+    uint64_t t;              /* Adam's step count */
+};
+
+/* The momentum a job runs with: momentum_auto in async/ssp gives
+ * 1 - W * (1 - momentum) (asynchrony adds momentum of its own). */
+float ps_optim_momentum(const shoal_ps_job_t *job);
+
+/* Init in place (shoal_ps_optim_create allocates the struct). */
+int ps_optim_init(struct shoal_ps_optim *o, const shoal_ps_job_t *job, size_t n);
+void ps_optim_fini(struct shoal_ps_optim *o);
+
+#endif

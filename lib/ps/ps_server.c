@@ -1,0 +1,1026 @@
+/*
+ * ps_server.c -- a parameter server: the thin loop that drives the
+ * transport-free core (ps_core.c) with libshoal.
+ *
+ * The core decides (who goes ahead, what is applied once, when to
+ * checkpoint); this file does the I/O: it accepts connections, decodes
+ * and validates messages, turns transport events into core events, and
+ * carries out the core's actions (puts of fresh parameters, the one-sided
+ * get of the initial parameters, optimizer steps, checkpoint writes).
+ *
+ * Memory, for a shard of n floats and W workers:
+ *   slot[w]   n floats per worker, each registered on its own for remote
+ *             write; only worker w gets its descriptor, so a worker can
+ *             write its own slot and nothing else here.
+ *   pool[i]   W + 2 parameter buffers (local registration: the sources of
+ *             the puts to the workers); the core picks which one an
+ *             update writes (never one a put still reads).
+ *   optimizer state (momentum, Adam's moments), n floats each.
+ *
+ * Server 0 is also the coordinator: the other servers register their
+ * address with it, and it gives workers the table of all servers and
+ * (the core decides) each epoch's data membership.
+ *
+ * Liveness is the loop's: a worker whose endpoint fails, or that sends
+ * nothing (not even a PING) for fail_timeout_ms, is reported lost to the
+ * core; the core decides what that means (bsp waits up to the rejoin
+ * timeout, async/ssp go on).
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+#include "ps_ckwriter.h"
+#include "ps_core.h"
+#include "ps_int.h"
+#include "ps_net.h"
+#include "ps_optim.h"
+
+enum peer_kind { PEER_NEW = 0, PEER_WORKER, PEER_SERVER };
+
+struct speer {
+    enum peer_kind kind;
+    shoal_ep_t *ep;           /* NULL once closed (the record is reaped later) */
+    int worker;               /* PEER_WORKER: its index; -2: waits for the table */
+    double last_heard;        /* anything the peer sent */
+    double last_sent;         /* anything to it */
+    struct speer *next;
+};
+
+struct sworker {
+    struct speer *peer;       /* while the core has it LIVE */
+    shoal_mr_t *slot_mr;
+    float *slot;
+    shoal_rmr_t *params;      /* its parameter slice for this shard */
+    bool members_blocked;     /* its MEMBERS met a full send queue: skip the SEND */
+};
+
+struct pbuf {
+    float *p;
+    shoal_mr_t *mr;
+};
+
+/* wr_id of the initial parameters' get, and a flag for test-only puts */
+#define WR_INIT (1ull << 40)
+#define WR_TORN (1ull << 41)
+
+struct server {
+    const shoal_ps_config_t *c;
+    int index;
+    shoal_ctx_t *ctx;
+    shoal_listener_t *l;
+    struct speer *peers;
+    shoal_ep_t *coord;
+    char host[PS_HOST_MAX];
+    uint16_t port;
+
+    bool job_known, job_partial; /* partial: from a format-1 checkpoint */
+    struct ps_hello job;      /* the first worker's (desc unused) */
+    int W;
+    size_t nparams, off, len;
+    struct ps_core core;
+    bool core_up;
+    struct shoal_ps_optim opt;
+    struct sworker *w;
+    struct pbuf *pool;
+    int npool;
+
+    /* events the actions of a step lead to, handled after it */
+    struct ps_event *evq;
+    int nev, capev;
+    struct speer *joining;    /* the peer of the JOIN being stepped */
+    shoal_rmr_t *joining_rmr;
+
+    struct ckwriter ckw;
+    struct ps_msg table;
+    int registered;
+    double t_first, t_last, t_start;
+    bool inject_torn;
+    shoal_ep_t *closed[256];  /* endpoints closed while handling this batch */
+    int nclosed;
+    bool closed_overflow;
+    double last_look;
+    char *err;
+    size_t errlen;
+};
+
+__attribute__((format(printf, 2, 3)))
+static int sfail(struct server *s, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->err, s->errlen, fmt, ap);
+    va_end(ap);
+    return -EPROTO;
+}
+
+__attribute__((format(printf, 2, 3)))
+static void slog(const struct server *s, const char *fmt, ...)
+{
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "shoal-ps: server %d: %s\n", s->index, line);
+}
+
+static void sent(struct speer *p) { p->last_sent = ps_now(); }
+
+static void queue_event(struct server *s, enum ps_ev_type t, int worker, int buf,
+                        const char *why)
+{
+    if (s->nev == s->capev) {
+        int cap = s->capev ? 2 * s->capev : 16;
+        struct ps_event *q = realloc(s->evq, (size_t)cap * sizeof(*q));
+        if (!q)
+            return; /* the core then misses it; idle timeout is the backstop */
+        s->evq = q;
+        s->capev = cap;
+    }
+    s->evq[s->nev++] = (struct ps_event){.type = t, .worker = worker, .buf = buf, .why = why,
+                                         .now = ps_now()};
+}
+
+/* ---- connections ------------------------------------------------------ */
+
+/* Cut a peer off without waiting on it: it may be stopped or gone.  Events
+ * already handed out in this batch may still name its endpoint: it is
+ * remembered so handle() skips them. */
+static void close_peer(struct server *s, struct speer *p)
+{
+    if (!p->ep)
+        return;
+    if (s->nclosed < (int)(sizeof(s->closed) / sizeof(s->closed[0])))
+        s->closed[s->nclosed++] = p->ep;
+    else
+        s->closed_overflow = true;
+    shoal_ep_abort(p->ep);
+    p->ep = NULL;
+}
+
+static bool closed_in_batch(const struct server *s, const shoal_ep_t *ep)
+{
+    for (int i = 0; i < s->nclosed; i++)
+        if (s->closed[i] == ep)
+            return true;
+    return false;
+}
+
+/* Worker wi's connection is over: close it and forget its region. */
+static void unbind_worker(struct server *s, int wi)
+{
+    struct sworker *sw = &s->w[wi];
+    if (sw->params)
+        shoal_rmr_destroy(sw->params);
+    sw->params = NULL;
+    if (sw->peer) {
+        close_peer(s, sw->peer);
+        sw->peer->kind = PEER_NEW;
+        sw->peer->worker = -1;
+    }
+    sw->peer = NULL;
+    sw->members_blocked = false;
+}
+
+/* The loop noticed worker wi is gone (failure, silence, protocol error). */
+static void lose_worker(struct server *s, int wi, const char *why)
+{
+    unbind_worker(s, wi);
+    queue_event(s, PS_EV_LOST, wi, 0, why);
+}
+
+/* ---- the table (server 0) ------------------------------------------------ */
+
+static bool table_complete(const struct server *s) { return s->registered == s->c->servers; }
+
+static void send_table(struct server *s, shoal_ep_t *ep)
+{
+    int rc = ps_net_send(ep, &s->table);
+    if (rc) /* that peer's connection broke; its failure event follows */
+        slog(s, "TABLE to %s: %s", shoal_ep_peer(ep), shoal_strerror(rc));
+}
+
+/* ---- the job -------------------------------------------------------------- */
+
+static void describe_layout(const struct ps_hello *h, char *out, size_t len)
+{
+    snprintf(out, len, "%u tensors, %llu floats, layout %016llx", h->ntensors,
+             (unsigned long long)h->nparams, (unsigned long long)h->layout);
+}
+
+/* The job a worker describes must be ours, exactly; @why names the first
+ * difference. */
+static int check_job(const struct server *s, const struct ps_hello *h, char *why, size_t len)
+{
+    const shoal_ps_config_t *c = s->c;
+    const shoal_ps_job_t *a = &h->job;
+    if (h->servers != (uint32_t)c->servers) {
+        snprintf(why, len, "it expects %u servers, this job has %d", h->servers, c->servers);
+        return -1;
+    }
+    if (c->size > 0 && a->workers != c->size - c->servers) {
+        snprintf(why, len, "it counts %d workers, this job %d", a->workers,
+                 c->size - c->servers);
+        return -1;
+    }
+    if (!s->job_known)
+        return 0;
+    const shoal_ps_job_t *b = &s->job.job;
+    char x[128], y[128];
+    if (h->nparams != s->job.nparams || h->ntensors != s->job.ntensors ||
+        (h->layout != s->job.layout && !s->job_partial)) {
+        describe_layout(h, x, sizeof(x));
+        describe_layout(&s->job, y, sizeof(y));
+        snprintf(why, len, "its parameters (%s) differ from the others' (%s): every worker "
+                 "must declare the same tensors, names and sizes", x, y);
+        return -1;
+    }
+    if (a->mode != b->mode || a->staleness != b->staleness) {
+        snprintf(why, len, "it trains in mode %s (staleness %d), the others in %s (%d)",
+                 shoal_ps_mode_name(a->mode), a->staleness, shoal_ps_mode_name(b->mode),
+                 b->staleness);
+        return -1;
+    }
+    if (a->workers != b->workers || strcmp(a->label, b->label) || a->batch != b->batch ||
+        a->iters_per_epoch != b->iters_per_epoch || a->epochs != b->epochs) {
+        snprintf(why, len, "its job (%d workers, model %s, batch %u, %u x %u iterations) "
+                 "differs from the others' (%d workers, model %s, batch %u, %u x %u)",
+                 a->workers, a->label, a->batch, a->epochs, a->iters_per_epoch, b->workers,
+                 b->label, b->batch, b->epochs, b->iters_per_epoch);
+        return -1;
+    }
+    if (!s->job_partial &&
+        (a->optimizer != b->optimizer || a->lr != b->lr || a->momentum != b->momentum ||
+         a->weight_decay != b->weight_decay || a->momentum_auto != b->momentum_auto ||
+         a->beta1 != b->beta1 || a->beta2 != b->beta2 || a->eps != b->eps ||
+         a->schedule != b->schedule || a->step_epochs != b->step_epochs ||
+         a->gamma != b->gamma)) {
+        snprintf(why, len, "its optimizer (%s, lr %g, momentum %g, weight decay %g, schedule "
+                 "%s) differs from the others' (%s, lr %g, momentum %g, weight decay %g, "
+                 "schedule %s)", shoal_ps_optimizer_name(a->optimizer), (double)a->lr,
+                 (double)a->momentum, (double)a->weight_decay,
+                 shoal_ps_schedule_name(a->schedule), shoal_ps_optimizer_name(b->optimizer),
+                 (double)b->lr, (double)b->momentum, (double)b->weight_decay,
+                 shoal_ps_schedule_name(b->schedule));
+        return -1;
+    }
+    return 0;
+}
+
+/* Allocate the shard's buffers once the job is known (from the first
+ * HELLO, or a checkpoint). */
+static int setup_job(struct server *s, const struct ps_hello *h, bool need_init)
+{
+    const shoal_ps_config_t *c = s->c;
+    s->job = *h;
+    s->job_known = true;
+    s->W = h->job.workers;
+    s->nparams = (size_t)h->nparams;
+    ps_shard(s->nparams, c->servers, s->index, &s->off, &s->len);
+    if (s->len == 0)
+        return sfail(s, "%zu parameters cannot be split over %d servers", s->nparams,
+                     c->servers);
+    struct ps_core_cfg cc = {
+        .workers = s->W, .mode = (enum ps_core_mode)h->job.mode,
+        .staleness = h->job.staleness, .iters_per_epoch = h->job.iters_per_epoch,
+        .epochs = h->job.epochs, .coordinator = s->index == 0, .need_init = need_init,
+        .rejoin_timeout = c->rejoin_timeout_ms / 1000.0,
+        .checkpoint_every = c->checkpoint_dir[0] ? (uint32_t)c->checkpoint_every : 0,
+        .checkpoint_secs = c->checkpoint_dir[0] ? c->checkpoint_secs : 0};
+    int rc = ps_core_init(&s->core, &cc, ps_now());
+    if (rc)
+        return sfail(s, "cannot set up the job: %s", strerror(-rc));
+    s->core_up = true;
+    if ((rc = ps_optim_init(&s->opt, &h->job, s->len)))
+        return sfail(s, "out of memory for the optimizer state");
+    if (h->job.optimizer != SHOAL_PS_AVERAGE && h->job.momentum_auto &&
+        s->opt.job.momentum != h->job.momentum && !c->quiet)
+        slog(s, "%s with %d workers: momentum %.2f", shoal_ps_mode_name(h->job.mode), s->W,
+             (double)s->opt.job.momentum);
+    s->npool = s->core.npool;
+    s->w = calloc((size_t)s->W, sizeof(*s->w));
+    s->pool = calloc((size_t)s->npool, sizeof(*s->pool));
+    if (!s->w || !s->pool)
+        return sfail(s, "out of memory");
+    for (int i = 0; i < s->npool; i++) {
+        if (!(s->pool[i].p = ps_alloc_floats(s->len)))
+            return sfail(s, "out of memory for %d x %zu parameters", s->npool, s->len);
+        if (shoal_mr_reg(s->ctx, s->pool[i].p, s->len * sizeof(float), 0, &s->pool[i].mr))
+            return sfail(s, "registering parameters: %s", shoal_ctx_errmsg(s->ctx));
+    }
+    for (int i = 0; i < s->W; i++) {
+        struct sworker *sw = &s->w[i];
+        if (!(sw->slot = ps_alloc_floats(s->len)))
+            return sfail(s, "out of memory for %d gradient slots", s->W);
+        if (shoal_mr_reg(s->ctx, sw->slot, s->len * sizeof(float), SHOAL_ACCESS_REMOTE_WRITE,
+                         &sw->slot_mr))
+            return sfail(s, "registering a gradient slot: %s", shoal_ctx_errmsg(s->ctx));
+    }
+    return 0;
+}
+
+/* ---- carrying out the core's actions ---------------------------------------- */
+
+/*
+ * Fault injection for the tests (SHOAL_TRAIN_INJECT=torn): right after
+ * worker wi's parameters of version 3, write a second, different copy
+ * over them, as a broken protocol would while the worker reads.  A
+ * worker with verify on must catch it.
+ */
+static void inject_torn(struct server *s, int wi, int buf)
+{
+    int f = (buf + 1) % s->npool;
+    memcpy(s->pool[f].p, s->pool[buf].p, s->len * sizeof(float));
+    s->pool[f].p[s->len / 2] += 1.0f;
+    if (shoal_put(s->w[wi].peer->ep, s->pool[f].mr, 0, s->w[wi].params, 0,
+                  s->len * sizeof(float), 0, 0, WR_TORN) == 0)
+        slog(s, "injected a torn write into worker %d's parameters (SHOAL_TRAIN_INJECT=torn)",
+             wi);
+}
+
+static void do_send(struct server *s, const struct ps_action *a)
+{
+    struct sworker *sw = &s->w[a->worker];
+    if (!sw->peer || !sw->peer->ep) {
+        queue_event(s, PS_EV_BLOCKED, a->worker, a->buf, NULL);
+        return;
+    }
+    if (sw->members_blocked) {
+        sw->members_blocked = false;
+        queue_event(s, PS_EV_BLOCKED, a->worker, a->buf, NULL);
+        return;
+    }
+    struct pbuf *b = &s->pool[a->buf];
+    int rc = shoal_put(sw->peer->ep, b->mr, 0, sw->params, 0, s->len * sizeof(float),
+                       SHOAL_PUT_IMM, a->version, (uint64_t)a->buf);
+    if (rc == -EAGAIN) {
+        queue_event(s, PS_EV_BLOCKED, a->worker, a->buf, NULL);
+        return;
+    }
+    if (rc) {
+        /* The connection broke under us: the worker is lost, not the job. */
+        queue_event(s, PS_EV_BLOCKED, a->worker, a->buf, NULL);
+        lose_worker(s, a->worker, "a put to it failed");
+        return;
+    }
+    sent(sw->peer);
+    if (s->inject_torn && a->worker == 0 && a->version == 3)
+        inject_torn(s, a->worker, a->buf);
+    if (s->c->verify) {
+        struct ps_msg m = {.type = PS_CHECK};
+        m.u.check.version = a->version;
+        m.u.check.crc = (uint32_t)crc32(0L, (const Bytef *)b->p, (uInt)(s->len * sizeof(float)));
+        if (ps_net_send(sw->peer->ep, &m))
+            lose_worker(s, a->worker, "CHECK could not be sent");
+    }
+}
+
+static void do_members(struct server *s, const struct ps_action *a)
+{
+    struct sworker *sw = &s->w[a->worker];
+    if (!sw->peer || !sw->peer->ep)
+        return;
+    struct ps_msg m = {.type = PS_MEMBERS};
+    m.u.members.epoch = a->epoch;
+    m.u.members.workers = (uint32_t)s->W;
+    memcpy(m.u.members.live, a->live, (size_t)(s->W + 7) / 8);
+    int rc = ps_net_send(sw->peer->ep, &m);
+    if (rc == -EAGAIN)
+        sw->members_blocked = true;
+    else if (rc)
+        lose_worker(s, a->worker, "MEMBERS could not be sent");
+    else
+        sent(sw->peer);
+}
+
+static void do_welcome(struct server *s, const struct ps_action *a)
+{
+    struct speer *p = s->joining;
+    struct sworker *sw = &s->w[a->worker];
+    p->kind = PEER_WORKER;
+    p->worker = a->worker;
+    sw->peer = p;
+    sw->params = s->joining_rmr;
+    s->joining_rmr = NULL;
+    struct ps_msg m = {.type = PS_WELCOME};
+    struct ps_welcome *wl = &m.u.welcome;
+    wl->server = (uint32_t)s->index;
+    wl->offset = s->off;
+    wl->length = s->len;
+    wl->version = a->version;
+    wl->iteration = a->k;
+    size_t dlen;
+    if (shoal_mr_pack(sw->slot_mr, wl->desc, sizeof(wl->desc), &dlen) < 0) {
+        lose_worker(s, a->worker, "its slot descriptor could not be packed");
+        return;
+    }
+    wl->desc_len = (uint32_t)dlen;
+    if (ps_net_send(p->ep, &m)) {
+        lose_worker(s, a->worker, "WELCOME could not be sent");
+        return;
+    }
+    sent(p);
+    if (s->t_first == 0)
+        s->t_first = ps_now();
+}
+
+static void checkpoint(struct server *s)
+{
+    const struct ps_core *k = &s->core;
+    uint32_t *clock = malloc((size_t)s->W * sizeof(uint32_t));
+    uint8_t *done = malloc((size_t)s->W);
+    if (!clock || !done) {
+        free(clock);
+        free(done);
+        slog(s, "checkpoint at update %u failed: out of memory", k->version);
+        return;
+    }
+    for (int i = 0; i < s->W; i++) {
+        clock[i] = k->w[i].clock;
+        done[i] = k->w[i].state == PS_W_DONE;
+    }
+    struct ckpt ck = {.server = (uint32_t)s->index, .servers = (uint32_t)s->c->servers,
+                      .job = s->job.job, .nparams = s->nparams, .layout = s->job.layout,
+                      .ntensors = s->job.ntensors, .off = s->off, .len = s->len,
+                      .version = k->version, .grads = k->grads, .workers = (uint32_t)s->W,
+                      .clock = clock, .done = done, .fixed = k->fixed,
+                      .nrun = (uint32_t)k->nrun, .run = k->run,
+                      .opt_kind = (uint32_t)s->opt.kind, .opt_t = s->opt.t,
+                      .params = s->pool[k->cur].p, .m = s->opt.m, .v = s->opt.v};
+    /* A copy goes to the writer thread.  Checkpoints stay at the versions
+     * asked for: if the previous one is still being written, wait. */
+    ckw_drain(&s->ckw);
+    int rc = ckw_submit(&s->ckw, &ck);
+    if (rc)
+        slog(s, "checkpoint at update %u failed: %s", k->version, strerror(-rc));
+    free(clock);
+    free(done);
+}
+
+static void do_fetch_init(struct server *s, const struct ps_action *a)
+{
+    struct sworker *sw = &s->w[a->worker];
+    int rc = sw->peer && sw->peer->ep
+                 ? shoal_get(sw->peer->ep, s->pool[a->buf].mr, 0, sw->params, 0,
+                             s->len * sizeof(float), WR_INIT | (uint64_t)a->worker)
+                 : -ENOTCONN;
+    if (rc) {
+        slog(s, "reading worker %d's initial parameters: %s", a->worker, shoal_strerror(rc));
+        queue_event(s, PS_EV_INIT_FAILED, a->worker, 0, NULL);
+    }
+}
+
+static void carry_out(struct server *s, const struct ps_action *a)
+{
+    switch (a->type) {
+    case PS_ACT_WELCOME:
+        do_welcome(s, a);
+        break;
+    case PS_ACT_REFUSE:
+        slog(s, "refused worker %d at %s: %s", a->worker, shoal_ep_peer(s->joining->ep), a->why);
+        ps_net_send_error(s->joining->ep, "%s", a->why);
+        close_peer(s, s->joining);
+        break;
+    case PS_ACT_REPLACE:
+        unbind_worker(s, a->worker);
+        break;
+    case PS_ACT_FETCH_INIT:
+        do_fetch_init(s, a);
+        break;
+    case PS_ACT_APPLY: {
+        const float *g[PS_CORE_MAX_WORKERS];
+        for (int i = 0; i < a->n; i++)
+            g[i] = s->w[a->slots[i]].slot;
+        shoal_ps_optim_step(&s->opt, a->progress, s->pool[a->to].p, s->pool[a->from].p, g, a->n,
+                            a->scale);
+        break;
+    }
+    case PS_ACT_MEMBERS:
+        do_members(s, a);
+        break;
+    case PS_ACT_SEND:
+        do_send(s, a);
+        break;
+    case PS_ACT_DROP:
+        slog(s, "%s", a->why);
+        break;
+    case PS_ACT_CHECKPOINT:
+        checkpoint(s);
+        break;
+    case PS_ACT_NOTE:
+        slog(s, "%s", a->why);
+        break;
+    default:
+        break;
+    }
+}
+
+/* Step the core with @ev and every event its actions lead to. */
+static int step(struct server *s, const struct ps_event *ev)
+{
+    if (!s->core_up)
+        return 0;
+    queue_event(s, ev->type, ev->worker, ev->buf, ev->why);
+    s->evq[s->nev - 1].k = ev->k;
+    s->evq[s->nev - 1].incarnation = ev->incarnation;
+    for (int i = 0; i < s->nev; i++) {
+        struct ps_event e = s->evq[i];
+        int n = ps_core_step(&s->core, &e);
+        if (n < 0) {
+            s->nev = 0;
+            return sfail(s, "the server's state machine refused %d: %s", e.type,
+                         strerror(-n));
+        }
+        for (int j = 0; j < n; j++)
+            carry_out(s, &s->core.act[j]);
+    }
+    s->nev = 0;
+    return 0;
+}
+
+static int step_simple(struct server *s, enum ps_ev_type t, int worker, int buf)
+{
+    struct ps_event e = {.type = t, .worker = worker, .buf = buf, .now = ps_now()};
+    return step(s, &e);
+}
+
+/* ---- messages ----------------------------------------------------------------- */
+
+static int on_hello(struct server *s, struct speer *p, const struct ps_hello *h)
+{
+    char why[512];
+    if (check_job(s, h, why, sizeof(why))) {
+        /* A worker of another job (or misconfigured) is refused; the job
+         * goes on waiting for the right one. */
+        slog(s, "refused worker %u at %s: job mismatch: %s", h->worker, shoal_ep_peer(p->ep),
+             why);
+        ps_net_send_error(p->ep, "job mismatch: %s", why);
+        close_peer(s, p);
+        return 0;
+    }
+    if (!s->job_known) {
+        int rc = setup_job(s, h, true);
+        if (rc)
+            return rc;
+    } else if (s->job_partial) {
+        /* a format-1 checkpoint did not know the optimizer: the workers say */
+        s->job = *h;
+        s->job_partial = false;
+        s->opt.job = h->job;
+        s->opt.job.momentum = ps_optim_momentum(&h->job);
+        s->opt.kind = h->job.optimizer;
+    }
+    shoal_rmr_t *rmr;
+    if (shoal_rmr_unpack(p->ep, h->desc, h->desc_len, &rmr)) {
+        slog(s, "worker %u at %s: bad parameter descriptor: %s; closing it", h->worker,
+             shoal_ep_peer(p->ep), shoal_ctx_errmsg(s->ctx));
+        ps_net_send_error(p->ep, "bad parameter descriptor");
+        close_peer(s, p);
+        return 0;
+    }
+    if (shoal_rmr_length(rmr) != s->len * sizeof(float) ||
+        !(shoal_rmr_access(rmr) & SHOAL_ACCESS_REMOTE_WRITE)) {
+        slog(s, "worker %u at %s offered a parameter region of %zu bytes, expected %zu "
+             "writable; closing it", h->worker, shoal_ep_peer(p->ep), shoal_rmr_length(rmr),
+             s->len * sizeof(float));
+        ps_net_send_error(p->ep, "parameter region of %zu bytes, expected %zu writable",
+                          shoal_rmr_length(rmr), s->len * sizeof(float));
+        shoal_rmr_destroy(rmr);
+        close_peer(s, p);
+        return 0;
+    }
+    s->joining = p;
+    s->joining_rmr = rmr;
+    struct ps_event e = {.type = PS_EV_JOIN, .worker = (int)h->worker,
+                         .incarnation = h->incarnation, .now = ps_now()};
+    int rc = step(s, &e);
+    if (s->joining_rmr) /* refused */
+        shoal_rmr_destroy(s->joining_rmr);
+    s->joining = NULL;
+    s->joining_rmr = NULL;
+    return rc;
+}
+
+static void cut_off(struct server *s, struct speer *p, const char *why)
+{
+    if (p->kind == PEER_WORKER)
+        lose_worker(s, p->worker, why);
+    else
+        close_peer(s, p);
+}
+
+static int on_message(struct server *s, struct speer *p, const void *data, size_t len)
+{
+    struct ps_msg m;
+    char why[256];
+    if (ps_decode(data, len, &m, why, sizeof(why))) {
+        /* A peer that speaks garbage is cut off; the job goes on. */
+        slog(s, "%s sent a bad message (%s); closing it", shoal_ep_peer(p->ep), why);
+        ps_net_send_error(p->ep, "bad message: %s", why);
+        cut_off(s, p, "protocol error");
+        return step_simple(s, PS_EV_TICK, 0, 0);
+    }
+    switch (m.type) {
+    case PS_PING:
+        return 0;
+    case PS_SERVER_REG: {
+        uint32_t r = m.u.reg.rank;
+        if (s->index != 0 || p->kind != PEER_NEW || r == 0 || r >= (uint32_t)s->c->servers)
+            break;
+        p->kind = PEER_SERVER;
+        if (!s->table.u.table.addr[r].port)
+            s->registered++;
+        s->table.u.table.addr[r] = m.u.reg.addr; /* a restarted server re-registers */
+        if (table_complete(s))
+            for (struct speer *q = s->peers; q; q = q->next)
+                if (q->kind == PEER_NEW && q->worker == -2 && q->ep) {
+                    send_table(s, q->ep);
+                    q->worker = -1;
+                }
+        return 0;
+    }
+    case PS_TABLE_REQ:
+        if (s->index != 0 || p->kind != PEER_NEW)
+            break;
+        if (table_complete(s))
+            send_table(s, p->ep);
+        else
+            p->worker = -2; /* answered when the table is complete */
+        return 0;
+    case PS_HELLO:
+        if (p->kind != PEER_NEW)
+            break;
+        if (s->c->size > 0 && m.u.hello.worker >= (uint32_t)(s->c->size - s->c->servers)) {
+            ps_net_send_error(p->ep, "worker index %u out of range", m.u.hello.worker);
+            close_peer(s, p);
+            return 0;
+        }
+        return on_hello(s, p, &m.u.hello);
+    case PS_BYE: {
+        if (p->kind != PEER_WORKER)
+            break;
+        int wi = p->worker;
+        s->t_last = ps_now();
+        unbind_worker(s, wi);
+        return step_simple(s, PS_EV_DONE, wi, 0);
+    }
+    case PS_ERROR:
+        slog(s, "%s reports: %s", shoal_ep_peer(p->ep), m.u.error.text);
+        cut_off(s, p, "it reported an error");
+        return step_simple(s, PS_EV_TICK, 0, 0);
+    default:
+        break;
+    }
+    slog(s, "%s sent an unexpected %s message; closing it", shoal_ep_peer(p->ep),
+         ps_type_name(m.type));
+    ps_net_send_error(p->ep, "unexpected %s message", ps_type_name(m.type));
+    cut_off(s, p, "protocol error");
+    return step_simple(s, PS_EV_TICK, 0, 0);
+}
+
+static int handle(struct server *s, const shoal_event_t *ev)
+{
+    if (!ev->ep || closed_in_batch(s, ev->ep))
+        return 0;
+    struct speer *p = shoal_ep_user(ev->ep);
+    if (!p || !p->ep)
+        return 0;
+    /* Only what the peer sent shows it is alive; our own completions do not. */
+    if (ev->type == SHOAL_EV_IMM || ev->type == SHOAL_EV_RECV)
+        p->last_heard = ps_now();
+    switch (ev->type) {
+    case SHOAL_EV_PUT_DONE:
+        if (ev->wr_id & WR_TORN || ev->wr_id >= (uint64_t)s->npool)
+            return 0;
+        /* A failed put is followed by the endpoint's failure event. */
+        return step_simple(s, PS_EV_PUT_DONE, p->kind == PEER_WORKER ? p->worker : -1,
+                           (int)ev->wr_id);
+    case SHOAL_EV_GET_DONE:
+        if (!(ev->wr_id & WR_INIT) || p->kind != PEER_WORKER)
+            return 0;
+        if (ev->status) {
+            slog(s, "reading worker %d's initial parameters: %s", p->worker,
+                 ev->reason ? ev->reason : shoal_strerror(ev->status));
+            return step_simple(s, PS_EV_INIT_FAILED, p->worker, 0);
+        }
+        return step_simple(s, PS_EV_INIT_DONE, p->worker, 0);
+    case SHOAL_EV_IMM:
+        if (p->kind != PEER_WORKER) {
+            slog(s, "%s wrote into a slot before its HELLO; closing it", shoal_ep_peer(p->ep));
+            close_peer(s, p);
+            return 0;
+        }
+        {
+            struct ps_event e = {.type = PS_EV_PUSH, .worker = p->worker, .k = ev->imm,
+                                 .now = ps_now()};
+            return step(s, &e);
+        }
+    case SHOAL_EV_RECV:
+        return on_message(s, p, ev->data, ev->len);
+    case SHOAL_EV_EP_FAILED:
+        if (p->kind == PEER_WORKER) {
+            char why[200];
+            snprintf(why, sizeof(why), "%s", ev->reason ? ev->reason : "connection failed");
+            lose_worker(s, p->worker, why);
+            return step_simple(s, PS_EV_TICK, 0, 0);
+        }
+        close_peer(s, p); /* a fellow server or a stranger */
+        return 0;
+    default:
+        return 0;
+    }
+}
+
+static struct speer *add_peer(struct server *s, shoal_ep_t *ep)
+{
+    struct speer *p = calloc(1, sizeof(*p));
+    if (!p)
+        return NULL;
+    p->ep = ep;
+    p->worker = -1;
+    p->last_heard = p->last_sent = ps_now();
+    p->next = s->peers;
+    s->peers = p;
+    shoal_ep_set_user(ep, p);
+    return p;
+}
+
+static void reap_peers(struct server *s)
+{
+    for (struct speer **pp = &s->peers; *pp;) {
+        struct speer *p = *pp;
+        if (!p->ep && p->kind != PEER_WORKER) {
+            *pp = p->next;
+            free(p);
+        } else {
+            pp = &p->next;
+        }
+    }
+}
+
+/* Heartbeats, silence, and the core's clock (rejoin deadlines,
+ * checkpoints by time). */
+static int housekeeping(struct server *s)
+{
+    const shoal_ps_config_t *c = s->c;
+    double now = ps_now(), hb = c->fail_timeout_ms / 4000.0;
+    /* If this process itself did not look for a while (a descheduled
+     * process), the silence is ours, not theirs. */
+    if ((now - s->last_look) * 1000 > c->fail_timeout_ms / 2)
+        for (struct speer *p = s->peers; p; p = p->next)
+            p->last_heard = now;
+    s->last_look = now;
+    for (struct speer *p = s->peers; p; p = p->next) {
+        if (!p->ep || p->kind == PEER_SERVER)
+            continue;
+        if (p->kind == PEER_WORKER && (now - p->last_heard) * 1000 > c->fail_timeout_ms) {
+            char why[96];
+            snprintf(why, sizeof(why), "silent for %.0f ms", (now - p->last_heard) * 1000);
+            lose_worker(s, p->worker, why);
+            continue;
+        }
+        if (now - p->last_sent >= hb) {
+            struct ps_msg ping = {.type = PS_PING};
+            if (ps_net_send(p->ep, &ping) == 0)
+                sent(p);
+        }
+    }
+    reap_peers(s);
+    return step_simple(s, PS_EV_TICK, 0, 0);
+}
+
+static bool finished(const struct server *s)
+{
+    return s->core_up && ps_core_finished(&s->core);
+}
+
+static int run(struct server *s)
+{
+    const shoal_ps_config_t *c = s->c;
+    while (!finished(s)) {
+        shoal_ep_t *ep;
+        while (shoal_accept(s->l, 0, &ep) == 0)
+            if (!add_peer(s, ep))
+                return sfail(s, "out of memory");
+        shoal_event_t ev[64];
+        int n = shoal_wait(s->ctx, ev, 64, 20);
+        if (n < 0)
+            return sfail(s, "transport: %s", shoal_ctx_errmsg(s->ctx));
+        s->nclosed = 0;
+        s->closed_overflow = false;
+        for (int i = 0; i < n && !s->closed_overflow; i++) {
+            int rc = handle(s, &ev[i]);
+            if (rc)
+                return rc;
+        }
+        s->nclosed = 0;
+        int rc = housekeeping(s);
+        if (rc)
+            return rc;
+        double last = s->core_up ? s->core.last_progress : s->t_start;
+        if ((ps_now() - last) * 1000 > c->idle_timeout_ms) {
+            int live = 0, done = 0;
+            for (int i = 0; s->core_up && i < s->W; i++) {
+                live += s->core.w[i].state == PS_W_LIVE;
+                done += s->core.w[i].state == PS_W_DONE;
+            }
+            return sfail(s, "no progress for %d ms (%d of %d workers live, %d finished)",
+                         c->idle_timeout_ms, live,
+                         s->job_known ? s->W : c->size - c->servers, done);
+        }
+    }
+    if (c->checkpoint_dir[0] && s->core.version != s->core.ckpt_version)
+        checkpoint(s);
+    ckw_drain(&s->ckw); /* the last checkpoint is on disk before we exit */
+    return 0;
+}
+
+/* resume: the newest valid checkpoint becomes the state. */
+static int resume(struct server *s)
+{
+    const shoal_ps_config_t *c = s->c;
+    struct ckpt k;
+    char path[SHOAL_PS_PATH_MAX + 64], err[512];
+    int rc = ckpt_load(c->checkpoint_dir, (uint32_t)s->index, &k, stderr, path, sizeof(path),
+                       err, sizeof(err));
+    if (rc == -ENOENT) {
+        slog(s, "resume: %s; starting fresh", err);
+        return 0;
+    }
+    if (rc)
+        return sfail(s, "resume: %s", err);
+    if (k.servers != (uint32_t)c->servers ||
+        (c->size > 0 && k.workers != (uint32_t)(c->size - c->servers))) {
+        ckpt_free(&k);
+        return sfail(s, "resume: %s is from another job (%u servers, %u workers)", path,
+                     k.servers, k.workers);
+    }
+    struct ps_hello h = {.servers = k.servers, .job = k.job, .nparams = k.nparams,
+                         .ntensors = k.ntensors ? k.ntensors : 1, .layout = k.layout};
+    if (k.format == 1) {
+        /* The optimizer and layout were not recorded: taken from the workers. */
+        s->job_partial = true;
+        h.job.optimizer = SHOAL_PS_SGD;
+    }
+    if ((rc = setup_job(s, &h, false))) {
+        ckpt_free(&k);
+        return rc;
+    }
+    if (k.off != s->off || k.len != s->len || k.opt_kind != (uint32_t)s->opt.kind ||
+        (!k.m) != (!s->opt.m) || (!k.v) != (!s->opt.v)) {
+        ckpt_free(&k);
+        return sfail(s, "resume: %s holds another shard or optimizer", path);
+    }
+    memcpy(s->pool[s->core.cur].p, k.params, s->len * sizeof(float));
+    if (s->opt.m)
+        memcpy(s->opt.m, k.m, s->len * sizeof(float));
+    if (s->opt.v)
+        memcpy(s->opt.v, k.v, s->len * sizeof(float));
+    s->opt.t = k.opt_t;
+    rc = ps_core_restore(&s->core, k.version, k.grads, k.clock, k.done, ps_now());
+    if (rc == 0 && k.nrun > 0) {
+        struct ps_core_run *r = malloc(k.nrun * sizeof(*r));
+        if (!r) {
+            rc = -ENOMEM;
+        } else {
+            memcpy(r, k.run, k.nrun * sizeof(*r));
+            free(s->core.run);
+            s->core.run = r;
+            s->core.nrun = s->core.caprun = (int)k.nrun;
+            s->core.fixed = k.fixed;
+        }
+    }
+    if (rc) {
+        ckpt_free(&k);
+        return sfail(s, "resume: %s: clocks that cannot belong to this job", path);
+    }
+    slog(s, "resumed from %s (update %u, %llu gradients applied)", path, k.version,
+         (unsigned long long)k.grads);
+    ckpt_free(&k);
+    return 0;
+}
+
+static int start(struct server *s)
+{
+    const shoal_ps_config_t *c = s->c;
+    int rc;
+    char host[PS_HOST_MAX];
+    uint16_t port = 0;
+    const char *bind_host = c->host;
+    if (s->index == 0 && !c->rendezvous[0]) {
+        if (ps_parse_hostport(c->coordinator, host, sizeof(host), &port))
+            return sfail(s, "coordinator '%s' is not host:port", c->coordinator);
+        bind_host = host;
+    }
+    if ((rc = shoal_listen(s->ctx, bind_host, port, &s->l)))
+        return sfail(s, "cannot listen on %s:%u: %s", bind_host, port, shoal_ctx_errmsg(s->ctx));
+    snprintf(s->host, sizeof(s->host), "%s", bind_host);
+    s->port = shoal_listener_port(s->l);
+    s->table.type = PS_TABLE;
+    s->table.u.table.n = (uint32_t)c->servers;
+    if (s->index == 0) {
+        memcpy(s->table.u.table.addr[0].host, s->host, PS_HOST_MAX);
+        s->table.u.table.addr[0].port = s->port;
+        s->registered = 1;
+        if (c->rendezvous[0] && (rc = ps_net_publish(c, s->host, s->port, s->err, s->errlen)))
+            return rc;
+    } else {
+        char chost[PS_HOST_MAX];
+        uint16_t cport;
+        if ((rc = ps_net_coordinator(c, chost, sizeof(chost), &cport, s->err, s->errlen)) ||
+            (rc = ps_net_connect(s->ctx, chost, cport, c->connect_timeout_ms, &s->coord, s->err,
+                                 s->errlen)))
+            return rc;
+        if (!add_peer(s, s->coord))
+            return sfail(s, "out of memory");
+        struct ps_msg reg = {.type = PS_SERVER_REG};
+        reg.u.reg.rank = (uint32_t)s->index;
+        memcpy(reg.u.reg.addr.host, s->host, PS_HOST_MAX);
+        reg.u.reg.addr.port = s->port;
+        if ((rc = ps_net_send(s->coord, &reg)))
+            return sfail(s, "SERVER_REG to %s:%u: %s", chost, cport, shoal_strerror(rc));
+    }
+    if (!c->quiet)
+        slog(s, "listening on %s:%u over %s", s->host, s->port, shoal_ctx_describe(s->ctx));
+    if (c->checkpoint_dir[0] && (rc = ckw_start(&s->ckw, c->checkpoint_dir, c->quiet)))
+        return sfail(s, "cannot start the checkpoint writer: %s", strerror(-rc));
+    if (c->resume && (rc = resume(s)))
+        return rc;
+    return 0;
+}
+
+static void cleanup(struct server *s)
+{
+    for (int i = 0; s->w && i < s->W; i++)
+        if (s->w[i].params)
+            shoal_rmr_destroy(s->w[i].params);
+    while (s->peers) {
+        struct speer *p = s->peers;
+        s->peers = p->next;
+        if (p->ep)
+            shoal_ep_close(p->ep);
+        free(p);
+    }
+    if (s->l)
+        shoal_listener_close(s->l);
+    for (int i = 0; s->w && i < s->W; i++) {
+        if (s->w[i].slot_mr)
+            shoal_mr_dereg(s->w[i].slot_mr);
+        free(s->w[i].slot);
+    }
+    for (int i = 0; s->pool && i < s->npool; i++) {
+        if (s->pool[i].mr)
+            shoal_mr_dereg(s->pool[i].mr);
+        free(s->pool[i].p);
+    }
+    free(s->pool);
+    free(s->w);
+    free(s->evq);
+    ckw_stop(&s->ckw);
+    ps_optim_fini(&s->opt);
+    if (s->core_up)
+        ps_core_fini(&s->core);
+    if (s->ctx)
+        shoal_ctx_destroy(s->ctx);
+}
+
+int shoal_ps_serve(const shoal_ps_config_t *cfg, char *err, size_t errlen)
+{
+    static char dummy[8];
+    struct server S = {.c = cfg, .index = cfg ? cfg->rank : -1,
+                       .err = err ? err : dummy, .errlen = err ? errlen : sizeof(dummy)};
+    struct server *s = &S;
+    if (!cfg)
+        return -EINVAL;
+    int rc = shoal_ps_config_check(cfg, false, s->err, s->errlen);
+    if (rc)
+        return rc;
+    if (!shoal_ps_is_server(cfg)) {
+        snprintf(s->err, s->errlen, "rank %d is not a server's (servers are ranks 0-%d)",
+                 cfg->rank, cfg->servers - 1);
+        return -EINVAL;
+    }
+    const char *inj = getenv("SHOAL_TRAIN_INJECT");
+    s->inject_torn = inj && strcmp(inj, "torn") == 0;
+    s->t_start = s->last_look = ps_now();
+    if ((rc = ps_net_ctx(&s->ctx, false, s->err, s->errlen)) == 0 && (rc = start(s)) == 0)
+        rc = run(s);
+    if (rc == 0 && s->job_known) {
+        double el = s->t_last - s->t_first;
+        double rounds = s->job.job.mode == SHOAL_PS_BSP ? (double)s->core.version
+                                                        : (double)s->core.grads / s->W;
+        if (!cfg->quiet && el > 0)
+            slog(s, "%u updates, %.1f rounds/s, %.0f samples/s (all workers)", s->core.version,
+                 rounds / el, rounds * s->job.job.batch * s->W / el);
+        /* The evidence that nothing was applied twice: every gradient
+         * applied had the iteration its worker was expected to push. */
+        slog(s, "applied %llu gradients, each once; dropped %llu duplicate or stale pushes",
+             (unsigned long long)s->core.grads, (unsigned long long)s->core.dropped);
+    }
+    cleanup(s);
+    return rc;
+}
