@@ -2,7 +2,8 @@
  * ps_ckpt.h -- a server's state on disk, so a restarted server (resume)
  * continues where the last checkpoint left it.
  *
- * One file per checkpoint, DIR/server-<s>.ckpt.<version>, written
+ * One file per checkpoint, DIR/server-<s>.ckpt.<version> (parameter
+ * group 0) or DIR/server-<s>-g<group>.ckpt.<version>, written
  * atomically (temporary file, fsync, rename, fsync of the directory);
  * the newest two are kept.  Format 2 (little-endian): "SHOALCKP", u32
  * format, the server and server count, the job (every field of
@@ -28,6 +29,7 @@
 struct ckpt {
     uint32_t format;          /* as read (1 or 2); written as 2 */
     uint32_t server, servers;
+    uint32_t group;           /* not stored: from the file name */
     shoal_ps_job_t job;       /* format 1: only mode, staleness, workers, batch, schedule
                                  length and label are known */
     uint64_t nparams, layout;
@@ -53,8 +55,8 @@ int ckpt_save(const char *dir, const struct ckpt *c, char *err, size_t errlen);
 
 /* Load the newest valid checkpoint of server @server from @dir (skipped
  * files are reported on @log).  -ENOENT when there is none. */
-int ckpt_load(const char *dir, uint32_t server, struct ckpt *c, FILE *log, char *path,
-              size_t pathlen, char *err, size_t errlen);
+int ckpt_load(const char *dir, uint32_t server, uint32_t group, struct ckpt *c, FILE *log,
+              char *path, size_t pathlen, char *err, size_t errlen);
 
 void ckpt_free(struct ckpt *c);
 

@@ -179,6 +179,7 @@ int ps_encode(const struct ps_msg *m, uint8_t *buf, size_t cap)
     case PS_HELLO: {
         const struct ps_hello *h = &m->u.hello;
         const shoal_ps_job_t *j = &h->job;
+        put_u32(&w, h->group);
         put_u32(&w, h->worker);
         put_u32(&w, (uint32_t)j->workers);
         put_u32(&w, h->servers);
@@ -299,6 +300,7 @@ int ps_decode(const void *buf, size_t len, struct ps_msg *m, char *why, size_t w
     case PS_HELLO: {
         struct ps_hello *h = &m->u.hello;
         shoal_ps_job_t *j = &h->job;
+        h->group = get_u32(&r, "group");
         h->worker = get_u32(&r, "worker");
         uint32_t workers = get_u32(&r, "workers");
         h->servers = get_u32(&r, "servers");
@@ -335,6 +337,8 @@ int ps_decode(const void *buf, size_t len, struct ps_msg *m, char *why, size_t w
         j->step_epochs = (int)(step <= 1000000 ? step : 0);
         if (workers == 0 || workers > PS_MAX_WORKERS || h->worker >= workers)
             r.err = "worker rank";
+        else if (h->group >= SHOAL_PS_MAX_GROUPS)
+            r.err = "group";
         else if (h->servers == 0 || h->servers > PS_MAX_SERVERS)
             r.err = "server count";
         else if (mode > PS_SSP || staleness > 1000000)

@@ -58,7 +58,8 @@ struct ps_addr {
 };
 
 struct ps_hello {
-    uint32_t worker, servers;
+    uint32_t group;                    /* the parameter group it trains */
+    uint32_t worker, servers;          /* worker: its index in the group */
     uint32_t incarnation;              /* new for every start of the worker process */
     uint32_t clock;                    /* iterations this worker has completed */
     shoal_ps_job_t job;                /* job.workers is W */

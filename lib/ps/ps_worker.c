@@ -340,6 +340,7 @@ static int hello(struct shoal_ps *w, struct wpeer *p)
 {
     struct ps_msg m = {.type = PS_HELLO};
     struct ps_hello *h = &m.u.hello;
+    h->group = (uint32_t)w->cfg.group;
     h->worker = (uint32_t)w->index;
     h->servers = (uint32_t)w->S;
     h->incarnation = w->incarnation;
@@ -560,9 +561,9 @@ int shoal_ps_create(const shoal_ps_config_t *cfg, const shoal_ps_tensor_t *t, in
     }
     w->cfg = *cfg;
     w->S = cfg->servers;
-    w->W = cfg->size - cfg->servers;
+    w->W = cfg->group_size > 0 ? cfg->group_size : cfg->size - cfg->servers;
     w->cfg.job.workers = w->W;
-    w->index = cfg->rank - cfg->servers;
+    w->index = cfg->group_rank >= 0 ? cfg->group_rank : cfg->rank - cfg->servers;
     w->P = P;
     w->ntensors = (uint32_t)n;
     w->layout = ps_layout_hash(t, n);
