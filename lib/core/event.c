@@ -194,7 +194,7 @@ static int evq_take(shoal_ctx_t *ctx, shoal_event_t *evs, int max)
     if (n > q->batch_cap) {
         struct shoal_qev *b = realloc(q->batch, sizeof(*b) * n);
         if (!b)
-            return -ENOMEM;
+            return shoal__fail(ctx, -ENOMEM, "poll: out of memory for %u events", n);
         q->batch = b;
         q->batch_cap = n;
     }
@@ -220,16 +220,25 @@ static int evq_take(shoal_ctx_t *ctx, shoal_event_t *evs, int max)
     return (int)taken;
 }
 
-int shoal_poll(shoal_ctx_t *ctx, shoal_event_t *evs, int max)
+/* shoal_poll() once its arguments are known good. */
+static int poll_once(shoal_ctx_t *ctx, shoal_event_t *evs, int max)
 {
-    if (!ctx || (!evs && max > 0))
-        return -EINVAL;
     if (ctx->evq.count < (unsigned)max) {
         int rc = ctx->prov->progress(ctx);
         if (rc < 0)
             return rc;
     }
     return evq_take(ctx, evs, max);
+}
+
+int shoal_poll(shoal_ctx_t *ctx, shoal_event_t *evs, int max)
+{
+    if (!ctx)
+        return -EINVAL;
+    shoal__enter(ctx);
+    int rc = !evs && max > 0 ? shoal__fail(ctx, -EINVAL, "poll: the event array is NULL")
+                             : poll_once(ctx, evs, max);
+    return shoal__leave(ctx, "poll", rc);
 }
 
 static long elapsed_ns(const struct timespec *t0)
@@ -239,15 +248,13 @@ static long elapsed_ns(const struct timespec *t0)
     return (t.tv_sec - t0->tv_sec) * 1000000000L + (t.tv_nsec - t0->tv_nsec);
 }
 
-int shoal_wait(shoal_ctx_t *ctx, shoal_event_t *evs, int max, int timeout_ms)
+static int wait_events(shoal_ctx_t *ctx, shoal_event_t *evs, int max, int timeout_ms)
 {
-    if (!ctx || !evs || max <= 0)
-        return -EINVAL;
     uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : shoal__now_ms() + (uint64_t)timeout_ms;
     struct timespec spin_start;
     clock_gettime(CLOCK_MONOTONIC, &spin_start);
     for (;;) {
-        int n = shoal_poll(ctx, evs, max);
+        int n = poll_once(ctx, evs, max);
         if (n != 0)
             return n;
         uint64_t now = shoal__now_ms();
@@ -260,4 +267,16 @@ int shoal_wait(shoal_ctx_t *ctx, shoal_event_t *evs, int max, int timeout_ms)
         if (rc < 0)
             return rc;
     }
+}
+
+int shoal_wait(shoal_ctx_t *ctx, shoal_event_t *evs, int max, int timeout_ms)
+{
+    if (!ctx)
+        return -EINVAL;
+    shoal__enter(ctx);
+    int rc = !evs || max <= 0
+                 ? shoal__fail(ctx, -EINVAL, "wait: %s", !evs ? "the event array is NULL"
+                                                             : "max must be at least 1")
+                 : wait_events(ctx, evs, max, timeout_ms);
+    return shoal__leave(ctx, "wait", rc);
 }

@@ -71,7 +71,7 @@ static int ucx_ctx_init(shoal_ctx_t *ctx)
 {
     struct ucx_ctx *u = calloc(1, sizeof(*u));
     if (!u)
-        return -ENOMEM;
+        return shoal__fail(ctx, -ENOMEM, "ucx: out of memory");
     u->efd = -1;
     shoal__list_init(&u->pending);
     shoal__list_init(&u->failed);
@@ -163,7 +163,7 @@ static int ucx_mr_reg(shoal_mr_t *mr)
     struct ucx_ctx *u = ucx_ctx(ctx);
     struct ucx_mr *m = calloc(1, sizeof(*m));
     if (!m)
-        return -ENOMEM;
+        return shoal__fail(ctx, -ENOMEM, "mr_reg: out of memory");
     ucp_mem_map_params_t mp = {
         .field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH,
         .address = mr->addr,

@@ -330,13 +330,15 @@ static int ep_priv_new(shoal_ep_t *ep)
 {
     struct ucx_ep *e = calloc(1, sizeof(*e));
     if (!e)
-        return -ENOMEM;
+        return shoal__fail(ep->ctx, -ENOMEM, "ucx: out of memory for an endpoint");
     shoal__list_init(&e->pnode);
     shoal__list_init(&e->fnode);
     int rc = slot_alloc(ucx_ctx(ep->ctx), ep, &e->token);
     if (rc) {
         free(e);
-        return rc;
+        return shoal__fail(ep->ctx, rc, "ucx: %s", rc == -EMFILE
+                           ? "65536 endpoints open, the most one context can have"
+                           : "out of memory for an endpoint");
     }
     ep->priv = e;
     return 0;
@@ -479,7 +481,8 @@ int ucx_listen(shoal_listener_t *l, const char *host, uint16_t port)
         return rc;
     struct ucx_listener *ul = calloc(1, sizeof(*ul));
     if (!ul)
-        return -ENOMEM;
+        return shoal__fail(ctx, -ENOMEM, "listen on %s:%u: out of memory", host ? host : "*",
+                           port);
     ucp_listener_params_t p = {
         .field_mask = UCP_LISTENER_PARAM_FIELD_SOCK_ADDR | UCP_LISTENER_PARAM_FIELD_CONN_HANDLER,
         .sockaddr = {.addr = (struct sockaddr *)&ss, .addrlen = sl},

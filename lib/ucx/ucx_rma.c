@@ -259,7 +259,9 @@ int ucx_get(shoal_ep_t *ep, struct shoal_op *op, shoal_mr_t *lmr, size_t loff,
     uint32_t req;
     int rc = get_slot(u, op, &req);
     if (rc)
-        return rc;
+        return shoal__fail(ep->ctx, rc, "get from %s: %s", ep->peer, rc == -EAGAIN
+                           ? "2^20 gets in flight; poll for completions and retry"
+                           : "out of memory");
     op->buf = (char *)lmr->addr + loff; /* where the answer goes */
     uint8_t hdr[UCX_GET_REQ_HDR];
     shoal__put_le32(hdr, ucx_ep(ep)->peer_token);
@@ -478,7 +480,7 @@ int ucx_send(shoal_ep_t *ep, struct shoal_op *op, const void *buf, size_t len)
     struct ucx_ep *e = ucx_ep(ep);
     uint8_t *copy = malloc(UCX_MSG_HDR + len);
     if (!copy)
-        return -ENOMEM;
+        return shoal__fail(ep->ctx, -ENOMEM, "send to %s: out of memory", ep->peer);
     shoal__put_le32(copy, e->peer_token);
     memcpy(copy + UCX_MSG_HDR, buf, len);
     op->buf = copy;

@@ -253,7 +253,7 @@ static int verbs_ctx_init(shoal_ctx_t *ctx)
         return shoal__fail(ctx, rc, "verbs: %s", why);
     struct verbs_ctx *v = calloc(1, sizeof(*v));
     if (!v)
-        return -ENOMEM;
+        return shoal__fail(ctx, -ENOMEM, "verbs: out of memory");
     shoal__list_init(&v->eps);
     v->port = dc.port;
     snprintf(v->devname, sizeof(v->devname), "%s", dc.name);

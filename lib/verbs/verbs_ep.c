@@ -81,7 +81,7 @@ static int qp_setup(struct verbs_ep *ve)
     ve->rbuf = aligned_alloc(4096, rlen);
     ve->sbuf = aligned_alloc(4096, slen);
     if (!ve->sq || !ve->held || !ve->rbuf || !ve->sbuf)
-        return -ENOMEM;
+        return shoal__fail(ctx, -ENOMEM, "out of memory for a queue pair's rings");
     ve->rmr = ibv_reg_mr(v->pd, ve->rbuf, rlen, IBV_ACCESS_LOCAL_WRITE);
     ve->smr = ve->rmr ? ibv_reg_mr(v->pd, ve->sbuf, slen, IBV_ACCESS_LOCAL_WRITE) : NULL;
     if (!ve->rmr || !ve->smr)
@@ -549,7 +549,8 @@ int verbs_listen(shoal_listener_t *l, const char *host, uint16_t port)
         return rc;
     struct verbs_listener *vl = calloc(1, sizeof(*vl));
     if (!vl)
-        return -ENOMEM;
+        return shoal__fail(ctx, -ENOMEM, "listen on %s:%u: out of memory", host ? host : "*",
+                           port);
     vl->kind = VOBJ_LISTENER;
     vl->l = l;
     shoal__list_init(&vl->pending);
@@ -598,7 +599,7 @@ int verbs_connect(shoal_ep_t *ep, const char *host, uint16_t port)
         return rc;
     struct verbs_ep *ve = ve_new(ep);
     if (!ve)
-        return -ENOMEM;
+        return shoal__fail(ctx, -ENOMEM, "connect to %s:%u: out of memory", host, port);
     if (rdma_create_id(v->ech, &ve->id, ve, RDMA_PS_TCP))
         return shoal__fail(ctx, -errno, "connect to %s:%u: rdma_create_id: %s", host, port,
                            strerror(errno));
