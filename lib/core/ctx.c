@@ -65,8 +65,7 @@ static int choose_provider(shoal_ctx_t *ctx)
  * within microseconds, and a sleep and wake-up cost tens of them: 100 us.
  * But where more processes of the job share the node than there are CPUs
  * (3 ranks of a local job on 2 cores), a process that polls holds the CPU
- * a peer needs to compute the answer: 5 us.  (shoal-train, 1 server + 2
- * workers on 2 CPUs under load: 28-50K samples/s at 100 us, 44-70K at 5.)
+ * a peer needs to compute the answer: 5 us (docs/PERFORMANCE.md).
  */
 static long spin_ns(const shoal_ctx_t *ctx)
 {

@@ -180,7 +180,8 @@ void shoal__ep_failed(shoal_ep_t *ep, int status, const char *fmt, ...)
  * server's QP receives as soon as it is accepted by rdma_cm, and its CQ
  * (polled on every pass) can show a client's first message before the
  * rdma_cm ESTABLISHED event (read on every 32nd pass) has put the endpoint
- * on the listener's ready list; handed out then, the message was lost.
+ * on the listener's ready list; handed out then, the message would name
+ * an endpoint the application has never seen.
  */
 static int evq_take(shoal_ctx_t *ctx, shoal_event_t *evs, int max)
 {

@@ -4,8 +4,8 @@
  *
  * Defaults.  UCX reads its own UCX_* variables; where the user has set
  * none, this provider picks TCP (UCX_TLS=tcp) and raises the TCP segment
- * sizes, which on loopback quadruple large-put bandwidth over UCX's 8 KiB
- * default.  A value the user set is never overridden.
+ * sizes above UCX's 8 KiB default, which limits large puts
+ * (docs/PERFORMANCE.md).  A value the user set is never overridden.
  */
 #include <errno.h>
 #include <poll.h>
@@ -219,8 +219,7 @@ static int ucx_progress(shoal_ctx_t *ctx)
     u->arrived = false;
     /* Drain (bounded), which keeps streams of puts and gets moving, but
      * return as soon as an immediate or message has arrived: someone is
-     * probably waiting for it, and one more pass costs a system call
-     * (measured: ~0.4 us off the put_lat minimum). */
+     * probably waiting for it, and one more pass costs a system call. */
     do {
         done = ucp_worker_progress(u->worker);
         n += (int)done;

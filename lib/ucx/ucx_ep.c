@@ -133,7 +133,7 @@ static void ep_err_cb(void *arg, ucp_ep_h uep, ucs_status_t status)
     if (e->listener) {
         /* Server side, still in handshake: nobody knows it; discard it
          * once we are out of UCX's progress loop. */
-        ep->state = SHOAL_EP_FAILED;
+        shoal__ep_failed(ep, ucx_status_errno(status), "%s", ucs_status_string(status));
         ucx_ctx(ep->ctx)->sweep = true;
         return;
     }
@@ -206,7 +206,7 @@ static ucs_status_t am_hello(void *arg, const void *header, size_t hlen, void *d
         }
     }
     if (rc) {
-        ep->state = SHOAL_EP_FAILED;
+        shoal__ep_failed(ep, rc, "handshake refused");
         u->sweep = true;
         return UCS_OK;
     }
@@ -410,10 +410,8 @@ static void conn_handler(ucp_conn_request_h req, void *arg)
     shoal_ep_t *ep = shoal__ep_new(ctx);
     if (!ep || ep_priv_new(ep)) {
         shoal__warn(ctx, "ucx: out of memory: connection request rejected");
-        if (ep) {
-            shoal__list_del(&ep->node);
-            free(ep);
-        }
+        if (ep)
+            shoal__ep_discard(ep);
         ucp_listener_reject(((struct ucx_listener *)l->priv)->ul, req);
         return;
     }
@@ -436,7 +434,7 @@ static void conn_handler(ucp_conn_request_h req, void *arg)
     if (st != UCS_OK) {
         shoal__warn(ctx, "ucx: accepting %s: %s", ep->peer, ucs_status_string(st));
         e->uep = NULL;
-        ep->state = SHOAL_EP_FAILED;
+        shoal__ep_failed(ep, ucx_status_errno(st), "%s", ucs_status_string(st));
         u->sweep = true;
     }
 }
@@ -464,7 +462,7 @@ void ucx_sweep_pending(shoal_ctx_t *ctx)
              * proved itself): it must not hold a slot forever. */
             shoal__warn(ctx, "ucx: connection from %s: handshake not finished within %d ms; "
                         "dropped", ep->peer, ctx->cfg.connect_timeout_ms);
-            ep->state = SHOAL_EP_FAILED;
+            shoal__ep_failed(ep, -ETIMEDOUT, "handshake timed out");
         }
         if (ep->state == SHOAL_EP_FAILED || ep->state == SHOAL_EP_CLOSING)
             shoal__ep_discard(ep);
@@ -515,7 +513,7 @@ void ucx_listener_close(shoal_listener_t *l)
     for (struct shoal_list *n = u->pending.next; n != &u->pending; n = n->next) {
         struct ucx_ep *e = shoal__container_of(n, struct ucx_ep, pnode);
         if (e->listener == l)
-            u->slots[e->token & 0xffff]->state = SHOAL_EP_CLOSING;
+            shoal__ep_failed(u->slots[e->token & 0xffff], -ECANCELED, "listener closed");
     }
     ucx_sweep_pending(l->ctx);
     ucp_listener_destroy(ul->ul);

@@ -252,9 +252,10 @@ void verbs_hs_proof(struct verbs_ep *ve, const void *buf, size_t len)
     shoal_ep_t *ep = ve->ep;
     if (!ve->listener || ep->state != SHOAL_EP_CONNECTING)
         return;
-    if (shoal__hs_proof(ep, buf, len) != 0) {
+    int rc = shoal__hs_proof(ep, buf, len);
+    if (rc != 0) {
         /* verbs_sweep_half_open discards it, out of the CQ poll. */
-        ep->state = SHOAL_EP_FAILED;
+        shoal__ep_failed(ep, rc, "authentication proof refused");
         verbs_qp_error(ve);
         return;
     }
@@ -282,10 +283,8 @@ static void connect_request(shoal_ctx_t *ctx, const struct cm_ev *e,
     struct verbs_ep *ve = ep ? ve_new(ep) : NULL;
     if (!ve) {
         shoal__warn(ctx, "verbs: out of memory: connection from %s rejected", peer);
-        if (ep) {
-            shoal__list_del(&ep->node);
-            free(ep);
-        }
+        if (ep)
+            shoal__ep_discard(ep);
         rdma_reject(e->id, NULL, 0);
         *destroy = e->id;
         return;
@@ -303,7 +302,7 @@ static void connect_request(shoal_ctx_t *ctx, const struct cm_ev *e,
     int rc = shoal__hs_accept(ep, e->pdata, e->pdlen, ep->id, out, &outlen);
     if (rc) {
         rdma_reject(e->id, outlen ? out : NULL, (uint8_t)outlen);
-        ep->state = SHOAL_EP_FAILED;
+        shoal__ep_failed(ep, rc, "handshake refused");
         return;
     }
     set_ack_timeout(ve);
@@ -318,7 +317,7 @@ static void connect_request(shoal_ctx_t *ctx, const struct cm_ev *e,
         shoal__warn(ctx, "verbs: accepting %s failed: %s", peer, shoal_ctx_errmsg(ctx));
         if (!ve->qp)
             rdma_reject(e->id, NULL, 0);
-        ep->state = SHOAL_EP_FAILED;
+        shoal__ep_failed(ep, rc, "accepting failed");
     }
 }
 

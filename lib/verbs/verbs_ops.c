@@ -181,11 +181,11 @@ static int check_room(shoal_ep_t *ep, unsigned nwr, const char *what)
  * only the last carries the immediate (RC executes them in order).
  *
  * Why cut at all: a QP's retry budget (retry_count) is renewed only when a
- * WR completes.  One 16 MiB read is 4,096 response packets; on soft-RoCE
- * under load a few stalls of one ack timeout each, spread over that long a
- * transfer, used the whole budget and failed the read with
- * IBV_WC_RETRY_EXC_ERR although the peer was alive.  1 MiB pieces renew
- * it every 256 packets and cost one WR post each, nothing on hardware.
+ * WR completes.  One 16 MiB read is 4,096 response packets; a few stalls
+ * of one ack timeout each on a loaded link (soft-RoCE), spread over that
+ * long a transfer, can use the whole budget and fail the read with
+ * IBV_WC_RETRY_EXC_ERR although the peer is alive.  1 MiB pieces renew it
+ * every 256 packets and cost one WR post each, nothing on hardware.
  */
 static int rdma_op(shoal_ep_t *ep, struct shoal_op *op, shoal_mr_t *lmr, size_t loff,
                    shoal_rmr_t *rmr, size_t roff, size_t len, enum ibv_wr_opcode opc,
