@@ -4,8 +4,8 @@
  *
  * Defaults.  UCX reads its own UCX_* variables; where the user has set
  * none, this provider picks TCP (UCX_TLS=tcp) and raises the TCP segment
- * sizes, which on loopback quadruple large-put bandwidth over UCX's 8 KiB
- * default.  A value the user set is never overridden.
+ * sizes above UCX's 8 KiB default, which limits large puts
+ * (docs/PERFORMANCE.md).  A value the user set is never overridden.
  */
 #include <errno.h>
 #include <poll.h>
@@ -71,7 +71,7 @@ static int ucx_ctx_init(shoal_ctx_t *ctx)
 {
     struct ucx_ctx *u = calloc(1, sizeof(*u));
     if (!u)
-        return -ENOMEM;
+        return shoal__fail(ctx, -ENOMEM, "ucx: out of memory");
     u->efd = -1;
     shoal__list_init(&u->pending);
     shoal__list_init(&u->failed);
@@ -163,7 +163,7 @@ static int ucx_mr_reg(shoal_mr_t *mr)
     struct ucx_ctx *u = ucx_ctx(ctx);
     struct ucx_mr *m = calloc(1, sizeof(*m));
     if (!m)
-        return -ENOMEM;
+        return shoal__fail(ctx, -ENOMEM, "mr_reg: out of memory");
     ucp_mem_map_params_t mp = {
         .field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH,
         .address = mr->addr,
@@ -219,8 +219,7 @@ static int ucx_progress(shoal_ctx_t *ctx)
     u->arrived = false;
     /* Drain (bounded), which keeps streams of puts and gets moving, but
      * return as soon as an immediate or message has arrived: someone is
-     * probably waiting for it, and one more pass costs a system call
-     * (measured: ~0.4 us off the put_lat minimum). */
+     * probably waiting for it, and one more pass costs a system call. */
     do {
         done = ucp_worker_progress(u->worker);
         n += (int)done;
