@@ -5,7 +5,9 @@
  * Defaults.  UCX reads its own UCX_* variables; where the user has set
  * none, this provider picks TCP (UCX_TLS=tcp) and raises the TCP segment
  * sizes above UCX's 8 KiB default, which limits large puts
- * (docs/PERFORMANCE.md).  A value the user set is never overridden.
+ * (docs/PERFORMANCE.md); and it lets a listener take a port whose old
+ * connections still wait in TIME_WAIT (a job or a server restarted at once
+ * on the same port).  A value the user set is never overridden.
  */
 #include <errno.h>
 #include <poll.h>
@@ -26,6 +28,8 @@ static const struct {
     {"TLS", "tcp", {"UCX_TLS", NULL}},
     {"TX_SEG_SIZE", "1m", {"UCX_TLS", "UCX_TCP_TX_SEG_SIZE"}},
     {"RX_SEG_SIZE", "1m", {"UCX_TLS", "UCX_TCP_RX_SEG_SIZE"}},
+    /* SO_REUSEADDR on listeners (TCP_CM_ and RDMA_CM_REUSEADDR). */
+    {"CM_REUSEADDR", "y", {"UCX_TCP_CM_REUSEADDR", "UCX_RDMA_CM_REUSEADDR"}},
 };
 
 /* The TCP segment size in force: the smaller of UCX_TCP_{TX,RX}_SEG_SIZE
