@@ -1,7 +1,14 @@
 # tests/ops/local.mk -- tests of how shoal is run and shipped rather than of
 # what it computes (included by Makefile.am): the plot tool, the man pages,
 # real launchers and emulated hosts.
-OPS_TESTS = tests/ops/plot.sh
+#   plot.sh    tools/shoal-plot on a real metrics file, the PNG checked
+#   slurm.sh   a one-node Slurm cluster of its own (munged, slurmctld,
+#              slurmd): srun and sbatch of examples/slurm/shoal-train.sbatch
+OPS_TESTS = tests/ops/plot.sh tests/ops/slurm.sh
 TESTS += $(OPS_TESTS)
 EXTRA_DIST += $(OPS_TESTS) tests/ops/pngstat.py
 dist_man_MANS += docs/man/shoal-plot.1
+
+# A job script users copy for their cluster; installed with the docs.
+slurmexamplesdir = $(docdir)/examples/slurm
+dist_slurmexamples_DATA = examples/slurm/shoal-train.sbatch
