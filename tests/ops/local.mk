@@ -2,9 +2,11 @@
 # what it computes (included by Makefile.am): the plot tool, the man pages,
 # real launchers and emulated hosts.
 #   plot.sh    tools/shoal-plot on a real metrics file, the PNG checked
+#   man.sh     every man page renders without a warning; every exported
+#              function has a page with its shoal.h prototype
 #   slurm.sh   a one-node Slurm cluster of its own (munged, slurmctld,
 #              slurmd): srun and sbatch of examples/slurm/shoal-train.sbatch
-OPS_TESTS = tests/ops/plot.sh tests/ops/slurm.sh
+OPS_TESTS = tests/ops/plot.sh tests/ops/man.sh tests/ops/slurm.sh
 TESTS += $(OPS_TESTS)
 EXTRA_DIST += $(OPS_TESTS) tests/ops/pngstat.py
 dist_man_MANS += docs/man/shoal-plot.1
