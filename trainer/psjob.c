@@ -49,6 +49,8 @@ void train_ps_config(const struct train_cfg *c, size_t nparams, int iters,
     j->schedule = c->opt.schedule;
     j->step_epochs = c->opt.step_epochs;
     j->gamma = c->opt.gamma;
+    j->compress = c->compress;
+    j->topk_ratio = c->topk_ratio;
 }
 
 int server_main(const struct train_cfg *c)

@@ -76,6 +76,8 @@ struct train_cfg {
     char save[TRAIN_PATH_MAX];
     double log_interval;             /* seconds between progress lines */
     bool verify;                     /* check each parameter delivery */
+    shoal_ps_compress_t compress;    /* what crosses the wire */
+    float topk_ratio;
     bool quiet;
 };
 

@@ -201,6 +201,9 @@ int shoal_ps_config_check(const shoal_ps_config_t *c, bool worker, char *err, si
     if ((unsigned)j->schedule > SHOAL_PS_LR_STEP || j->step_epochs < 0 ||
         !(j->gamma >= 0.0f && j->gamma < 1e6f))
         return bad(err, errlen, "bad learning-rate schedule");
+    if ((unsigned)j->compress > SHOAL_PS_COMPRESS_TOPK_NOEF ||
+        (j->compress >= SHOAL_PS_COMPRESS_TOPK && !(j->topk_ratio > 0.0f && j->topk_ratio <= 1.0f)))
+        return bad(err, errlen, "bad compression (top-k needs a fraction in (0, 1])");
     if (memchr(j->label, 0, sizeof(j->label)) == NULL)
         return bad(err, errlen, "job label is not terminated");
     return 0;

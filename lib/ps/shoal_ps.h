@@ -124,6 +124,19 @@ typedef enum shoal_ps_optimizer {
     SHOAL_PS_AVERAGE   /**< return the mean gradient; workers apply their own (BSP) */
 } shoal_ps_optimizer_t;
 
+/** What crosses the wire (the servers keep parameters and optimizer state
+ * in fp32 whatever it is). */
+typedef enum shoal_ps_compress {
+    SHOAL_PS_COMPRESS_NONE = 0, /**< fp32 both ways */
+    SHOAL_PS_COMPRESS_FP16,     /**< gradients pushed and parameters pulled as IEEE half */
+    SHOAL_PS_COMPRESS_BF16,     /**< the same as bfloat16 (fp32's range, 8 bits of mantissa) */
+    SHOAL_PS_COMPRESS_TOPK,     /**< push only the largest topk_ratio of each gradient slice
+                                     by magnitude (index, value pairs), with error feedback:
+                                     what was not sent is added to the next gradient;
+                                     parameters pulled in fp32 */
+    SHOAL_PS_COMPRESS_TOPK_NOEF /**< top-k without error feedback (for comparison) */
+} shoal_ps_compress_t;
+
 /** Learning-rate schedule over the job's iterations. */
 typedef enum shoal_ps_schedule {
     SHOAL_PS_LR_CONST = 0,
@@ -152,6 +165,8 @@ typedef struct shoal_ps_job {
     int step_epochs;             /**< LR_STEP */
     float gamma;                 /**< LR_STEP */
     char label[SHOAL_PS_LABEL_MAX]; /**< free text that must agree ("784-256-10") */
+    shoal_ps_compress_t compress; /**< the wire format (default none) */
+    float topk_ratio;            /**< TOPK: the fraction of entries sent, (0, 1] */
 } shoal_ps_job_t;
 
 /** Everything a server or a worker needs; see shoal_ps_config_init(). */
@@ -215,6 +230,22 @@ const char *shoal_ps_schedule_name(shoal_ps_schedule_t s);
 int shoal_ps_parse_mode(const char *s, shoal_ps_mode_t *m);
 int shoal_ps_parse_optimizer(const char *s, shoal_ps_optimizer_t *o);
 int shoal_ps_parse_schedule(const char *s, shoal_ps_schedule_t *sch);
+
+/**
+ * "none", "fp16", "bf16", "topk:R" or "topk-noef:R" (R the fraction sent,
+ * e.g. 0.01): -EINVAL for anything else.  The name of a job's setting
+ * (into @buf) in the same syntax.
+ */
+int shoal_ps_parse_compress(const char *s, shoal_ps_compress_t *c, float *ratio);
+const char *shoal_ps_compress_name(const shoal_ps_job_t *job, char *buf, size_t len);
+
+/**
+ * Bytes one worker sends to and receives from all servers per iteration
+ * for @nparams parameters under @job's compression (control messages
+ * aside).
+ */
+void shoal_ps_wire_bytes(const shoal_ps_job_t *job, size_t nparams, int servers,
+                         size_t *push, size_t *pull);
 
 /** The learning rate at @epoch (fractional) of the job's schedule. */
 float shoal_ps_lr(const shoal_ps_job_t *job, double epoch);
