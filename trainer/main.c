@@ -33,7 +33,10 @@ static void usage(FILE *out)
 "\n"
 "Job:\n"
 "  -s, --servers S         server ranks (default SHOAL_SERVERS, else 1); the other\n"
-"                          ranks are workers\n"
+"                          ranks are workers; 'colocated': every process is a worker\n"
+"                          and serves one shard of the parameters in a thread of its\n"
+"                          own (start it as shoal-run -s colocated, or with\n"
+"                          SHOAL_SERVERS=colocated under mpirun/srun)\n"
 "      --rank R --size N   this rank and the job size (default: from SHOAL_RANK/\n"
 "                          SHOAL_SIZE, OMPI_COMM_WORLD_*, PMIX_RANK, SLURM_*)\n"
 "      --coordinator H:P   where server 0 listens (env SHOAL_COORDINATOR)\n"
@@ -287,16 +290,28 @@ int main(int argc, char **argv)
     const char *coord = getenv("SHOAL_COORDINATOR");
     if (getenv("SHOAL_RENDEZVOUS"))
         copy(c.rendezvous, sizeof(c.rendezvous), O_RDV, getenv("SHOAL_RENDEZVOUS"));
-    long env_servers = env_num("SHOAL_SERVERS");
-    if (env_servers > 0)
-        c.servers = (int)env_servers;
+    const char *sv = getenv("SHOAL_SERVERS");
+    if (sv && !strcmp(sv, "colocated")) {
+        c.colocated = true;
+    } else {
+        long env_servers = env_num("SHOAL_SERVERS");
+        if (env_servers > 0)
+            c.servers = (int)env_servers;
+    }
     bool single = false;
     const char *eval = NULL, *compare = NULL;
     double tolerance = 1e-4;
     int o;
     while ((o = getopt_long(argc, argv, "s:e:b:qh", opts, NULL)) != -1) {
         switch (o) {
-        case 's': c.servers = (int)num(o, optarg, 1, SHOAL_PS_MAX_SERVERS); break;
+        case 's':
+            if (!strcmp(optarg, "colocated")) {
+                c.colocated = true;
+            } else {
+                c.servers = (int)num(o, optarg, 1, SHOAL_PS_MAX_SERVERS);
+                c.colocated = false;
+            }
+            break;
         case O_RANK: c.rank = (int)num(o, optarg, 0, INT_MAX); break;
         case O_SIZE: c.size = (int)num(o, optarg, 2, SHOAL_PS_MAX_SERVERS + SHOAL_PS_MAX_WORKERS); break;
         case O_COORD: coord = optarg; break;
@@ -427,6 +442,17 @@ int main(int argc, char **argv)
         fprintf(stderr, "shoal-train: no rank/size: start it with shoal-run, mpirun or srun, "
                 "or give --rank and --size (or use --single)\n");
         return 2;
+    }
+    if (c.colocated) {
+        /* every process is a worker and serves one shard */
+        if (c.size > SHOAL_PS_MAX_SERVERS) {
+            fprintf(stderr, "shoal-train: --servers colocated: %d processes, at most %d\n",
+                    c.size, SHOAL_PS_MAX_SERVERS);
+            return 2;
+        }
+        c.servers = c.size;
+        c.size *= 2;
+        c.rank += c.servers;
     }
     if (c.size <= c.servers || c.rank >= c.size) {
         fprintf(stderr, "shoal-train: rank %d of %d with %d servers: a job needs at least one "

@@ -120,6 +120,7 @@ struct server {
     int nclosed;
     bool closed_overflow;
     double last_look;
+    const int *stop;          /* co-located: the worker gave up */
     char *err;
     size_t errlen;
 };
@@ -955,6 +956,10 @@ static int run(struct server *s)
 {
     const shoal_ps_config_t *c = s->c;
     while (!finished(s)) {
+        if (s->stop && __atomic_load_n(s->stop, __ATOMIC_ACQUIRE)) {
+            snprintf(s->err, s->errlen, "stopped: this process's worker failed");
+            return -ECANCELED;
+        }
         shoal_ep_t *ep;
         while (shoal_accept(s->l, 0, &ep) == 0)
             if (!add_peer(s, ep))
@@ -1222,8 +1227,19 @@ static void cleanup(struct server *s)
 
 int shoal_ps_serve(const shoal_ps_config_t *cfg, char *err, size_t errlen)
 {
-    static char dummy[8];
-    struct server S = {.c = cfg, .index = cfg ? cfg->rank : -1,
+    if (cfg && cfg->colocated) {
+        if (err)
+            snprintf(err, errlen, "a co-located job's servers run inside its workers' "
+                     "handles (shoal_ps_create)");
+        return -EINVAL;
+    }
+    return ps_serve(cfg, NULL, err, errlen);
+}
+
+int ps_serve(const shoal_ps_config_t *cfg, const int *stop, char *err, size_t errlen)
+{
+    char dummy[8];
+    struct server S = {.c = cfg, .index = cfg ? cfg->rank : -1, .stop = stop,
                        .err = err ? err : dummy, .errlen = err ? errlen : sizeof(dummy)};
     struct server *s = &S;
     if (!cfg)

@@ -102,6 +102,13 @@ struct shoal_ps {
     pthread_cond_t wake;
     pthread_t keeper;
     bool keeper_up, keeper_stop;
+    /* co-located: this process's server, in a thread of its own */
+    pthread_t server;
+    bool server_up;
+    shoal_ps_config_t server_cfg;
+    int server_rc;
+    int server_stop;          /* set by destroy when this worker did not finish */
+    char server_err[512];
     char err[1024];
 };
 
@@ -584,6 +591,18 @@ static void *keeper(void *arg)
     return NULL;
 }
 
+/* ---- co-located: the server thread ------------------------------------------------ */
+
+static void *serve_thread(void *arg)
+{
+    struct shoal_ps *w = arg;
+    w->server_rc = ps_serve(&w->server_cfg, &w->server_stop, w->server_err,
+                            sizeof(w->server_err));
+    if (w->server_rc)
+        fprintf(stderr, "shoal-ps: server %d: %s\n", w->server_cfg.rank, w->server_err);
+    return NULL;
+}
+
 /* ---- the API -------------------------------------------------------------------- */
 
 int shoal_ps_create(const shoal_ps_config_t *cfg, const shoal_ps_tensor_t *t, int n,
@@ -601,6 +620,12 @@ int shoal_ps_create(const shoal_ps_config_t *cfg, const shoal_ps_tensor_t *t, in
     int rc = shoal_ps_config_check(cfg, true, err, errlen);
     if (rc)
         return rc;
+    shoal_ps_config_t split, scfg;
+    bool colocated = cfg->colocated;
+    if (colocated) {
+        ps_config_split(cfg, &split, &scfg);
+        cfg = &split;
+    }
     if (shoal_ps_is_server(cfg)) {
         snprintf(err, errlen, "rank %d is a server's (ranks 0-%d serve): call shoal_ps_serve",
                  cfg->rank, cfg->servers - 1);
@@ -699,6 +724,17 @@ int shoal_ps_create(const shoal_ps_config_t *cfg, const shoal_ps_tensor_t *t, in
     }
     w->incarnation = (uint32_t)(((uint64_t)time(NULL) << 12) ^ (uint64_t)getpid()) | 1u;
     w->last_look = ps_now();
+    if (colocated) {
+        /* its own thread and context: the server never waits on this
+         * worker's computation */
+        w->server_cfg = scfg;
+        if ((rc = pthread_create(&w->server, NULL, serve_thread, w))) {
+            snprintf(err, errlen, "cannot start the co-located server: %s", strerror(rc));
+            rc = -rc;
+            goto fail;
+        }
+        w->server_up = true;
+    }
     *ps_p = w;
     return 0;
 fail:
@@ -971,6 +1007,14 @@ void shoal_ps_destroy(shoal_ps_t *w)
 {
     if (!w)
         return;
+    if (w->server_up) {
+        /* it ends when every worker finished; if this one did not (a
+         * failure), the job is over for this process's shard too */
+        if (!w->finished)
+            __atomic_store_n(&w->server_stop, 1, __ATOMIC_RELEASE);
+        pthread_join(w->server, NULL);
+        w->server_up = false;
+    }
     if (w->keeper_up) {
         pthread_mutex_lock(&w->lock);
         w->keeper_stop = true;

@@ -191,6 +191,12 @@ typedef struct shoal_ps_config {
     bool resume;                 /**< servers: start from the newest checkpoint */
     bool verify;                 /**< check every parameter delivery with a CRC */
     bool quiet;                  /**< servers: fewer messages on stderr */
+    bool colocated;              /**< every process serves one shard and is a worker:
+                                      servers = workers = size, rank r is server r (in a
+                                      thread of its own) and worker r; SHOAL_SERVERS=
+                                      colocated.  Each process sends and receives
+                                      2(W-1)/W of the model per iteration, as a ring
+                                      allreduce does */
     int groups;                  /**< parameter groups served (default 1): each group is
                                       a job of its own (parameters, optimizer, mode,
                                       workers) sharded over the same servers; e.g. the
@@ -219,7 +225,8 @@ int shoal_ps_config_from_env(shoal_ps_config_t *cfg, char *err, size_t errlen);
 int shoal_ps_config_check(const shoal_ps_config_t *cfg, bool worker, char *err,
                           size_t errlen);
 
-/** True when @cfg's rank is a server's. */
+/** True when @cfg's rank is a server's (never when colocated: every rank
+ * is a worker whose handle runs its server). */
 bool shoal_ps_is_server(const shoal_ps_config_t *cfg);
 
 /** "bsp", "async", "ssp"; "sgd", "adam", "average"; "const", "cosine", "step". */
