@@ -4,9 +4,11 @@
 # 210 iterations): each job must finish with all 32 workers connected to
 # all 4 servers, every server must account for its gradients (each applied
 # once), and the job must learn (bsp 80%, async and ssp 65%: 84.8% and 74.9%
-# here).  A server may hold at most 64 + 8 per worker file descriptors (3
-# per worker here: UCX's connection-manager socket and one TCP connection
-# each way) and 200 MB.  perf/scale with its defaults is the full
+# here).  A server may hold at most 64 + 8 per worker file descriptors (2
+# per worker here, on loopback: UCX's connection-manager socket and one
+# TCP connection; 3 when UCX also uses another interface) and 200 MB.
+# (perf/scale keeps UCX on loopback, UCX_NET_DEVICES=lo, unless it is set.)
+# perf/scale with its defaults is the full
 # measurement (docs/PERFORMANCE.md "Scale").
 . "$(dirname "$0")/../trainer/lib.sh"
 need_data
