@@ -31,8 +31,9 @@
 
 #include "shoal.h"
 
-/* The connection handshake every provider carries in its own way (active
- * messages on UCX, rdma_cm private data plus one first SEND on verbs).
+/* The connection handshake every provider carries in its own way (HELLO
+ * frames on UCX's own bootstrap socket, lib/boot.h; rdma_cm private data
+ * plus one first SEND on verbs).
  * Layout (version 4), little-endian:
  *    0 u32 magic "SOAL"   4 u16 version   6 u8 transport   7 u8 flags
  *    8 u32 ep_id          12 u32 peer_id
