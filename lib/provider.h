@@ -31,9 +31,10 @@
 
 #include "shoal.h"
 
-/* The connection handshake every provider carries in its own way (active
- * messages on UCX, rdma_cm private data plus one first SEND on verbs).
- * Layout (version 3), little-endian:
+/* The connection handshake every provider carries in its own way (HELLO
+ * frames on UCX's own bootstrap socket, lib/boot.h; rdma_cm private data
+ * plus one first SEND on verbs).
+ * Layout (version 4), little-endian:
  *    0 u32 magic "SOAL"   4 u16 version   6 u8 transport   7 u8 flags
  *    8 u32 ep_id          12 u32 peer_id
  *   16 what the flags announce, in this order:
@@ -42,7 +43,7 @@
  *      SHOAL_HELLO_REFUSE: u8 reason  the sender refuses the connection
  * Trailing bytes are ignored (rdma_cm pads private data). */
 #define SHOAL_WIRE_MAGIC   0x4c414f53u  /* "SOAL" little-endian */
-#define SHOAL_WIRE_VERSION 3      /* 3: UCX PUT and GET requests carry the region's key */
+#define SHOAL_WIRE_VERSION 4
 #define SHOAL_HELLO_LEN    16           /* the fixed part */
 #define SHOAL_NONCE_LEN    16
 #define SHOAL_PROOF_LEN    32
@@ -159,6 +160,8 @@ struct shoal_ctx {
     pthread_t thread;
     int wake_fd;                         /* eventfd: wakes the thread to stop */
     bool stop;                           /* under lock: the thread must exit */
+    uint64_t refusal_sec;                /* core: shoal__refusal's rate limit: the */
+    unsigned refusals, refusals_unlogged;/* second, and refusals logged / not in it */
     struct shoal_evq evq;                /* core */
     struct shoal_list eps;               /* core: every endpoint */
     struct shoal_list listeners;         /* core */
@@ -324,6 +327,14 @@ void shoal__log(const shoal_ctx_t *ctx, shoal_log_level_t lvl,
 #define shoal__warn(c, ...)  shoal__log((c), SHOAL_LOG_WARN, __VA_ARGS__)
 #define shoal__info(c, ...)  shoal__log((c), SHOAL_LOG_INFO, __VA_ARGS__)
 #define shoal__debug(c, ...) shoal__log((c), SHOAL_LOG_DEBUG, __VA_ARGS__)
+
+/* A connection refused (hostile or misconfigured peer): a warning naming
+ * the peer, at most SHOAL_REFUSALS_PER_SEC lines a second per context (a
+ * flood of bad connections must not flood the log); the count of those
+ * not logged is reported with the next one that is. */
+#define SHOAL_REFUSALS_PER_SEC 20
+void shoal__refusal(shoal_ctx_t *ctx, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 /* Record the detailed message of a failure on @ctx (shoal_ctx_errmsg),
  * log it at debug level, and return @err so callers can `return`. */

@@ -72,6 +72,17 @@
  *              holds the context's lock against it (SHOAL_PROGRESS=thread
  *              only), including while shoal_wait, accept and connect
  *              sleep; shoal_ctx_errmsg() is never written by it.
+ *   Fork       The application may fork() (or call system(), popen()) while
+ *              operations are in flight: on the verbs transport, creating
+ *              a context calls ibv_fork_init() before it registers any
+ *              memory (as RDMAV_FORK_SAFE=1 would), so the parent's
+ *              registered buffers and its puts and gets stay correct.  On
+ *              kernels before 5.13 registered pages are then not mapped in
+ *              the child at all: a child must not touch registered buffers
+ *              (exec() or _exit() it is).  Memory the application itself
+ *              registered with libibverbs before its first context defeats
+ *              this (a warning says so).  A child must not use the
+ *              parent's contexts.
  *   Failure    When a connection breaks (peer died, network lost, protocol
  *              violation) the endpoint raises exactly one SHOAL_EV_EP_FAILED
  *              event with a reason; its outstanding operations complete

@@ -180,19 +180,19 @@ int shoal__hs_accept(shoal_ep_t *ep, const void *in, size_t inlen, uint32_t my_i
         rc = -EBADMSG;
     }
     if (rc) {
-        shoal__warn(ctx, "%s: refused connection from %s: %s", tname, ep->peer, why);
+        shoal__refusal(ctx, "%s: refused connection from %s: %s", tname, ep->peer, why);
         return rc;
     }
     ep->hs.peer_id = h.ep_id;
     bool peer_auth = h.flags & SHOAL_HELLO_AUTH;
     if (ctx->auth_key && !peer_auth) {
-        shoal__warn(ctx, "%s: refused connection from %s: it sent no authentication and "
+        shoal__refusal(ctx, "%s: refused connection from %s: it sent no authentication and "
                     "this side requires it (SHOAL_AUTH_FILE is set)", tname, ep->peer);
         *outlen = refusal(ep, SHOAL_REFUSE_AUTH_REQUIRED, out);
         return -EACCES;
     }
     if (!ctx->auth_key && peer_auth) {
-        shoal__warn(ctx, "%s: refused connection from %s: it authenticates with a secret "
+        shoal__refusal(ctx, "%s: refused connection from %s: it authenticates with a secret "
                     "and this side has none (SHOAL_AUTH_FILE is not set)", tname, ep->peer);
         *outlen = refusal(ep, SHOAL_REFUSE_AUTH_UNEXPECTED, out);
         return -EACCES;
@@ -206,7 +206,7 @@ int shoal__hs_accept(shoal_ep_t *ep, const void *in, size_t inlen, uint32_t my_i
                                    (uint8_t)ctx->prov->transport, h.ep_id, my_id, h.nonce,
                                    ep->hs.my_nonce, ack.proof);
         if (rc) {
-            shoal__warn(ctx, "%s: refused connection from %s: cannot compute a proof", tname,
+            shoal__refusal(ctx, "%s: refused connection from %s: cannot compute a proof", tname,
                         ep->peer);
             return rc;
         }
@@ -297,7 +297,7 @@ int shoal__hs_proof(shoal_ep_t *ep, const void *in, size_t inlen)
     struct shoal_hello h;
     char why[160];
     if (!ctx->auth_key || !ep->hs.need_proof) {
-        shoal__warn(ctx, "%s: refused connection from %s: a proof nobody asked for", tname,
+        shoal__refusal(ctx, "%s: refused connection from %s: a proof nobody asked for", tname,
                     ep->peer);
         return -EPROTO;
     }
@@ -308,16 +308,16 @@ int shoal__hs_proof(shoal_ep_t *ep, const void *in, size_t inlen)
         rc = -EBADMSG;
     }
     if (rc) {
-        shoal__warn(ctx, "%s: refused connection from %s: %s", tname, ep->peer, why);
+        shoal__refusal(ctx, "%s: refused connection from %s: %s", tname, ep->peer, why);
         return rc;
     }
     if (h.flags & SHOAL_HELLO_REFUSE) {
-        shoal__warn(ctx, "%s: refused connection from %s: %s", tname, ep->peer,
+        shoal__refusal(ctx, "%s: refused connection from %s: %s", tname, ep->peer,
                     refusal_text(h.reason, false));
         return -EACCES;
     }
     if (!(h.flags & SHOAL_HELLO_PROOF)) {
-        shoal__warn(ctx, "%s: refused connection from %s: it sent no authentication proof",
+        shoal__refusal(ctx, "%s: refused connection from %s: it sent no authentication proof",
                     tname, ep->peer);
         return -EACCES;
     }
@@ -328,7 +328,7 @@ int shoal__hs_proof(shoal_ep_t *ep, const void *in, size_t inlen)
     if (rc == 0 && CRYPTO_memcmp(want, h.proof, SHOAL_PROOF_LEN) != 0)
         rc = -EACCES;
     if (rc) {
-        shoal__warn(ctx, "%s: refused connection from %s: wrong authentication proof "
+        shoal__refusal(ctx, "%s: refused connection from %s: wrong authentication proof "
                     "(a different secret, or a replayed handshake)", tname, ep->peer);
         return -EACCES;
     }

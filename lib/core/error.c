@@ -88,6 +88,26 @@ static char *err_out(shoal_ctx_t *ctx)
     return ctx->err_out ? ctx->err_out : ctx->errmsg;
 }
 
+void shoal__refusal(shoal_ctx_t *ctx, const char *fmt, ...)
+{
+    uint64_t sec = shoal__now_ms() / 1000;
+    if (sec != ctx->refusal_sec) {
+        if (ctx->refusals_unlogged)
+            shoal__warn(ctx, "%u more refused connections were not logged",
+                        ctx->refusals_unlogged);
+        ctx->refusal_sec = sec;
+        ctx->refusals = ctx->refusals_unlogged = 0;
+    }
+    if (++ctx->refusals > SHOAL_REFUSALS_PER_SEC) {
+        ctx->refusals_unlogged++;
+        return;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(ctx, SHOAL_LOG_WARN, fmt, ap);
+    va_end(ap);
+}
+
 int shoal__fail(shoal_ctx_t *ctx, int err, const char *fmt, ...)
 {
     va_list ap;

@@ -77,8 +77,10 @@ static int ucx_ctx_init(shoal_ctx_t *ctx)
     if (!u)
         return shoal__fail(ctx, -ENOMEM, "ucx: out of memory");
     u->efd = -1;
+    u->epfd = -1;
     shoal__list_init(&u->pending);
     shoal__list_init(&u->failed);
+    shoal__list_init(&u->bound);
     shoal__list_init(&u->mrs);
     ctx->priv = u;
 
@@ -126,12 +128,28 @@ static int ucx_ctx_init(shoal_ctx_t *ctx)
     }
     st = ucp_worker_get_efd(u->worker, &u->efd);
     int rc = st == UCS_OK ? ucx_am_init(ctx) : -EIO;
+    if (rc == 0) {
+        st = ucp_worker_get_address(u->worker, &u->waddr, &u->waddr_len);
+        rc = st != UCS_OK ? -EIO : u->waddr_len > SHOAL_BOOT_ADDR_MAX ? -E2BIG : 0;
+        if (st == UCS_OK && rc)
+            ucp_worker_release_address(u->worker, u->waddr);
+        if (rc == -E2BIG)
+            st = UCS_ERR_EXCEEDS_LIMIT;
+    }
     if (rc) {
         ucp_worker_destroy(u->worker);
         ucp_cleanup(u->context);
         free(u);
         return shoal__fail(ctx, rc, "ucx worker setup: %s", ucs_status_string(st));
     }
+    if ((rc = ucx_boot_init(ctx)) != 0) {
+        ucp_worker_release_address(u->worker, u->waddr);
+        ucp_worker_destroy(u->worker);
+        ucp_cleanup(u->context);
+        free(u);
+        return rc;
+    }
+    shoal__debug(ctx, "ucx: worker address of %zu bytes", u->waddr_len);
     const char *tls = getenv("UCX_TLS");
     /* Placement follows the first of UCX_NET_DEVICES ("eth1", "mlx5_0:1"). */
     const char *nd = getenv("UCX_NET_DEVICES");
@@ -157,6 +175,8 @@ static void ucx_ctx_fini(shoal_ctx_t *ctx)
 {
     struct ucx_ctx *u = ucx_ctx(ctx);
     ucx_sweep_pending(ctx);
+    ucx_boot_fini(ctx);
+    ucp_worker_release_address(u->worker, u->waddr);
     ucp_worker_destroy(u->worker);
     ucp_cleanup(u->context);
     free(u->slots);
@@ -232,8 +252,14 @@ static int ucx_progress(shoal_ctx_t *ctx)
         n += (int)done;
     } while (done && n < 64 && !u->arrived);
     u->in_progress = false;
-    if (u->sweep || !shoal__list_empty(&u->pending))
-        ucx_sweep_pending(ctx); /* also drops handshakes past their deadline */
+    /* Our own sockets (listeners, handshakes): every 16th pass, and
+     * whenever a sleep woke up for them (ucx_wait_done). */
+    if (u->nsockets && (++u->passes & 15) == 0)
+        n += ucx_boot_progress(ctx);
+    if (u->sweep)
+        ucx_sweep_pending(ctx);
+    else if (u->npending)
+        ucx_expire_pending(ctx);
     return n;
 }
 
@@ -245,14 +271,35 @@ static int ucx_progress(shoal_ctx_t *ctx)
 static int ucx_wait_fds(shoal_ctx_t *ctx, struct pollfd *fds, int *timeout_ms)
 {
     struct ucx_ctx *u = ucx_ctx(ctx);
-    (void)timeout_ms;
     ucs_status_t st = ucp_worker_arm(u->worker);
     if (st == UCS_ERR_BUSY)
         return 0; /* events are pending: go and progress */
     if (st != UCS_OK)
         return shoal__fail(ctx, -EIO, "ucp_worker_arm: %s", ucs_status_string(st));
     fds[0] = (struct pollfd){.fd = u->efd, .events = POLLIN};
-    return 1;
+    if (!u->nsockets && !u->npending)
+        return 1;
+    /* Wake for the sockets, and for the oldest handshake's deadline. */
+    fds[1] = (struct pollfd){.fd = u->epfd, .events = POLLIN};
+    uint64_t next = ucx_pending_deadline(ctx);
+    if (next != UINT64_MAX) {
+        uint64_t now = shoal__now_ms();
+        int until = next > now ? (int)(next - now) + 1 : 0;
+        if (*timeout_ms < 0 || until < *timeout_ms)
+            *timeout_ms = until;
+    }
+    return 2;
+}
+
+static void ucx_wait_done(shoal_ctx_t *ctx, const struct pollfd *fds, int nfds)
+{
+    struct ucx_ctx *u = ucx_ctx(ctx);
+    if (nfds > 1 && (fds[1].revents & POLLIN))
+        ucx_boot_progress(ctx);
+    if (u->sweep)
+        ucx_sweep_pending(ctx);
+    else if (u->npending)
+        ucx_expire_pending(ctx);
 }
 
 const struct shoal_provider shoal_ucx_provider = {
@@ -274,4 +321,5 @@ const struct shoal_provider shoal_ucx_provider = {
     .send = ucx_send,
     .progress = ucx_progress,
     .wait_fds = ucx_wait_fds,
+    .wait_done = ucx_wait_done,
 };

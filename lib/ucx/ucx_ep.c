@@ -1,24 +1,31 @@
 /*
- * ucx_ep.c -- UCX connections: listener, connect, the hello handshake,
- * active-message dispatch, failure and close.
+ * ucx_ep.c -- UCX endpoints: the token table, the UCP endpoints made from
+ * the peer's worker address once the bootstrap handshake is done
+ * (ucx_boot.c), the BIND message that ties each side's token to the UCP
+ * connection it arrives on, active-message dispatch, failure and close.
  *
- * Handshake.  The client creates a UCP endpoint to host:port (client-server
- * mode, peer error handling on) and sends HELLO carrying its token; the
- * server, which made an endpoint from the connection request, answers
- * HELLO_ACK carrying its own token and becomes ready for accept().  The
- * client's connect() returns when HELLO_ACK arrives.  Every later active
- * message names the receiver's token, which is checked against the
- * connection it arrived on.  With SHOAL_AUTH_FILE the hellos carry nonces
- * and the server's proof, and the client sends its proof as a second HELLO;
- * the server's endpoint is ready only after it (lib/core/auth.c decides).
- * A server endpoint whose handshake is not done within the connect timeout
- * is dropped.
+ * Setting up.  When the handshake's addresses are exchanged, the client
+ * makes its UCP endpoint from the server's address (peer error handling
+ * on) and sends BIND (the server's token and cookie) as its first message;
+ * the server makes its endpoint from the client's address when that BIND
+ * arrives, and sends its own BIND; the client's connect() returns when the
+ * server's BIND arrives.  UCP normally pairs the two endpoints into one
+ * connection (its ep matching); a BIND that arrives on another UCP
+ * endpoint than ours (they were not paired) binds that one too: it gets
+ * our error handler and is closed with ours.  A server endpoint not ready
+ * within the connect timeout is dropped.
+ *
+ * Closing.  A healthy endpoint sends CLOSE, is flushed, then force-closed:
+ * UCX keeps an address-made endpoint with a remote connection alive until
+ * the worker is destroyed when it is closed gracefully, and whether the
+ * peer's endpoint then fails is up to the transport; CLOSE, ordered after
+ * everything sent before it, tells the peer for sure: its endpoint fails
+ * with -ECONNRESET ("the peer closed the connection"), SHOAL_EV_EP_FAILED.
  */
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netdb.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "ucx_int.h"
 
@@ -73,13 +80,13 @@ shoal_ep_t *ucx_ep_lookup(shoal_ctx_t *ctx, uint32_t token,
     unsigned slot = token & 0xffff;
     shoal_ep_t *ep = slot < u->nslots ? u->slots[slot] : NULL;
     if (!ep || ucx_ep(ep)->token != token) {
-        shoal__warn(ctx, "ucx: %s for unknown endpoint token 0x%08x dropped", what, token);
+        shoal__refusal(ctx, "ucx: %s for unknown endpoint token 0x%08x dropped", what, token);
         return NULL;
     }
-    if (!(param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP) ||
-        param->reply_ep != ucx_ep(ep)->uep) {
-        shoal__warn(ctx, "ucx: %s naming endpoint %s came from another connection; dropped",
-                    what, ep->peer);
+    if (!(param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP) || !ucx_ep(ep)->rx_ep ||
+        param->reply_ep != ucx_ep(ep)->rx_ep) {
+        shoal__refusal(ctx, "ucx: %s naming endpoint %s came from another connection; "
+                       "dropped", what, ep->peer);
         return NULL;
     }
     return ep;
@@ -95,7 +102,8 @@ static void am_free_cb(void *request, ucs_status_t status, void *user_data)
     free(user_data);
 }
 
-/* Send a header-only active message (hello, ack); the header is copied. */
+/* Send a header-only active message (BIND, CLOSE, GET request); the
+ * header is copied. */
 int ucx_am_send_hdr(shoal_ep_t *ep, unsigned id, const void *hdr, size_t hlen)
 {
     void *copy = malloc(hlen);
@@ -141,8 +149,9 @@ static void ep_err_cb(void *arg, ucp_ep_h uep, ucs_status_t status)
     shoal__ep_failed(ep, ucx_status_errno(status), "%s", ucs_status_string(status));
     /* UCX does not promise to finish the requests of a failed endpoint
      * until it is closed: force-close it as soon as we are out of its
-     * progress loop, so every outstanding op completes now. */
-    if (shoal__list_empty(&e->fnode)) {
+     * progress loop, so every outstanding op completes now.  (Unless it
+     * is being closed already: this call comes from inside that close.) */
+    if (ep->state != SHOAL_EP_CLOSING && shoal__list_empty(&e->fnode)) {
         shoal__list_add(&ucx_ctx(ep->ctx)->failed, &e->fnode);
         ucx_ctx(ep->ctx)->sweep = true;
     }
@@ -165,99 +174,70 @@ void ucx_ep_abort(shoal_ep_t *ep, int status, const char *why)
 
 /* ---- active message handlers ----------------------------------------- */
 
-static ucs_status_t am_hello(void *arg, const void *header, size_t hlen, void *data,
-                             size_t len, const ucp_am_recv_param_t *param)
+/* BIND: the peer's first message on the UCP connection our handshake set
+ * up.  Its cookie (ours, given to the peer over the authenticated
+ * handshake) proves which connection is that one; the rest is done after
+ * progress (finish_bound). */
+static ucs_status_t am_bind(void *arg, const void *header, size_t hlen, void *data,
+                            size_t len, const ucp_am_recv_param_t *param)
 {
     shoal_ctx_t *ctx = arg;
     struct ucx_ctx *u = ucx_ctx(ctx);
     (void)data;
-    (void)len;
-    if (!(param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP))
-        return UCS_OK;
-    /* Find the half-open server endpoint this connection belongs to. */
-    shoal_ep_t *ep = NULL;
-    for (struct shoal_list *n = u->pending.next; n != &u->pending; n = n->next) {
-        struct ucx_ep *e = shoal__container_of(n, struct ucx_ep, pnode);
-        if (e->uep == param->reply_ep) {
-            ep = u->slots[e->token & 0xffff];
-            break;
-        }
-    }
-    if (!ep) {
-        shoal__warn(ctx, "ucx: HELLO on a connection that is not in handshake; dropped");
+    if (hlen != UCX_BIND_HDR || len != 0 ||
+        !(param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP)) {
+        shoal__refusal(ctx, "ucx: malformed BIND message (%zu+%zu bytes) dropped", hlen, len);
         return UCS_OK;
     }
-    struct ucx_ep *e = ucx_ep(ep);
-    uint8_t out[SHOAL_HELLO_MAX];
-    size_t outlen = 0;
-    int rc;
-    if (ep->hs.need_proof) {
-        /* The third message of an authenticated handshake: the proof. */
-        rc = shoal__hs_proof(ep, header, hlen);
-    } else {
-        rc = shoal__hs_accept(ep, header, hlen, e->token, out, &outlen);
-        if (outlen) {
-            int src = ucx_am_send_hdr(ep, UCX_AM_HELLO_ACK, out, outlen);
-            rc = rc ? rc : src;
-        }
-        if (rc == 0 && ep->hs.need_proof) {
-            e->peer_token = ep->hs.peer_id;
-            return UCS_OK; /* stays pending until the proof */
-        }
-    }
-    if (rc) {
-        shoal__ep_failed(ep, rc, "handshake refused");
-        u->sweep = true;
+    const uint8_t *h = header;
+    uint32_t token = shoal__get_le32(h);
+    unsigned slot = token & 0xffff;
+    shoal_ep_t *ep = slot < u->nslots ? u->slots[slot] : NULL;
+    struct ucx_ep *e = ep ? ucx_ep(ep) : NULL;
+    if (!e || e->token != token || ep->state != SHOAL_EP_CONNECTING || e->rx_ep) {
+        shoal__refusal(ctx, "ucx: BIND for %s endpoint token 0x%08x dropped",
+                       !e || e->token != token ? "unknown" : "a bound", token);
         return UCS_OK;
     }
-    e->peer_token = ep->hs.peer_id;
-    shoal_listener_t *l = e->listener;
-    shoal__list_del(&e->pnode);
-    shoal__ep_connected(ep);
-    shoal__listener_ready(l, ep);
-    e->listener = NULL;
+    if (shoal__get_le64(h + 4) != e->cookie) {
+        shoal__refusal(ctx, "ucx: BIND for %s with the wrong cookie dropped (not the peer "
+                       "that did the handshake)", ep->peer);
+        return UCS_OK;
+    }
+    e->rx_ep = param->reply_ep;
+    /* A client is connected now: the server's messages may follow in this
+     * very progress call. */
+    if (!e->listener)
+        shoal__ep_connected(ep);
+    shoal__list_add(&u->bound, &e->bnode);
+    u->sweep = true;
     return UCS_OK;
 }
 
-static ucs_status_t am_hello_ack(void *arg, const void *header, size_t hlen, void *data,
-                                 size_t len, const ucp_am_recv_param_t *param)
+/* CLOSE: the peer closed its end (the last message it sends).  Report it
+ * now rather than wait for the transport to notice the connection is
+ * gone, and force-close ours so what is still in flight completes. */
+static ucs_status_t am_close(void *arg, const void *header, size_t hlen, void *data,
+                             size_t len, const ucp_am_recv_param_t *param)
 {
     shoal_ctx_t *ctx = arg;
     (void)data;
-    (void)len;
-    struct shoal_hello h;
-    char why[160];
-    int rc = shoal__hello_decode(header, hlen, SHOAL_TRANSPORT_UCX, &h, why, sizeof(why));
-    if (rc) {
-        shoal__warn(ctx, "ucx: bad HELLO_ACK: %s", why);
+    if (hlen != UCX_CLOSE_HDR || len != 0) {
+        shoal__refusal(ctx, "ucx: malformed CLOSE message (%zu+%zu bytes) dropped", hlen, len);
         return UCS_OK;
     }
-    shoal_ep_t *ep = ucx_ep_lookup(ctx, h.peer_id, param, "HELLO_ACK");
-    if (!ep || ep->state != SHOAL_EP_CONNECTING || ucx_ep(ep)->hello_acked)
+    shoal_ep_t *ep = ucx_ep_lookup(ctx, shoal__get_le32(header), param, "CLOSE");
+    if (!ep || ep->state != SHOAL_EP_CONNECTED)
         return UCS_OK;
     struct ucx_ep *e = ucx_ep(ep);
-    uint8_t out[SHOAL_HELLO_MAX];
-    size_t outlen = 0;
-    rc = shoal__hs_ack(ep, header, hlen, out, &outlen);
-    if (rc)
-        snprintf(e->hs_why, sizeof(e->hs_why), "%s", shoal__last_error(ctx));
-    if (outlen) {
-        /* Our proof, or why we refuse the server, on the HELLO id. */
-        int src = ucx_am_send_hdr(ep, UCX_AM_HELLO, out, outlen);
-        if (rc == 0 && src) {
-            rc = src;
-            snprintf(e->hs_why, sizeof(e->hs_why), "sending the proof: %s",
-                     shoal_strerror(src));
-        }
+    ucx_fail_gets(ep, -ECONNRESET, "the peer closed the connection");
+    shoal__ep_failed(ep, -ECONNRESET, "the peer closed the connection");
+    if (!e->fail_status)
+        e->fail_status = UCS_ERR_CONNECTION_RESET;
+    if (shoal__list_empty(&e->fnode)) {
+        shoal__list_add(&ucx_ctx(ctx)->failed, &e->fnode);
+        ucx_ctx(ctx)->sweep = true;
     }
-    if (rc) {
-        e->hs_err = rc;
-        shoal__ep_failed(ep, rc, "%s", e->hs_why);
-        return UCS_OK;
-    }
-    e->peer_token = ep->hs.peer_id;
-    e->hello_acked = true;
-    shoal__ep_connected(ep);
     return UCS_OK;
 }
 
@@ -304,7 +284,7 @@ static ucs_status_t am_msg(void *arg, const void *header, size_t hlen, void *dat
 int ucx_am_init(shoal_ctx_t *ctx)
 {
     static const ucp_am_recv_callback_t cbs[UCX_AM_COUNT] = {
-        [UCX_AM_HELLO] = am_hello, [UCX_AM_HELLO_ACK] = am_hello_ack,
+        [UCX_AM_BIND] = am_bind, [UCX_AM_CLOSE] = am_close,
         [UCX_AM_IMM] = am_imm, [UCX_AM_MSG] = am_msg,
         [UCX_AM_GET_REQ] = ucx_am_get_req, [UCX_AM_GET_RESP] = ucx_am_get_resp,
         [UCX_AM_PUT_IMM] = ucx_am_put_imm, [UCX_AM_PUT] = ucx_am_put};
@@ -326,13 +306,18 @@ int ucx_am_init(shoal_ctx_t *ctx)
 
 /* ---- endpoints -------------------------------------------------------- */
 
-static int ep_priv_new(shoal_ep_t *ep)
+int ucx_ep_priv_new(shoal_ep_t *ep)
 {
     struct ucx_ep *e = calloc(1, sizeof(*e));
     if (!e)
         return shoal__fail(ep->ctx, -ENOMEM, "ucx: out of memory for an endpoint");
     shoal__list_init(&e->pnode);
     shoal__list_init(&e->fnode);
+    shoal__list_init(&e->bnode);
+    if (getrandom(&e->cookie, sizeof(e->cookie), 0) != (ssize_t)sizeof(e->cookie)) {
+        free(e);
+        return shoal__fail(ep->ctx, -EIO, "ucx: getrandom: %s", strerror(errno));
+    }
     int rc = slot_alloc(ucx_ctx(ep->ctx), ep, &e->token);
     if (rc) {
         free(e);
@@ -344,214 +329,276 @@ static int ep_priv_new(shoal_ep_t *ep)
     return 0;
 }
 
+void ucx_pending_add(shoal_ep_t *ep, shoal_listener_t *l)
+{
+    struct ucx_ctx *u = ucx_ctx(ep->ctx);
+    struct ucx_ep *e = ucx_ep(ep);
+    e->listener = l;
+    e->deadline = shoal__now_ms() + (uint64_t)ep->ctx->cfg.connect_timeout_ms;
+    shoal__list_add(&u->pending, &e->pnode); /* at the tail: oldest first */
+    u->npending++;
+}
+
+static void pending_del(struct ucx_ctx *u, struct ucx_ep *e)
+{
+    if (shoal__list_empty(&e->pnode))
+        return;
+    shoal__list_del(&e->pnode);
+    u->npending--;
+}
+
+/* Make e->uep from the peer's worker address. */
+static int uep_create(shoal_ep_t *ep, const uint8_t *addr, size_t len)
+{
+    struct ucx_ep *e = ucx_ep(ep);
+    (void)len; /* UCX reads its own length from the address */
+    ucp_ep_params_t p = {
+        .field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLER |
+                      UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE,
+        .address = (const ucp_address_t *)addr,
+        .err_mode = UCP_ERR_HANDLING_MODE_PEER,
+        .err_handler = {.cb = ep_err_cb, .arg = ep},
+    };
+    ucs_status_t st = ucp_ep_create(ucx_ctx(ep->ctx)->worker, &p, &e->uep);
+    if (st != UCS_OK) {
+        e->uep = NULL;
+        return shoal__fail(ep->ctx, ucx_status_errno(st), "ucp_ep_create from %s's address: %s",
+                           ep->peer, ucs_status_string(st));
+    }
+    return 0;
+}
+
+static int send_bind(shoal_ep_t *ep)
+{
+    struct ucx_ep *e = ucx_ep(ep);
+    uint8_t hdr[UCX_BIND_HDR];
+    shoal__put_le32(hdr, e->peer_token);
+    shoal__put_le64(hdr + 4, e->peer_cookie);
+    int rc = ucx_am_send_hdr(ep, UCX_AM_BIND, hdr, sizeof(hdr));
+    if (rc)
+        return shoal__fail(ep->ctx, rc, "sending BIND to %s: %s", ep->peer, shoal_strerror(rc));
+    return 0;
+}
+
+void ucx_boot_done(shoal_ep_t *ep, struct shoal_boot *b)
+{
+    struct ucx_ep *e = ucx_ep(ep);
+    e->peer_token = ep->hs.peer_id;
+    e->peer_cookie = b->peer_cookie;
+    if (e->listener) {
+        /* Server: make our endpoint when the client's BIND shows its own. */
+        e->peer_addr = b->peer_addr;
+        e->peer_addrlen = b->peer_addrlen;
+        b->peer_addr = NULL;
+        return;
+    }
+    int rc = uep_create(ep, b->peer_addr, b->peer_addrlen);
+    if (rc == 0)
+        rc = send_bind(ep);
+    if (rc) {
+        e->hs_err = rc;
+        snprintf(e->hs_why, sizeof(e->hs_why), "%s", shoal__last_error(ep->ctx));
+    }
+}
+
+/* The peer's BIND came on e->rx_ep: if UCP did not pair it with our own
+ * endpoint, that one carries the peer's traffic: it gets our error
+ * handler (a dead peer is reported through either) and is closed with
+ * ours. */
+static void adopt_rx(shoal_ep_t *ep)
+{
+    struct ucx_ep *e = ucx_ep(ep);
+    if (e->rx_ep == e->uep)
+        return;
+    shoal__debug(ep->ctx, "ucx: %s: UCP did not pair the two endpoints; using both", ep->peer);
+    ucp_ep_params_t p = {.field_mask = UCP_EP_PARAM_FIELD_ERR_HANDLER,
+                         .err_handler = {.cb = ep_err_cb, .arg = ep}};
+    ucs_status_ptr_t r = ucp_ep_modify_nb(e->rx_ep, &p);
+    if (UCS_PTR_IS_PTR(r)) {
+        while (ucp_request_check_status(r) == UCS_INPROGRESS)
+            ucp_worker_progress(ucx_ctx(ep->ctx)->worker);
+        ucp_request_free(r);
+    } else if (UCS_PTR_IS_ERR(r)) {
+        shoal__warn(ep->ctx, "ucx: %s: cannot watch its connection for failures: %s", ep->peer,
+                    ucs_status_string(UCS_PTR_STATUS(r)));
+    }
+}
+
+/* After progress: finish the endpoints whose peer's BIND arrived. */
+static void finish_bound(shoal_ctx_t *ctx)
+{
+    struct ucx_ctx *u = ucx_ctx(ctx);
+    while (!shoal__list_empty(&u->bound)) {
+        struct ucx_ep *e = shoal__container_of(u->bound.next, struct ucx_ep, bnode);
+        shoal__list_del(&e->bnode);
+        shoal_ep_t *ep = u->slots[e->token & 0xffff];
+        ucx_boot_free(ep); /* its socket is closed already */
+        if (!e->listener) { /* client: connected in am_bind */
+            if (ep->state == SHOAL_EP_CONNECTED)
+                adopt_rx(ep);
+            continue;
+        }
+        if (ep->state != SHOAL_EP_CONNECTING)
+            continue;
+        int rc = uep_create(ep, e->peer_addr, e->peer_addrlen);
+        free(e->peer_addr);
+        e->peer_addr = NULL;
+        if (rc == 0)
+            rc = send_bind(ep);
+        if (rc) {
+            shoal__refusal(ctx, "ucx: connection from %s: %s; dropped", ep->peer,
+                           shoal__last_error(ctx));
+            shoal__ep_failed(ep, rc, "%s", shoal__last_error(ctx));
+            u->sweep = true;
+            continue;
+        }
+        adopt_rx(ep);
+        shoal_listener_t *l = e->listener;
+        pending_del(u, e);
+        e->listener = NULL;
+        shoal__ep_connected(ep);
+        shoal__listener_ready(l, ep);
+    }
+}
+
 int ucx_connect(shoal_ep_t *ep, const char *host, uint16_t port)
 {
     shoal_ctx_t *ctx = ep->ctx;
-    struct ucx_ctx *u = ucx_ctx(ctx);
     struct sockaddr_storage ss;
     socklen_t sl;
     int rc = shoal__resolve(ctx, host, port, false, &ss, &sl);
     if (rc == 0)
-        rc = ep_priv_new(ep);
+        rc = ucx_ep_priv_new(ep);
+    if (rc == 0)
+        rc = ucx_boot_connect(ep, &ss, sl);
     if (rc)
         return rc;
     struct ucx_ep *e = ucx_ep(ep);
-    ucp_ep_params_t p = {
-        .field_mask = UCP_EP_PARAM_FIELD_FLAGS | UCP_EP_PARAM_FIELD_SOCK_ADDR |
-                      UCP_EP_PARAM_FIELD_ERR_HANDLER | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE,
-        .flags = UCP_EP_PARAMS_FLAGS_CLIENT_SERVER,
-        .sockaddr = {.addr = (struct sockaddr *)&ss, .addrlen = sl},
-        .err_mode = UCP_ERR_HANDLING_MODE_PEER,
-        .err_handler = {.cb = ep_err_cb, .arg = ep},
-    };
-    ucs_status_t st = ucp_ep_create(u->worker, &p, &e->uep);
-    if (st != UCS_OK) {
-        e->uep = NULL;
-        return shoal__fail(ctx, ucx_status_errno(st), "connect to %s:%u: %s", host, port,
-                           ucs_status_string(st));
-    }
-    uint8_t buf[SHOAL_HELLO_MAX];
-    size_t blen;
-    rc = shoal__hs_hello(ep, e->token, buf, &blen);
-    if (rc == 0)
-        rc = ucx_am_send_hdr(ep, UCX_AM_HELLO, buf, blen);
-    if (rc)
-        return shoal__fail(ctx, rc, "connect to %s:%u: sending hello: %s", host, port,
-                           shoal_strerror(rc));
     uint64_t deadline = shoal__now_ms() + (uint64_t)ctx->cfg.connect_timeout_ms;
-    while (ep->state == SHOAL_EP_CONNECTING) {
+    while (ep->state == SHOAL_EP_CONNECTING && !e->hs_err) {
         ctx->prov->progress(ctx);
-        if (ep->state != SHOAL_EP_CONNECTING)
+        if (ep->state != SHOAL_EP_CONNECTING || e->hs_err)
             break;
         uint64_t now = shoal__now_ms();
         if (now >= deadline)
-            return shoal__fail(ctx, -ETIMEDOUT, "connect to %s:%u: no answer within %d ms",
-                               host, port, ctx->cfg.connect_timeout_ms);
+            return shoal__fail(ctx, -ETIMEDOUT, "connect to %s:%u: %s within %d ms", host, port,
+                               e->boot ? "no answer" : "the connection was not set up",
+                               ctx->cfg.connect_timeout_ms);
         shoal__sleep(ctx, (int)(deadline - now));
     }
     if (e->hs_err)
         return shoal__fail(ctx, e->hs_err, "connect to %s:%u: %s", host, port, e->hs_why);
     if (ep->state != SHOAL_EP_CONNECTED) {
         int err = ucx_status_errno(e->fail_status);
-        if (!err)
-            err = -ECONNREFUSED;
-        return shoal__fail(ctx, err, "connect to %s:%u: %s", host, port,
+        return shoal__fail(ctx, err ? err : -ECONNRESET, "connect to %s:%u: %s", host, port,
                            e->fail_status ? ucs_status_string(e->fail_status)
-                                          : "connection refused");
+                                          : "connection lost while it was set up");
     }
     return 0;
 }
 
-static void conn_handler(ucp_conn_request_h req, void *arg)
-{
-    shoal_listener_t *l = arg;
-    shoal_ctx_t *ctx = l->ctx;
-    struct ucx_ctx *u = ucx_ctx(ctx);
-    shoal_ep_t *ep = shoal__ep_new(ctx);
-    if (!ep || ep_priv_new(ep)) {
-        shoal__warn(ctx, "ucx: out of memory: connection request rejected");
-        if (ep)
-            shoal__ep_discard(ep);
-        ucp_listener_reject(((struct ucx_listener *)l->priv)->ul, req);
-        return;
-    }
-    struct ucx_ep *e = ucx_ep(ep);
-    ucp_conn_request_attr_t attr = {.field_mask = UCP_CONN_REQUEST_ATTR_FIELD_CLIENT_ADDR};
-    bool known = ucp_conn_request_query(req, &attr) == UCS_OK;
-    shoal__addr_str(known ? (const struct sockaddr *)&attr.client_address : NULL, ep->peer,
-                    sizeof(ep->peer));
-    e->listener = l;
-    e->deadline = shoal__now_ms() + (uint64_t)ctx->cfg.connect_timeout_ms;
-    shoal__list_add(&u->pending, &e->pnode);
-    ucp_ep_params_t p = {
-        .field_mask = UCP_EP_PARAM_FIELD_CONN_REQUEST | UCP_EP_PARAM_FIELD_ERR_HANDLER |
-                      UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE,
-        .conn_request = req,
-        .err_mode = UCP_ERR_HANDLING_MODE_PEER,
-        .err_handler = {.cb = ep_err_cb, .arg = ep},
-    };
-    ucs_status_t st = ucp_ep_create(u->worker, &p, &e->uep);
-    if (st != UCS_OK) {
-        shoal__warn(ctx, "ucx: accepting %s: %s", ep->peer, ucs_status_string(st));
-        e->uep = NULL;
-        shoal__ep_failed(ep, ucx_status_errno(st), "%s", ucs_status_string(st));
-        u->sweep = true;
-    }
-}
-
-static void uep_close(shoal_ep_t *ep, bool force);
+static void uep_close(shoal_ctx_t *ctx, ucp_ep_h uep, const char *peer, bool force);
 
 void ucx_sweep_pending(shoal_ctx_t *ctx)
 {
     struct ucx_ctx *u = ucx_ctx(ctx);
     u->sweep = false;
+    finish_bound(ctx);
     while (!shoal__list_empty(&u->failed)) {
         struct ucx_ep *e = shoal__container_of(u->failed.next, struct ucx_ep, fnode);
         shoal__list_del(&e->fnode);
-        if (e->uep && !e->listener)
-            uep_close(u->slots[e->token & 0xffff], true);
+        shoal_ep_t *ep = u->slots[e->token & 0xffff];
+        if (e->rx_ep && e->rx_ep != e->uep)
+            uep_close(ctx, e->rx_ep, ep->peer, true);
+        e->rx_ep = NULL;
+        if (e->uep)
+            uep_close(ctx, e->uep, ep->peer, true);
+        e->uep = NULL;
     }
-    uint64_t now = shoal__now_ms();
+    /* Pending server endpoints that failed (in their handshake, or
+     * dropped for room) go; so do those past their deadline. */
     struct shoal_list *n = u->pending.next;
     while (n != &u->pending) {
         struct ucx_ep *e = shoal__container_of(n, struct ucx_ep, pnode);
         n = n->next;
         shoal_ep_t *ep = u->slots[e->token & 0xffff];
-        if (ep->state == SHOAL_EP_CONNECTING && now >= e->deadline) {
-            /* A client that connected and then said nothing (or never
-             * proved itself): it must not hold a slot forever. */
-            shoal__warn(ctx, "ucx: connection from %s: handshake not finished within %d ms; "
-                        "dropped", ep->peer, ctx->cfg.connect_timeout_ms);
-            shoal__ep_failed(ep, -ETIMEDOUT, "handshake timed out");
-        }
         if (ep->state == SHOAL_EP_FAILED || ep->state == SHOAL_EP_CLOSING)
             shoal__ep_discard(ep);
     }
+    ucx_expire_pending(ctx);
 }
 
-int ucx_listen(shoal_listener_t *l, const char *host, uint16_t port)
+/* Drop the pending endpoints past their deadline: the oldest only need
+ * looking at. */
+void ucx_expire_pending(shoal_ctx_t *ctx)
 {
-    shoal_ctx_t *ctx = l->ctx;
-    struct sockaddr_storage ss;
-    socklen_t sl;
-    int rc = shoal__resolve(ctx, host, port, true, &ss, &sl);
-    if (rc)
-        return rc;
-    struct ucx_listener *ul = calloc(1, sizeof(*ul));
-    if (!ul)
-        return shoal__fail(ctx, -ENOMEM, "listen on %s:%u: out of memory", host ? host : "*",
-                           port);
-    ucp_listener_params_t p = {
-        .field_mask = UCP_LISTENER_PARAM_FIELD_SOCK_ADDR | UCP_LISTENER_PARAM_FIELD_CONN_HANDLER,
-        .sockaddr = {.addr = (struct sockaddr *)&ss, .addrlen = sl},
-        .conn_handler = {.cb = conn_handler, .arg = l},
-    };
-    ucs_status_t st = ucp_listener_create(ucx_ctx(ctx)->worker, &p, &ul->ul);
-    if (st != UCS_OK) {
-        free(ul);
-        if (st == UCS_ERR_BUSY) /* UCX's word for EADDRINUSE: "Device is busy" */
-            return shoal__fail(ctx, -EADDRINUSE, "listen on %s:%u: the address is in use",
-                               host ? host : "*", port);
-        return shoal__fail(ctx, ucx_status_errno(st), "listen on %s:%u: %s", host ? host : "*",
-                           port, ucs_status_string(st));
-    }
-    ucp_listener_attr_t attr = {.field_mask = UCP_LISTENER_ATTR_FIELD_SOCKADDR};
-    st = ucp_listener_query(ul->ul, &attr);
-    if (st != UCS_OK) {
-        ucp_listener_destroy(ul->ul);
-        free(ul);
-        return shoal__fail(ctx, -EIO, "ucp_listener_query: %s", ucs_status_string(st));
-    }
-    l->port = shoal__addr_port((const struct sockaddr *)&attr.sockaddr);
-    l->priv = ul;
-    return 0;
-}
-
-void ucx_listener_close(shoal_listener_t *l)
-{
-    struct ucx_ctx *u = ucx_ctx(l->ctx);
-    struct ucx_listener *ul = l->priv;
-    /* Half-open connections of this listener go with it. */
-    for (struct shoal_list *n = u->pending.next; n != &u->pending; n = n->next) {
-        struct ucx_ep *e = shoal__container_of(n, struct ucx_ep, pnode);
-        if (e->listener == l)
-            shoal__ep_failed(u->slots[e->token & 0xffff], -ECANCELED, "listener closed");
-    }
-    ucx_sweep_pending(l->ctx);
-    ucp_listener_destroy(ul->ul);
-    free(ul);
-}
-
-/* Close the UCX endpoint of @ep and wait (bounded) until UCX has called
- * back every request on it.  Must not run inside ucp_worker_progress. */
-static void uep_close(shoal_ep_t *ep, bool force)
-{
-    shoal_ctx_t *ctx = ep->ctx;
     struct ucx_ctx *u = ucx_ctx(ctx);
-    struct ucx_ep *e = ucx_ep(ep);
-    ucp_request_param_t p = {.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS,
-                             .flags = force ? UCP_EP_CLOSE_FLAG_FORCE : 0};
-    ucs_status_ptr_t r = ucp_ep_close_nbx(e->uep, &p);
-    e->uep = NULL;
+    uint64_t now = shoal__now_ms();
+    while (!shoal__list_empty(&u->pending)) {
+        struct ucx_ep *e = shoal__container_of(u->pending.next, struct ucx_ep, pnode);
+        shoal_ep_t *ep = u->slots[e->token & 0xffff];
+        if (now < e->deadline && ep->state == SHOAL_EP_CONNECTING)
+            return;
+        if (ep->state == SHOAL_EP_CONNECTING) {
+            shoal__refusal(ctx, "ucx: connection from %s: handshake not finished within %d ms; "
+                           "dropped", ep->peer, ctx->cfg.connect_timeout_ms);
+            shoal__ep_failed(ep, -ETIMEDOUT, "handshake timed out");
+        }
+        shoal__ep_discard(ep);
+    }
+}
+
+/* The earliest pending deadline (ms), or UINT64_MAX. */
+uint64_t ucx_pending_deadline(shoal_ctx_t *ctx)
+{
+    struct ucx_ctx *u = ucx_ctx(ctx);
+    if (shoal__list_empty(&u->pending))
+        return UINT64_MAX;
+    return shoal__container_of(u->pending.next, struct ucx_ep, pnode)->deadline;
+}
+
+/* Wait (bounded) for request @r of a close or flush to finish.  Must not
+ * run inside ucp_worker_progress.  False if it had to be abandoned. */
+static bool wait_request(shoal_ctx_t *ctx, ucs_status_ptr_t r, const char *what,
+                         const char *peer)
+{
+    struct ucx_ctx *u = ucx_ctx(ctx);
     if (!r || UCS_PTR_IS_ERR(r))
-        return;
+        return true;
     uint64_t deadline = shoal__now_ms() + (uint64_t)ctx->cfg.connect_timeout_ms;
-    bool canceled = false;
+    bool canceled = false, ok = true;
     while (ucp_request_check_status(r) == UCS_INPROGRESS) {
         ucp_worker_progress(u->worker);
         if (shoal__now_ms() <= deadline)
             continue;
         if (canceled) {
-            shoal__warn(ctx, "ucx: close of %s is stuck; abandoning it", ep->peer);
+            shoal__warn(ctx, "ucx: %s of %s is stuck; abandoning it", what, peer);
+            ok = false;
             break;
         }
-        shoal__warn(ctx, "ucx: close of %s did not finish in %d ms; canceling", ep->peer,
+        shoal__warn(ctx, "ucx: %s of %s did not finish in %d ms; canceling", what, peer,
                     ctx->cfg.connect_timeout_ms);
         ucp_request_cancel(u->worker, r);
         canceled = true;
         deadline = shoal__now_ms() + 1000;
     }
     ucp_request_free(r);
+    return ok;
+}
+
+/* Close one UCP endpoint: unless @force, flush it first (outstanding
+ * operations finish), then force-close it, which releases it now and
+ * resets the connection (see the top of this file); UCX calls back every
+ * request on it meanwhile. */
+static void uep_close(shoal_ctx_t *ctx, ucp_ep_h uep, const char *peer, bool force)
+{
+    if (!force) {
+        ucp_request_param_t fp = {.op_attr_mask = 0};
+        wait_request(ctx, ucp_ep_flush_nbx(uep, &fp), "flush", peer);
+    }
+    ucp_request_param_t p = {.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS,
+                             .flags = UCP_EP_CLOSE_FLAG_FORCE};
+    wait_request(ctx, ucp_ep_close_nbx(uep, &p), "close", peer);
 }
 
 void ucx_ep_close(shoal_ep_t *ep)
@@ -560,13 +607,29 @@ void ucx_ep_close(shoal_ep_t *ep)
     struct ucx_ep *e = ucx_ep(ep);
     if (!e)
         return;
-    shoal__list_del(&e->pnode);
+    pending_del(u, e);
     shoal__list_del(&e->fnode);
+    shoal__list_del(&e->bnode);
+    ucx_boot_free(ep);
     ucx_fail_gets(ep, -ECANCELED, "endpoint closed");
-    /* A healthy endpoint is flushed (outstanding ops finish); a failed one
-     * is forced (they complete as canceled). */
+    /* A healthy endpoint tells the peer (CLOSE) and is flushed
+     * (outstanding ops finish); a failed one is forced (they complete as
+     * canceled). */
+    bool force = e->fail_status != UCS_OK || ep->abort;
+    if (e->uep && e->rx_ep && e->fail_status == UCS_OK) {
+        uint8_t hdr[UCX_CLOSE_HDR];
+        shoal__put_le32(hdr, e->peer_token);
+        (void)ucx_am_send_hdr(ep, UCX_AM_CLOSE, hdr, sizeof(hdr));
+    }
     if (e->uep)
-        uep_close(ep, e->fail_status != UCS_OK || ep->abort);
+        uep_close(ep->ctx, e->uep, ep->peer, force);
+    if (e->rx_ep && e->rx_ep != e->uep)
+        uep_close(ep->ctx, e->rx_ep, ep->peer, true);
+    e->uep = e->rx_ep = NULL;
+    /* Closing progressed the worker: callbacks may have listed it again. */
+    shoal__list_del(&e->fnode);
+    shoal__list_del(&e->bnode);
+    free(e->peer_addr);
     u->slots[e->token & 0xffff] = NULL;
     free(e);
     ep->priv = NULL;

@@ -244,10 +244,40 @@ static void ctx_free(struct verbs_ctx *v)
     free(v);
 }
 
+/*
+ * Fork safety.  An application may fork() -- itself, or through system()
+ * or popen() -- while its RDMA is in flight.  Without help, the first
+ * write to a registered page after the fork gives the parent a copy of the
+ * page while the device keeps reading and writing the original (now the
+ * child's): puts send stale bytes, gets land where the parent never looks.
+ * ibv_fork_init() prevents that (on kernels that copy pinned pages at fork,
+ * 5.13 and later, by doing nothing; before, by MADV_DONTFORK on every
+ * registered range, so those pages are simply absent in the child).  It
+ * must come before the process's first registration: here, before this
+ * context registers anything.  libibverbs does the same by itself when
+ * RDMAV_FORK_SAFE or IBV_FORK_SAFE is set.  It fails only if the
+ * application registered memory with libibverbs itself earlier.
+ */
+static void fork_safe(shoal_ctx_t *ctx)
+{
+    int rc = ibv_fork_init();
+    enum ibv_fork_status st = ibv_is_fork_initialized();
+    if (rc)
+        shoal__warn(ctx, "verbs: ibv_fork_init: %s: memory was registered with libibverbs "
+                    "before the first shoal context, without fork support; a fork() while "
+                    "RDMA is in flight may corrupt data (set RDMAV_FORK_SAFE=1)",
+                    strerror(rc));
+    else
+        shoal__debug(ctx, "verbs: fork-safe: %s", st == IBV_FORK_UNNEEDED
+                     ? "the kernel copies pinned pages at fork"
+                     : "registered memory is not inherited by children (MADV_DONTFORK)");
+}
+
 static int verbs_ctx_init(shoal_ctx_t *ctx)
 {
     struct dev_choice dc;
     char why[200];
+    fork_safe(ctx);
     int rc = choose_device(&ctx->cfg, &dc, why, sizeof(why));
     if (rc)
         return shoal__fail(ctx, rc, "verbs: %s", why);

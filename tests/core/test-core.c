@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "../cu.h"
+#include "boot.h"
 #include "core/core.h"
 
 /* ---- config ---------------------------------------------------------- */
@@ -295,6 +296,106 @@ static void test_handshake_replay(void)
     shoal_ctx_destroy(octx);
 }
 
+/* ---- UCX's bootstrap handshake, in-process ------------------------------- */
+
+/* Move what @from has to send into @to, a few bytes at a time (a socket
+ * may cut the stream anywhere). */
+static void pipe_boot(struct shoal_boot *from, struct shoal_boot *to)
+{
+    while (from->out_off < from->out_len && to->phase != SHOAL_BOOT_DONE &&
+           to->phase != SHOAL_BOOT_FAILED) {
+        size_t n = from->out_len - from->out_off;
+        if (n > 7)
+            n = 7;
+        size_t used = shoal__boot_input(to, from->out + from->out_off, n);
+        from->out_off += used;
+        if (used < n)
+            break;
+    }
+}
+
+/* A client and a server exchange the whole handshake through their
+ * shoal_boot states, with and without a secret: both end DONE, each with
+ * the other's address and cookie.  A server with another secret: the
+ * client fails with -EACCES and the server never sends its address.  The
+ * bytes that aborted UCX's own listener end the server's side at once. */
+static void test_boot_handshake(void)
+{
+    char path[] = "/tmp/shoal-core-boot.XXXXXX";
+    int fd = mkstemp(path);
+    CU_ASSERT_FATAL(fd >= 0);
+    close(fd);
+    static const char caddr[] = "client worker address", saddr[] = "the server's address";
+    for (int secret = 0; secret < 3; secret++) {
+        shoal_ctx_t *cctx = auth_ctx(path, secret ? "the job's shared secret" : NULL);
+        shoal_ctx_t *sctx = auth_ctx(path, secret == 0 ? NULL
+                                           : secret == 1 ? "the job's shared secret"
+                                                         : "another job's secret!!");
+        shoal_ep_t *cep = shoal__ep_new(cctx), *sep = shoal__ep_new(sctx);
+        struct shoal_boot c, s;
+        shoal__boot_init(&c, cep, false, 11, 0xc0c0, caddr, sizeof(caddr));
+        shoal__boot_init(&s, sep, true, 22, 0x5e5e, saddr, sizeof(saddr));
+        CU_ASSERT_EQUAL_FATAL(shoal__boot_start(&c), 0);
+        for (int round = 0; round < 8; round++) {
+            pipe_boot(&c, &s);
+            pipe_boot(&s, &c);
+        }
+        if (secret < 2) {
+            CU_ASSERT_EQUAL(c.phase, SHOAL_BOOT_DONE);
+            CU_ASSERT_EQUAL(s.phase, SHOAL_BOOT_DONE);
+            CU_ASSERT(c.peer_addrlen == sizeof(saddr) && memcmp(c.peer_addr, saddr,
+                                                                sizeof(saddr)) == 0);
+            CU_ASSERT(s.peer_addrlen == sizeof(caddr) && memcmp(s.peer_addr, caddr,
+                                                                sizeof(caddr)) == 0);
+            CU_ASSERT_EQUAL(c.peer_cookie, 0x5e5e);
+            CU_ASSERT_EQUAL(s.peer_cookie, 0xc0c0);
+            CU_ASSERT_EQUAL(cep->hs.peer_id, 22);
+            CU_ASSERT_EQUAL(sep->hs.peer_id, 11);
+        } else {
+            CU_ASSERT_EQUAL(c.phase, SHOAL_BOOT_FAILED);
+            CU_ASSERT_EQUAL(c.err, -EACCES);
+            CU_ASSERT_NOT_EQUAL(s.phase, SHOAL_BOOT_DONE);
+            CU_ASSERT_PTR_NULL(s.peer_addr); /* the client's address never went */
+        }
+        shoal__boot_fini(&c);
+        shoal__boot_fini(&s);
+        shoal__ep_discard(cep);
+        shoal__ep_discard(sep);
+        shoal_ctx_destroy(cctx);
+        shoal_ctx_destroy(sctx);
+    }
+    unlink(path);
+    /* Not a shoal stream: the first header ends it, nothing is allocated. */
+    shoal_ctx_t *ctx = auth_ctx(path, NULL);
+    shoal_ep_t *ep = shoal__ep_new(ctx);
+    struct shoal_boot s;
+    static const uint8_t zeros[64];
+    shoal__boot_init(&s, ep, true, 1, 1, saddr, sizeof(saddr));
+    CU_ASSERT_EQUAL(shoal__boot_input(&s, zeros, sizeof(zeros)), SHOAL_FRAME_HDR);
+    CU_ASSERT_EQUAL(s.phase, SHOAL_BOOT_FAILED);
+    CU_ASSERT_EQUAL(s.err, -EBADMSG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(s.why, "not a shoal handshake"));
+    CU_ASSERT_PTR_NULL(s.body);
+    shoal__boot_fini(&s);
+    /* A hello frame claiming 2 GiB: refused on its header. */
+    uint8_t hdr[SHOAL_FRAME_HDR] = {0xff, 0xff, 0xff, 0x7f, SHOAL_FRAME_HELLO};
+    shoal__boot_init(&s, ep, true, 1, 1, saddr, sizeof(saddr));
+    shoal__boot_input(&s, hdr, sizeof(hdr));
+    CU_ASSERT_EQUAL(s.phase, SHOAL_BOOT_FAILED);
+    CU_ASSERT_PTR_NOT_NULL(strstr(s.why, "2147483647 bytes"));
+    CU_ASSERT_PTR_NULL(s.body);
+    shoal__boot_fini(&s);
+    /* A peer that closes half way: failed, with the step it was at. */
+    shoal__boot_init(&s, ep, true, 1, 1, saddr, sizeof(saddr));
+    shoal__boot_input(&s, hdr, 3);
+    shoal__boot_closed(&s, 0);
+    CU_ASSERT_EQUAL(s.phase, SHOAL_BOOT_FAILED);
+    CU_ASSERT_PTR_NOT_NULL(strstr(s.why, "in the middle of a frame"));
+    shoal__boot_fini(&s);
+    shoal__ep_discard(ep);
+    shoal_ctx_destroy(ctx);
+}
+
 static void test_descriptor(void)
 {
     shoal_ctx_t *ctx = ucx_ctx_or_fail();
@@ -490,6 +591,8 @@ int main(void)
     CU_add_test(s, "auth proof depends on key, role, ids, nonces", test_auth_proof);
     CU_add_test(s, "authenticated handshake in-process; replayed proof refused",
                 test_handshake_replay);
+    CU_add_test(s, "UCX bootstrap handshake: plain, authenticated, wrong secret, garbage",
+                test_boot_handshake);
     CU_add_test(s, "descriptor pack/parse, corruption", test_descriptor);
     CU_add_test(s, "context and endpoint argument errors", test_ctx_errors);
     CU_add_test(s, "errmsg describes the last call: set by a failure, cleared by a success",

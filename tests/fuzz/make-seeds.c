@@ -1,11 +1,12 @@
 /*
  * make-seeds.c -- writes the seed corpus of the fuzz targets
- * (tests/fuzz/corpus/{hello,desc,ps}/) from the real encoders, so the
+ * (tests/fuzz/corpus/{hello,boot,desc,ps}/) from the real encoders, so the
  * seeds are valid messages the fuzzer mutates from.  Run by
  * `tests/fuzz/run.sh --regen-seeds`; the output is kept in the tree.
  */
 #include <stdio.h>
 
+#include "boot.h"
 #include "fuzz-common.h"
 #include "ps_proto.h"
 
@@ -37,6 +38,15 @@ static size_t hello(uint8_t *out, uint8_t transport, uint8_t flags, uint32_t ep_
     for (int i = 0; i < SHOAL_PROOF_LEN; i++)
         h.proof[i] = (uint8_t)(i * 13 + 5);
     return shoal__hello_encode(&h, out);
+}
+
+/* A bootstrap frame of @kind around @len bytes of @body; its length. */
+static size_t frame(uint8_t *out, uint8_t kind, const uint8_t *body, size_t len)
+{
+    shoal__put_le32(out, (uint32_t)len);
+    out[4] = kind;
+    memmove(out + SHOAL_FRAME_HDR, body, len);
+    return SHOAL_FRAME_HDR + len;
 }
 
 int main(int argc, char **argv)
@@ -76,6 +86,41 @@ int main(int argc, char **argv)
         hello(b, tr, SHOAL_HELLO_AUTH, 5, 0, 0);
         snprintf(name, sizeof(name), "accept-padded-%d", t);
         seed("hello", name, (uint8_t)(t | 2), b, 56);
+    }
+    /* boot: selector bit 0 server, bit 1 secret, bits 2-7 how the stream
+     * is cut.  The streams a peer sends: to a server, a client's hello
+     * and address; to a client (id 9), the server's answer and address. */
+    for (int cut = 0; cut < 2; cut++) {
+        uint8_t *p = b;
+        p += frame(p, SHOAL_FRAME_HELLO, b + 1024, hello(b + 1024, SHOAL_TRANSPORT_UCX, 0, 5, 0, 0));
+        p += frame(p, SHOAL_FRAME_ADDR, (const uint8_t *)"cookie!!worker address", 22);
+        snprintf(name, sizeof(name), "server-plain-%d", cut);
+        seed("boot", name, (uint8_t)(1 | (cut << 5)), b, (size_t)(p - b));
+        p = b;
+        p += frame(p, SHOAL_FRAME_HELLO, b + 1024,
+                   hello(b + 1024, SHOAL_TRANSPORT_UCX, SHOAL_HELLO_AUTH, 5, 0, 0));
+        p += frame(p, SHOAL_FRAME_HELLO, b + 1024,
+                   hello(b + 1024, SHOAL_TRANSPORT_UCX, SHOAL_HELLO_PROOF, 5, 9, 0));
+        p += frame(p, SHOAL_FRAME_ADDR, (const uint8_t *)"cookie!!worker address", 22);
+        snprintf(name, sizeof(name), "server-auth-%d", cut);
+        seed("boot", name, (uint8_t)(1 | 2 | (cut << 5)), b, (size_t)(p - b));
+        p = b;
+        p += frame(p, SHOAL_FRAME_HELLO, b + 1024, hello(b + 1024, SHOAL_TRANSPORT_UCX, 0, 7, 9, 0));
+        p += frame(p, SHOAL_FRAME_ADDR, (const uint8_t *)"cookie!!worker address", 22);
+        snprintf(name, sizeof(name), "client-plain-%d", cut);
+        seed("boot", name, (uint8_t)(cut << 5), b, (size_t)(p - b));
+        p = b;
+        p += frame(p, SHOAL_FRAME_HELLO, b + 1024,
+                   hello(b + 1024, SHOAL_TRANSPORT_UCX, SHOAL_HELLO_AUTH | SHOAL_HELLO_PROOF, 7, 9,
+                         0));
+        p += frame(p, SHOAL_FRAME_ADDR, (const uint8_t *)"cookie!!worker address", 22);
+        snprintf(name, sizeof(name), "client-auth-%d", cut);
+        seed("boot", name, (uint8_t)(2 | (cut << 5)), b, (size_t)(p - b));
+        p = b;
+        p += frame(p, SHOAL_FRAME_HELLO, b + 1024,
+                   hello(b + 1024, SHOAL_TRANSPORT_UCX, SHOAL_HELLO_REFUSE, 7, 9, 2));
+        snprintf(name, sizeof(name), "client-refused-%d", cut);
+        seed("boot", name, (uint8_t)(cut << 5), b, (size_t)(p - b));
     }
     /* desc: selector bit 0 transport, bit 1 fix the CRC. */
     static const uint32_t keylens[] = {0, 4, 16, 100};

@@ -6,6 +6,7 @@
 #
 #   tests/fuzz/run.sh [-t SECONDS] [-o OUTDIR] [TARGET...]
 #        targets: hello (handshake, lib/core/wire.c + auth.c),
+#                 boot (UCX's bootstrap stream, lib/core/boot.c),
 #                 desc (descriptors, lib/core/mr.c),
 #                 ps (shoal-train control messages, trainer/protocol.c);
 #        default all; SECONDS per target (default $FUZZ_SECONDS or 25);
@@ -30,12 +31,12 @@ while [ $# -gt 0 ]; do
     -t) secs=$2; shift 2 ;;
     -o) out=$2; shift 2 ;;
     --regen-seeds) regen=1; shift ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
-    hello|desc|ps) targets+=("$1"); shift ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    hello|boot|desc|ps) targets+=("$1"); shift ;;
     *) echo "run.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
-[ ${#targets[@]} -gt 0 ] || targets=(hello desc ps)
+[ ${#targets[@]} -gt 0 ] || targets=(hello boot desc ps)
 case $secs in ''|*[!0-9]*) echo "run.sh: -t wants whole seconds, not '$secs'" >&2; exit 2 ;; esac
 
 CC=${FUZZ_CC:-clang}
@@ -54,7 +55,7 @@ FLAGS="-std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -Werror -Wno-unused-parameter
   -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
   -I$top/lib -I$top/lib/core -I$top/lib/ps"
 CORE="$top/lib/core/wire.c $top/lib/core/mr.c $top/lib/core/auth.c $top/lib/core/error.c
-  $top/lib/core/config.c"
+  $top/lib/core/config.c $top/lib/core/boot.c"
 build() {  # build NAME SOURCES...
   local name=$1; shift
   # shellcheck disable=SC2086
@@ -68,7 +69,8 @@ if [ $regen = 1 ]; then
   "$CC" -std=c11 -D_GNU_SOURCE -g -I"$top/lib" -I"$top/lib/core" -I"$top/lib/ps" \
     -DFUZZ_NO_TARGET "$here/make-seeds.c" $CORE "$top/lib/ps/ps_proto.c" $crypto \
     -o "$out/make-seeds" || exit 1
-  rm -rf "$here/corpus" && mkdir -p "$here/corpus/hello" "$here/corpus/desc" "$here/corpus/ps"
+  rm -rf "$here/corpus" &&
+    mkdir -p "$here/corpus/hello" "$here/corpus/boot" "$here/corpus/desc" "$here/corpus/ps"
   "$out/make-seeds" "$here/corpus" || exit 1
   echo "run.sh: seeds written: $(find "$here/corpus" -type f | wc -l) files in $here/corpus"
   exit 0
@@ -80,6 +82,7 @@ failed=0
 for t in "${targets[@]}"; do
   case $t in
     hello) build fuzz-hello "$here/fuzz-hello.c" $CORE ;;
+    boot)  build fuzz-boot "$here/fuzz-boot.c" $CORE ;;
     desc)  build fuzz-desc "$here/fuzz-desc.c" $CORE ;;
     ps)    build fuzz-ps "$here/fuzz-ps.c" "$top/lib/ps/ps_proto.c" ;;
   esac

@@ -18,7 +18,11 @@
  *     process with `rdma resource show` (iproute2);
  *   - a half-open connection (a client that vanishes between its connect
  *     request and ESTABLISHED) is dropped by the server after its connect
- *     timeout, with its resources freed.
+ *     timeout, with its resources freed;
+ *   - fork(): a process that forks children (which exit at once, exec, or
+ *     touch memory of their own) while its puts and gets are in flight,
+ *     and rewrites its registered buffers after each fork, still puts and
+ *     gets the right bytes (libshoal calls ibv_fork_init()).
  *
  * Needs an RDMA device (rxe in the soft-RoCE VM: tests/verbs-vm.sh runs
  * it); without one it prints SKIPPED and exits 77.  Links the internal
@@ -709,6 +713,147 @@ static void test_backpressure(void)
     CU_ASSERT_EQUAL(h_run(bp_server, bp_client, 1, NULL, 120), 0);
 }
 
+/* ---- fork() while RDMA is in flight ----------------------------------------- *
+ *
+ * Without fork safety, the first write the parent makes to a registered
+ * page after a fork gives it a copy of the page, while the device keeps
+ * using the original: the next put sends the old bytes, a get lands where
+ * the parent no longer looks.  So each round the client rewrites its
+ * source (a new pattern), starts FORK_PIECES puts, forks a child while
+ * they are in flight, then reads the server's region back with a get
+ * while another child is forked, and checks every byte on both sides.
+ */
+#define FORK_LEN (2u * 1024u * 1024u)
+#define FORK_PIECES 8
+#define FORK_ROUNDS 12
+
+static void fork_server(struct h_role *r)
+{
+    shoal_ctx_t *ctx = h_ctx();
+    shoal_listener_t *l = h_listen(ctx, r);
+    shoal_ep_t *ep;
+    CHECK_RC(shoal_accept(l, 30000, &ep), ctx, "accept");
+    uint8_t *buf = h_alloc(FORK_LEN);
+    shoal_mr_t *mr;
+    CHECK_RC(shoal_mr_reg(ctx, buf, FORK_LEN,
+                          SHOAL_ACCESS_REMOTE_WRITE | SHOAL_ACCESS_REMOTE_READ, &mr),
+             ctx, "mr_reg");
+    h_send_desc(ctx, ep, mr);
+    for (unsigned k = 0; k < FORK_ROUNDS; k++) {
+        shoal_event_t ev;
+        h_expect(ctx, SHOAL_EV_IMM, ep, 60000, &ev);
+        CHECK(ev.imm == k, "immediate %u in round %u", ev.imm, k);
+        long bad = h_verify(buf, FORK_LEN, 1000 + k);
+        CHECK(bad < 0, "round %u: byte %ld of the puts differs (stale source after fork?)", k,
+              bad);
+        h_fill(buf, FORK_LEN, 2000 + k); /* what the client's get must see */
+        h_send_str(ctx, ep, "ok");
+    }
+    h_expect_str(ctx, ep, "bye", 30000);
+    shoal_ep_close(ep);
+    shoal_listener_close(l);
+    shoal_mr_dereg(mr);
+    shoal_ctx_destroy(ctx);
+    free(buf);
+}
+
+/* A child of the forking client: what it does must not matter. */
+static pid_t fork_child(unsigned how)
+{
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    CHECK(pid >= 0, "fork: %s", strerror(errno));
+    if (pid)
+        return pid;
+    if (how % 3 == 1) {
+        execl("/bin/true", "true", (char *)NULL);
+        _exit(2);
+    }
+    if (how % 3 == 2) { /* memory of its own, touched and freed */
+        size_t n = 8u << 20;
+        char *p = malloc(n);
+        if (p)
+            memset(p, 0x5a, n);
+        free(p);
+    }
+    _exit(0);
+}
+
+static void fork_client(struct h_role *r)
+{
+    shoal_ctx_t *ctx = h_ctx();
+    enum ibv_fork_status fs = ibv_is_fork_initialized();
+    CHECK(fs != IBV_FORK_DISABLED, "a verbs context exists and fork support is off");
+    printf("fork support: %s; ", fs == IBV_FORK_UNNEEDED ? "the kernel's (copy on fork)"
+                                                         : "ibv_fork_init (MADV_DONTFORK)");
+    shoal_ep_t *ep = h_connect(ctx, r);
+    uint8_t *src = h_alloc(FORK_LEN), *dst = h_alloc(FORK_LEN);
+    shoal_mr_t *smr, *dmr;
+    CHECK_RC(shoal_mr_reg(ctx, src, FORK_LEN, 0, &smr), ctx, "mr_reg src");
+    CHECK_RC(shoal_mr_reg(ctx, dst, FORK_LEN, 0, &dmr), ctx, "mr_reg dst");
+    shoal_rmr_t *rmr = h_recv_desc(ctx, ep);
+    pid_t kids[2 * FORK_ROUNDS];
+    int nkids = 0;
+    const size_t piece = FORK_LEN / FORK_PIECES;
+    for (unsigned k = 0; k < FORK_ROUNDS; k++) {
+        h_fill(src, FORK_LEN, 1000 + k); /* after the last round's fork */
+        for (unsigned i = 0; i < FORK_PIECES; i++)
+            CHECK_RC(shoal_put(ep, smr, i * piece, rmr, i * piece, piece,
+                               i + 1 == FORK_PIECES ? SHOAL_PUT_IMM : 0, k, i),
+                     ctx, "put");
+        kids[nkids++] = fork_child(2 * k); /* while the puts are in flight */
+        unsigned done = 0;
+        bool ok = false;
+        while (done < FORK_PIECES || !ok) {
+            shoal_event_t ev;
+            int n = shoal_wait(ctx, &ev, 1, 60000);
+            CHECK(n == 1, "round %u: %u puts done, ok %d: %s", k, done, ok,
+                  n ? shoal_strerror(n) : "timed out");
+            if (ev.type == SHOAL_EV_PUT_DONE) {
+                CHECK(ev.status == 0, "round %u: put %llu failed: %s", k,
+                      (unsigned long long)ev.wr_id, shoal_strerror(ev.status));
+                done++;
+            } else if (ev.type == SHOAL_EV_RECV) {
+                CHECK(ev.len == 2 && memcmp(ev.data, "ok", 2) == 0, "unexpected message");
+                ok = true;
+            } else {
+                CHECK(ev.type == SHOAL_EV_SEND_DONE && ev.status == 0, "unexpected %s",
+                      shoal_event_name(ev.type));
+            }
+        }
+        memset(dst, 0, FORK_LEN); /* a write to registered memory after a fork */
+        CHECK_RC(shoal_get(ep, dmr, 0, rmr, 0, FORK_LEN, 100 + k), ctx, "get");
+        kids[nkids++] = fork_child(2 * k + 1); /* while the get is in flight */
+        shoal_event_t ev;
+        h_expect(ctx, SHOAL_EV_GET_DONE, ep, 60000, &ev);
+        CHECK(ev.status == 0 && ev.wr_id == 100 + k, "round %u: get: status %d", k, ev.status);
+        long bad = h_verify(dst, FORK_LEN, 2000 + k);
+        CHECK(bad < 0, "round %u: byte %ld of the get differs (landed in a page the parent "
+              "no longer maps?)", k, bad);
+    }
+    for (int i = 0; i < nkids; i++) {
+        int st;
+        CHECK(waitpid(kids[i], &st, 0) == kids[i] && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+              "child %d (%s) did not exit cleanly", i, i % 3 == 1 ? "exec" : "exit");
+    }
+    printf("%d rounds, %d children forked with RDMA in flight; ", FORK_ROUNDS, nkids);
+    h_send_str(ctx, ep, "bye");
+    h_expect(ctx, SHOAL_EV_SEND_DONE, ep, 30000, NULL);
+    shoal_rmr_destroy(rmr);
+    shoal_ep_close(ep);
+    shoal_mr_dereg(smr);
+    shoal_mr_dereg(dmr);
+    shoal_ctx_destroy(ctx);
+    free(src);
+    free(dst);
+}
+
+static void test_fork(void)
+{
+    CU_ASSERT_EQUAL(h_run(fork_server, fork_client, 1, NULL, 180), 0);
+}
+
 /* ---- half-open connections on the server ------------------------------------- */
 
 /* arg: how the raw client vanishes after its connect request. */
@@ -1059,6 +1204,8 @@ int main(void)
     add(s, "two contexts in one process: one destroyed, the other's connection works",
         test_two_contexts);
     add(s, "peer SIGKILLed with reads in flight, survivor asleep", test_death_reads);
+    add(s, "fork() with puts and gets in flight: children exit or exec, the data stays right",
+        test_fork);
     add(s, "garbage private data in connect requests: rejected, then a good client",
         test_garbage_cm);
     if (system("rdma resource show >/dev/null 2>&1") == 0) {
