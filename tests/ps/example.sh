@@ -5,7 +5,7 @@
 # server and 2 workers; every worker must learn the weights.
 set -u
 top=${abs_top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}
-build=${abs_top_builddir:-$top/build}
+build=${abs_top_builddir:-$PWD}   # make check runs tests in the build directory
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 fail() { echo "FAIL: $*"; exit 1; }
