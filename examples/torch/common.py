@@ -231,9 +231,13 @@ def main(prog, about, make_model, to_input, defaults):
                    "%.0f samples/s overall" % (a.epochs, a.epochs, 100 * acc, tl, loss_avg,
                                                train_s, samples / max(train_s, 1e-9)))
     print("final test accuracy: %.2f%%" % (100 * acc), flush=True)
-    print("shoal: %d steps; per step: push-pull %.0f us, the rest of step() %.1f us; "
-          "%d gradient copies" % (stats["steps"], stats["push_pull_s"] / max(stats["steps"], 1)
-                                  * 1e6, stats["overhead_us"], stats["grad_copies"]),
+    n = max(stats["steps"], 1)
+    print("shoal: %d steps; per step: push-pull %.0f us, %soverhead of the package %.1f us; "
+          "%d gradient copies" % (stats["steps"], stats["push_pull_s"] / n * 1e6,
+                                  "the optimizer's step %.0f us, " % (stats["optimizer_s"] / n
+                                                                      * 1e6)
+                                  if a.mode == "aggregate" else "", stats["overhead_us"],
+                                  stats["grad_copies"]),
           file=sys.stderr, flush=True)
     if a.save:
         torch.save({n: p.detach().clone() for n, p in model.named_parameters()}, a.save)

@@ -204,7 +204,9 @@ class Worker:
 
     def _fail(self, what, rc):
         msg = _lib.text(self._lib.shoal_ps_errmsg(self._h)) or _strerror(rc)
-        raise ShoalError("%s: %s" % (what, msg))
+        e = ShoalError("%s: %s" % (what, msg))
+        e.errno = -rc
+        raise e
 
     def _live(self, what):
         if self._h is None:

@@ -58,6 +58,7 @@ says which part of the data this worker trains on in that epoch.
 """
 import atexit
 import ctypes
+import errno
 import sys
 import time
 import weakref
@@ -231,8 +232,10 @@ def _params_of(optimizer, named_parameters):
         for item in named:
             if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)
                     and isinstance(item[1], torch.Tensor)):
+                got = ("a tensor of shape %s" % (tuple(item.shape),)
+                       if isinstance(item, torch.Tensor) else repr(item)[:100])
                 raise ShoalError("named_parameters must be (name, tensor) pairs, as "
-                                 "model.named_parameters() gives; got %r" % (item,))
+                                 "model.named_parameters() gives; got %s" % got)
     named = [(n, p) for n, p in named if p.requires_grad]
     if not named:
         raise ShoalError("no parameter to train (none requires grad)")
@@ -285,6 +288,7 @@ class _DistributedOptimizer(torch.optim.Optimizer):
         self._grad_copies = 0
         self._t_push = 0.0
         self._t_step = 0.0
+        self._t_inner = 0.0
         p = _need("DistributedOptimizer()")
         if p.role != "worker":
             raise ShoalError("DistributedOptimizer on rank %d, a server's: a server rank serves "
@@ -366,6 +370,10 @@ class _DistributedOptimizer(torch.optim.Optimizer):
             return ShoalError("the model's parameters differ between workers (names or "
                               "shapes): %s; this worker's %d tensors: %s"
                               % (msg, len(self._named), mine[:2000]))
+        if "did not publish its address" in msg or "could not reach the servers" in msg:
+            return ShoalError("no parameter server answered: %s (are the server ranks "
+                              "running? shoal-run -s S starts them; SHOAL_PS_CONNECT_TIMEOUT "
+                              "sets how long to look)" % msg)
         return e
 
     # ---- what a training loop calls ---------------------------------------
@@ -430,26 +438,37 @@ class _DistributedOptimizer(torch.optim.Optimizer):
                         "mode %r the servers run the optimizer with the job's schedule; give "
                         "schedule='cosine' or 'step' to DistributedOptimizer, or use "
                         "mode='aggregate'" % (lr, g["lr"], self._mode))
+        k = w.iteration
+        if k >= self.total:
+            raise ShoalError("step() at iteration %d: the job's %d iterations (%d per epoch x %d "
+                             "epochs) are done; call finish()" % (k, self.total,
+                                                                  self.iters_per_epoch,
+                                                                  self.epochs))
         self._gather()
         t1 = time.perf_counter()
         try:
             w.push_pull()
-        except ShoalError:
-            self._close()
+        except ShoalError as e:
+            if e.errno not in (errno.EINVAL, errno.EBUSY):
+                self._close()  # the job is lost to this worker
             raise
-        t2 = time.perf_counter()
+        t2 = t3 = time.perf_counter()
         if self._mode == "aggregate":
             named = self._named
             for i, (_, t) in enumerate(named):
                 t.grad = self._mviews[i]
             try:
+                t2 = time.perf_counter()
                 super(self.__class__, self).step()
+                t3 = time.perf_counter()
             finally:
                 for i, (_, t) in enumerate(named):
                     t.grad = self._gviews[i]
+        t4 = time.perf_counter()
         self._steps += 1
         self._t_push += t2 - t1
-        self._t_step += time.perf_counter() - t0
+        self._t_inner += t3 - t2
+        self._t_step += t4 - t0
         return loss
 
     def finish(self):
@@ -476,13 +495,15 @@ class _DistributedOptimizer(torch.optim.Optimizer):
         _open.discard(self)
 
     def stats(self):
-        """Counters: steps, push_pull_s (in the library), step_s (all of
-        step()), overhead_us (per step, step() minus the push-pull, the
-        wrapped optimizer's own step included in aggregate mode),
-        grad_copies, last_round_us."""
+        """Counters: steps; push_pull_s (in the library), optimizer_s (the
+        wrapped optimizer's own step, aggregate mode), step_s (all of
+        step()); overhead_us: what the package adds per step (step() minus
+        the push-pull and the wrapped optimizer's step); grad_copies;
+        last_round_us."""
         s = self._steps or 1
         return {"steps": self._steps, "push_pull_s": self._t_push, "step_s": self._t_step,
-                "overhead_us": (self._t_step - self._t_push) / s * 1e6,
+                "optimizer_s": self._t_inner,
+                "overhead_us": (self._t_step - self._t_push - self._t_inner) / s * 1e6,
                 "grad_copies": self._grad_copies,
                 "last_round_us": self._ps.last_round_us() if self._ps else 0.0}
 
