@@ -3,14 +3,18 @@
  * (lib/core/) and one transport provider (lib/ucx/, lib/verbs/).
  *
  * The core owns every public object (ctx, mr, rmr, listener, ep), the
- * descriptor format, range and access checks, per-endpoint queue depth, and
- * the event queue.  A provider owns only its private state (the `prov`
- * pointer in each object) and moves bytes.  It reports back through the
- * shoal__* functions at the bottom of this file and never touches the event
- * queue or the public structs' core fields directly.
+ * descriptor format, range and access checks, per-endpoint queue depth,
+ * the event queue and the endpoint state machine.  A provider owns only
+ * its private state (the fields marked "prov") and moves bytes.  It may
+ * read core fields (an endpoint's state, its handshake state) but never
+ * writes them, and never touches the event queue: it reports through the
+ * shoal__* functions at the bottom of this file (shoal__ep_connected,
+ * shoal__ep_failed, ...), and the core changes the state.
  *
- * Adding a provider = one folder with one `const struct shoal_provider`
- * and a line in lib/core/ctx.c's provider table.  Nothing else changes.
+ * What adding a provider takes is listed in docs/ARCHITECTURE.md ("The
+ * provider interface"): a folder and build fragment, a configure check,
+ * this table's declaration and a line in lib/core/ctx.c, a
+ * shoal_transport_t value and its name, and the test suites' lists.
  *
  * Not for applications: this header is not installed.
  */
@@ -26,7 +30,7 @@
 
 /* The connection handshake every provider carries in its own way (active
  * messages on UCX, rdma_cm private data plus one first SEND on verbs).
- * Layout (version 2 and 3: 3 changed only UCX's PUT/GET_REQ), little-endian:
+ * Layout (version 3), little-endian:
  *    0 u32 magic "SOAL"   4 u16 version   6 u8 transport   7 u8 flags
  *    8 u32 ep_id          12 u32 peer_id
  *   16 what the flags announce, in this order:
@@ -75,7 +79,7 @@ int shoal__hello_decode(const void *buf, size_t len, shoal_transport_t transport
  *   HELLO [AUTH nonce_c]      ->    shoal__hs_accept
  *   shoal__hs_ack             <-    HELLO_ACK [AUTH nonce_s, PROOF proof_s] or REFUSE
  *   proof [PROOF proof_c]     ->    shoal__hs_proof (only with a secret)
- * Without a secret on either side it is the two messages of version 1.
+ * Without a secret on either side it is the first two messages alone.
  * On the server the endpoint is handed to the listener only once
  * ep->hs.need_proof is false.
  */
@@ -311,11 +315,15 @@ void shoal__ep_imm(shoal_ep_t *ep, uint32_t imm);
 /* A control message arrived on @ep; the core copies @buf. */
 void shoal__ep_recv(shoal_ep_t *ep, const void *buf, size_t len);
 
-/* The handshake of @ep is complete. */
+/* The handshake of @ep is complete: CONNECTING -> CONNECTED. */
 void shoal__ep_connected(shoal_ep_t *ep);
 
-/* The connection of @ep broke.  Queues SHOAL_EV_EP_FAILED once; later
- * calls are ignored.  Safe to call from any provider callback. */
+/* The connection of @ep broke, or its handshake was refused or timed out:
+ * the endpoint becomes FAILED.  Queues SHOAL_EV_EP_FAILED once, and only
+ * for an endpoint the application holds (one still in handshake is
+ * reported by the blocking call waiting for it, or discarded by the
+ * provider with shoal__ep_discard); later calls, and calls on a CLOSING
+ * endpoint, are ignored.  Safe to call from any provider callback. */
 void shoal__ep_failed(shoal_ep_t *ep, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -327,7 +335,9 @@ void shoal__listener_ready(shoal_listener_t *l, shoal_ep_t *ep);
 shoal_ep_t *shoal__ep_new(shoal_ctx_t *ctx);
 
 /* Free an endpoint that never became visible to the application (a
- * handshake that failed on the server side).  Calls prov->ep_close. */
+ * handshake that failed on the server side, or one the provider could
+ * not set up).  Calls prov->ep_close (with ep->priv NULL if the provider
+ * never attached its state). */
 void shoal__ep_discard(shoal_ep_t *ep);
 
 /* Resolve @host:@port (host NULL with @passive = all IPv4 addresses) into

@@ -170,7 +170,15 @@ shoal_transport_t shoal_ctx_transport(const shoal_ctx_t *ctx);
 /** A one-line human description of the transport and device in use. */
 const char *shoal_ctx_describe(const shoal_ctx_t *ctx);
 
-/** The detailed message of the last failed call on @ctx ("" if none). */
+/**
+ * The detailed message of the last call on @ctx, as sqlite3_errmsg() has
+ * it: every call that can fail clears it on entry and sets it on every
+ * failure (naming the input or peer at fault), so after a success it is
+ * "".  Valid until the next call on @ctx.  Not written by: calls whose
+ * handle is NULL (-EINVAL, no context to hold it), shoal_ctx_create()
+ * (logs its failures at error level: no context exists then), and
+ * shoal_bind_thread() (may run in several threads at once; logs instead).
+ */
 const char *shoal_ctx_errmsg(const shoal_ctx_t *ctx);
 
 /* ------------------------------------------------------------------ */
@@ -226,7 +234,8 @@ const shoal_placement_t *shoal_ctx_placement(const shoal_ctx_t *ctx);
  * ncpus, since threads then share cores).  With SHOAL_BIND=none it does
  * nothing and returns 0.  -EINVAL for a bad @i/@n; another negative errno
  * (the reason is logged) if the kernel refuses the binding.  Unlike other
- * calls, several threads may call this on one context at the same time.
+ * calls, several threads may call this on one context at the same time,
+ * so it leaves shoal_ctx_errmsg() alone and logs its failures.
  */
 int shoal_bind_thread(shoal_ctx_t *ctx, int i, int n);
 

@@ -7,6 +7,16 @@
 
 #include "provider.h"
 
+/* The frame of every public call that can fail and has a context:
+ *     shoal__enter(ctx);  ...  return shoal__leave(ctx, "put", rc);
+ * enter clears the context's errmsg; leave returns @rc, and makes sure a
+ * failure has a message (one naming @call and the code, if no step set a
+ * better one) and a success none (an internal step may have failed and
+ * been recovered from).  So shoal_ctx_errmsg() always describes the last
+ * call, as sqlite3_errmsg() does. */
+void shoal__enter(shoal_ctx_t *ctx);
+int shoal__leave(shoal_ctx_t *ctx, const char *call, int rc);
+
 void shoal__evq_fini(struct shoal_evq *q);
 void shoal__evq_drop_ep(shoal_ctx_t *ctx, shoal_ep_t *ep);
 /* Drop only @ep's queued events of @type. */

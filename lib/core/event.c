@@ -180,7 +180,8 @@ void shoal__ep_failed(shoal_ep_t *ep, int status, const char *fmt, ...)
  * server's QP receives as soon as it is accepted by rdma_cm, and its CQ
  * (polled on every pass) can show a client's first message before the
  * rdma_cm ESTABLISHED event (read on every 32nd pass) has put the endpoint
- * on the listener's ready list; handed out then, the message was lost.
+ * on the listener's ready list; handed out then, the message would name
+ * an endpoint the application has never seen.
  */
 static int evq_take(shoal_ctx_t *ctx, shoal_event_t *evs, int max)
 {
@@ -194,7 +195,7 @@ static int evq_take(shoal_ctx_t *ctx, shoal_event_t *evs, int max)
     if (n > q->batch_cap) {
         struct shoal_qev *b = realloc(q->batch, sizeof(*b) * n);
         if (!b)
-            return -ENOMEM;
+            return shoal__fail(ctx, -ENOMEM, "poll: out of memory for %u events", n);
         q->batch = b;
         q->batch_cap = n;
     }
@@ -220,16 +221,25 @@ static int evq_take(shoal_ctx_t *ctx, shoal_event_t *evs, int max)
     return (int)taken;
 }
 
-int shoal_poll(shoal_ctx_t *ctx, shoal_event_t *evs, int max)
+/* shoal_poll() once its arguments are known good. */
+static int poll_once(shoal_ctx_t *ctx, shoal_event_t *evs, int max)
 {
-    if (!ctx || (!evs && max > 0))
-        return -EINVAL;
     if (ctx->evq.count < (unsigned)max) {
         int rc = ctx->prov->progress(ctx);
         if (rc < 0)
             return rc;
     }
     return evq_take(ctx, evs, max);
+}
+
+int shoal_poll(shoal_ctx_t *ctx, shoal_event_t *evs, int max)
+{
+    if (!ctx)
+        return -EINVAL;
+    shoal__enter(ctx);
+    int rc = !evs && max > 0 ? shoal__fail(ctx, -EINVAL, "poll: the event array is NULL")
+                             : poll_once(ctx, evs, max);
+    return shoal__leave(ctx, "poll", rc);
 }
 
 static long elapsed_ns(const struct timespec *t0)
@@ -239,15 +249,13 @@ static long elapsed_ns(const struct timespec *t0)
     return (t.tv_sec - t0->tv_sec) * 1000000000L + (t.tv_nsec - t0->tv_nsec);
 }
 
-int shoal_wait(shoal_ctx_t *ctx, shoal_event_t *evs, int max, int timeout_ms)
+static int wait_events(shoal_ctx_t *ctx, shoal_event_t *evs, int max, int timeout_ms)
 {
-    if (!ctx || !evs || max <= 0)
-        return -EINVAL;
     uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : shoal__now_ms() + (uint64_t)timeout_ms;
     struct timespec spin_start;
     clock_gettime(CLOCK_MONOTONIC, &spin_start);
     for (;;) {
-        int n = shoal_poll(ctx, evs, max);
+        int n = poll_once(ctx, evs, max);
         if (n != 0)
             return n;
         uint64_t now = shoal__now_ms();
@@ -260,4 +268,16 @@ int shoal_wait(shoal_ctx_t *ctx, shoal_event_t *evs, int max, int timeout_ms)
         if (rc < 0)
             return rc;
     }
+}
+
+int shoal_wait(shoal_ctx_t *ctx, shoal_event_t *evs, int max, int timeout_ms)
+{
+    if (!ctx)
+        return -EINVAL;
+    shoal__enter(ctx);
+    int rc = !evs || max <= 0
+                 ? shoal__fail(ctx, -EINVAL, "wait: %s", !evs ? "the event array is NULL"
+                                                             : "max must be at least 1")
+                 : wait_events(ctx, evs, max, timeout_ms);
+    return shoal__leave(ctx, "wait", rc);
 }

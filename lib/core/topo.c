@@ -726,8 +726,12 @@ const shoal_placement_t *shoal_ctx_placement(const shoal_ctx_t *ctx)
  * writing the context's errmsg. */
 int shoal_bind_thread(shoal_ctx_t *ctx, int i, int n)
 {
-    if (!ctx || n < 1 || i < 0 || i >= n)
+    if (!ctx)
         return -EINVAL;
+    if (n < 1 || i < 0 || i >= n) {
+        shoal__error(ctx, "shoal_bind_thread(%d of %d): needs 0 <= i < n", i, n);
+        return -EINVAL;
+    }
     struct shoal_plan *p = ctx->plan;
     if (p->pub.policy == SHOAL_BIND_NONE)
         return 0;
@@ -744,10 +748,11 @@ int shoal_bind_thread(shoal_ctx_t *ctx, int i, int n)
     return rc;
 }
 
-int shoal_alloc(shoal_ctx_t *ctx, size_t len, void **addr_p)
+static int alloc_near(shoal_ctx_t *ctx, size_t len, void **addr_p)
 {
-    if (!ctx || !len || !addr_p)
-        return -EINVAL;
+    if (!len || !addr_p)
+        return shoal__fail(ctx, -EINVAL, "shoal_alloc: %s", !len ? "length 0"
+                           : "the address pointer (addr_p) is NULL");
     struct shoal_plan *p = ctx->plan;
     void *a = NULL;
     if (p->topo && p->nodes) {
@@ -768,6 +773,14 @@ int shoal_alloc(shoal_ctx_t *ctx, size_t len, void **addr_p)
         return shoal__fail(ctx, -ENOMEM, "shoal_alloc: %zu bytes: %s", len, strerror(errno));
     *addr_p = a;
     return 0;
+}
+
+int shoal_alloc(shoal_ctx_t *ctx, size_t len, void **addr_p)
+{
+    if (!ctx)
+        return -EINVAL;
+    shoal__enter(ctx);
+    return shoal__leave(ctx, "shoal_alloc", alloc_near(ctx, len, addr_p));
 }
 
 void shoal_free(shoal_ctx_t *ctx, void *addr, size_t len)

@@ -28,7 +28,7 @@ struct shoal_plan {
 
 /* Load a topology: this machine (@xml NULL) or an hwloc XML file.  @io
  * keeps PCI devices and OS devices (network, OpenFabrics), which device
- * locality needs (~10 ms instead of ~2 ms here).  0 or -errno with @err. */
+ * locality needs (several times slower to load).  0 or -errno with @err. */
 int shoal__topo_load(const char *xml, bool io, hwloc_topology_t *tp,
                      char *err, size_t errlen);
 

@@ -38,6 +38,14 @@ tests_ps_test_ps_core_CFLAGS = $(AM_CFLAGS) $(CUNIT_CFLAGS)
 tests_ps_test_ps_core_LDADD = lib/ps/libshoal_ps_impl.la $(CUNIT_LIBS)
 TESTS += tests/ps/test-ps-core
 
+# The public API with real processes (UCX over TCP on loopback).
+check_PROGRAMS += tests/ps/test-ps-api
+tests_ps_test_ps_api_SOURCES = tests/ps/test-ps-api.c tests/cu.h
+tests_ps_test_ps_api_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/lib/ps -I$(top_srcdir)/tests
+tests_ps_test_ps_api_CFLAGS = $(AM_CFLAGS) $(CUNIT_CFLAGS)
+tests_ps_test_ps_api_LDADD = lib/ps/libshoal-ps.la lib/libshoal.la $(CUNIT_LIBS) -lm
+TESTS += tests/ps/test-ps-api
+
 # The outside program: built against a `make install` into a temporary
 # prefix through pkg-config, then run with 1 server and 2 workers.
 TESTS += tests/ps/example.sh

@@ -19,7 +19,7 @@
 
 #define MAGIC "SHOALCKP"
 #define FORMAT 2
-#define KEEP 2
+#define KEEP 3
 
 struct buf {
     uint8_t *p;
@@ -51,19 +51,31 @@ static void put32(struct buf *b, uint32_t v) { put(b, &v, 4); }
 static void putf(struct buf *b, float v) { put(b, &v, 4); }
 static void put64(struct buf *b, uint64_t v) { put(b, &v, 8); }
 
-static void file_name(char *out, size_t len, const char *dir, uint32_t server, uint32_t version)
+static void prefix_of(char *out, size_t len, uint32_t server, uint32_t group)
 {
-    snprintf(out, len, "%s/server-%u.ckpt.%010u", dir, server, version);
+    if (group == 0)
+        snprintf(out, len, "server-%u.ckpt.", server);
+    else
+        snprintf(out, len, "server-%u-g%u.ckpt.", server, group);
+}
+
+static void file_name(char *out, size_t len, const char *dir, uint32_t server, uint32_t group,
+                      uint32_t version)
+{
+    char prefix[64];
+    prefix_of(prefix, sizeof(prefix), server, group);
+    snprintf(out, len, "%s/%s%010u", dir, prefix, version);
 }
 
 /* Versions of this server's checkpoints in @dir, newest first. */
-static int list_versions(const char *dir, uint32_t server, uint32_t *v, int max)
+static int list_versions(const char *dir, uint32_t server, uint32_t group, uint32_t *v, int max)
 {
     DIR *d = opendir(dir);
     if (!d)
         return -errno;
     char prefix[64];
-    int n = snprintf(prefix, sizeof(prefix), "server-%u.ckpt.", server), k = 0;
+    prefix_of(prefix, sizeof(prefix), server, group);
+    int n = (int)strlen(prefix), k = 0;
     struct dirent *e;
     while ((e = readdir(d)) && k < max) {
         if (strncmp(e->d_name, prefix, (size_t)n) != 0)
@@ -142,16 +154,16 @@ int ckpt_save(const char *dir, const struct ckpt *c, char *err, size_t errlen)
         return -ENOMEM;
     }
     char path[4096 + 64];
-    file_name(path, sizeof(path), dir, c->server, c->version);
+    file_name(path, sizeof(path), dir, c->server, c->group, c->version);
     int rc = ps_atomic_write(path, b.p, b.len, err, errlen);
     free(b.p);
     if (rc)
         return rc;
     /* Keep the newest KEEP; older ones go only once this one is safe. */
     uint32_t v[64];
-    int n = list_versions(dir, c->server, v, 64);
+    int n = list_versions(dir, c->server, c->group, v, 64);
     for (int i = KEEP; i < n; i++) {
-        file_name(path, sizeof(path), dir, c->server, v[i]);
+        file_name(path, sizeof(path), dir, c->server, c->group, v[i]);
         unlink(path);
     }
     return 0;
@@ -354,25 +366,50 @@ out:
     return rc;
 }
 
-int ckpt_load(const char *dir, uint32_t server, struct ckpt *c, FILE *log, char *path,
-              size_t pathlen, char *err, size_t errlen)
+int ckpt_load(const char *dir, uint32_t server, uint32_t group, struct ckpt *c, FILE *log,
+              char *path, size_t pathlen, char *err, size_t errlen)
 {
     uint32_t v[64];
-    int n = list_versions(dir, server, v, 64);
+    int n = list_versions(dir, server, group, v, 64);
     if (n < 0) {
         snprintf(err, errlen, "%s: %s", dir, strerror(-n));
         return n;
     }
     for (int i = 0; i < n; i++) {
-        file_name(path, pathlen, dir, server, v[i]);
+        file_name(path, pathlen, dir, server, group, v[i]);
         char why[512];
-        if (load_one(path, server, c, why, sizeof(why)) == 0)
+        if (load_one(path, server, c, why, sizeof(why)) == 0) {
+            c->group = group;
             return 0;
+        }
         if (log)
             fprintf(log, "shoal-ps: server %u: skipping checkpoint %s\n", server, why);
     }
     snprintf(err, errlen, "%s: no valid checkpoint of server %u", dir, server);
     return -ENOENT;
+}
+
+int ckpt_load_version(const char *dir, uint32_t server, uint32_t group, uint32_t version,
+                      struct ckpt *c, char *path, size_t pathlen, char *err, size_t errlen)
+{
+    file_name(path, pathlen, dir, server, group, version);
+    int rc = load_one(path, server, c, err, errlen);
+    if (rc == 0) {
+        c->group = group;
+        if (c->version != version) {
+            snprintf(err, errlen, "%s holds update %u", path, c->version);
+            ckpt_free(c);
+            return -ENOENT;
+        }
+        return 0;
+    }
+    return -ENOENT;
+}
+
+void ckpt_path(char *out, size_t len, const char *dir, uint32_t server, uint32_t group,
+               uint32_t version)
+{
+    file_name(out, len, dir, server, group, version);
 }
 
 void ckpt_free(struct ckpt *c)

@@ -24,6 +24,8 @@ void shoal_ps_config_init(shoal_ps_config_t *c)
     c->rejoin_timeout_ms = 10000;
     c->reconnect_timeout_ms = 120000;
     c->checkpoint_every = 200;
+    c->groups = 1;
+    c->group_rank = c->group_size = -1;
     shoal_ps_job_t *j = &c->job;
     j->mode = SHOAL_PS_BSP;
     j->staleness = 2;
@@ -162,12 +164,21 @@ int shoal_ps_config_check(const shoal_ps_config_t *c, bool worker, char *err, si
         return bad(err, errlen, "timeouts must be positive");
     if (c->checkpoint_every < 0 || c->checkpoint_secs < 0)
         return bad(err, errlen, "checkpoint interval must not be negative");
+    if (c->groups < 1 || c->groups > SHOAL_PS_MAX_GROUPS)
+        return bad(err, errlen, "%d parameter groups: between 1 and %d", c->groups,
+                   SHOAL_PS_MAX_GROUPS);
     if (!worker)
         return 0;
     const shoal_ps_job_t *j = &c->job;
-    int W = c->size - c->servers;
+    int W = c->group_size > 0 ? c->group_size : c->size - c->servers;
+    int wi = c->group_rank >= 0 ? c->group_rank : c->rank - c->servers;
+    if (c->group < 0 || c->group >= c->groups)
+        return bad(err, errlen, "group %d: the job has %d", c->group, c->groups);
+    if (wi >= W || W > c->size - c->servers)
+        return bad(err, errlen, "worker %d of a group of %d (%d worker ranks)", wi, W,
+                   c->size - c->servers);
     if (j->workers != 0 && j->workers != W)
-        return bad(err, errlen, "job.workers is %d but the job has %d worker ranks", j->workers,
+        return bad(err, errlen, "job.workers is %d but the group has %d workers", j->workers,
                    W);
     if ((unsigned)j->mode > SHOAL_PS_SSP || j->staleness < 0)
         return bad(err, errlen, "bad mode or staleness");

@@ -313,20 +313,18 @@ static void async_step(struct ps_core *c, double now)
     }
 }
 
+/* The initial parameters come from worker 0 (the same on every server, so
+ * every worker starts from one point): fetched as soon as it is live. */
 static void fetch_init(struct ps_core *c)
 {
-    if (c->init != PS_INIT_NONE)
+    if (c->init != PS_INIT_NONE || c->w[0].state != PS_W_LIVE)
         return;
-    for (int i = 0; i < c->W; i++)
-        if (c->w[i].state == PS_W_LIVE) {
-            struct ps_action *a = emit(c, PS_ACT_FETCH_INIT, i);
-            if (!a)
-                return;
-            a->buf = c->cur;
-            c->init = PS_INIT_FETCHING;
-            c->init_from = i;
-            return;
-        }
+    struct ps_action *a = emit(c, PS_ACT_FETCH_INIT, 0);
+    if (!a)
+        return;
+    a->buf = c->cur;
+    c->init = PS_INIT_FETCHING;
+    c->init_from = 0;
 }
 
 static void progress_updates(struct ps_core *c, double now)

@@ -49,7 +49,7 @@ struct ps_core_cfg {
     int staleness;               /* ssp */
     uint32_t iters_per_epoch, epochs;
     bool coordinator;            /* server 0: decides the data membership */
-    bool need_init;              /* take the first parameters from a worker */
+    bool need_init;              /* take the first parameters from worker 0 */
     double rejoin_timeout;       /* seconds a lost worker is waited for (bsp) */
     uint32_t checkpoint_every;   /* updates; 0 = not by count */
     double checkpoint_secs;      /* 0 = not by time */

@@ -179,6 +179,7 @@ int ps_encode(const struct ps_msg *m, uint8_t *buf, size_t cap)
     case PS_HELLO: {
         const struct ps_hello *h = &m->u.hello;
         const shoal_ps_job_t *j = &h->job;
+        put_u32(&w, h->group);
         put_u32(&w, h->worker);
         put_u32(&w, (uint32_t)j->workers);
         put_u32(&w, h->servers);
@@ -223,6 +224,10 @@ int ps_encode(const struct ps_msg *m, uint8_t *buf, size_t cap)
     case PS_CHECK:
         put_u32(&w, m->u.check.version);
         put_u32(&w, m->u.check.crc);
+        break;
+    case PS_ROLLBACK:
+        put_u32(&w, m->u.rollback.from);
+        put_u32(&w, m->u.rollback.to);
         break;
     case PS_MEMBERS:
         if (m->u.members.workers == 0 || m->u.members.workers > PS_MAX_WORKERS)
@@ -299,6 +304,7 @@ int ps_decode(const void *buf, size_t len, struct ps_msg *m, char *why, size_t w
     case PS_HELLO: {
         struct ps_hello *h = &m->u.hello;
         shoal_ps_job_t *j = &h->job;
+        h->group = get_u32(&r, "group");
         h->worker = get_u32(&r, "worker");
         uint32_t workers = get_u32(&r, "workers");
         h->servers = get_u32(&r, "servers");
@@ -335,6 +341,8 @@ int ps_decode(const void *buf, size_t len, struct ps_msg *m, char *why, size_t w
         j->step_epochs = (int)(step <= 1000000 ? step : 0);
         if (workers == 0 || workers > PS_MAX_WORKERS || h->worker >= workers)
             r.err = "worker rank";
+        else if (h->group >= SHOAL_PS_MAX_GROUPS)
+            r.err = "group";
         else if (h->servers == 0 || h->servers > PS_MAX_SERVERS)
             r.err = "server count";
         else if (mode > PS_SSP || staleness > 1000000)
@@ -371,6 +379,12 @@ int ps_decode(const void *buf, size_t len, struct ps_msg *m, char *why, size_t w
     case PS_CHECK:
         m->u.check.version = get_u32(&r, "version");
         m->u.check.crc = get_u32(&r, "crc");
+        break;
+    case PS_ROLLBACK:
+        m->u.rollback.from = get_u32(&r, "from");
+        m->u.rollback.to = get_u32(&r, "to");
+        if (!r.err && m->u.rollback.to >= m->u.rollback.from)
+            r.err = "to";
         break;
     case PS_MEMBERS: {
         struct ps_members *h = &m->u.members;
@@ -411,6 +425,6 @@ const char *ps_type_name(enum ps_type t)
         [PS_SERVER_REG] = "SERVER_REG", [PS_TABLE_REQ] = "TABLE_REQ", [PS_TABLE] = "TABLE",
         [PS_HELLO] = "HELLO", [PS_WELCOME] = "WELCOME", [PS_BYE] = "BYE",
         [PS_ERROR] = "ERROR", [PS_CHECK] = "CHECK", [PS_PING] = "PING",
-        [PS_MEMBERS] = "MEMBERS"};
+        [PS_MEMBERS] = "MEMBERS", [PS_ROLLBACK] = "ROLLBACK"};
     return (unsigned)t < sizeof(names) / sizeof(names[0]) && names[t] ? names[t] : "unknown";
 }

@@ -44,7 +44,8 @@ enum peer_kind { PEER_NEW = 0, PEER_WORKER, PEER_SERVER };
 struct speer {
     enum peer_kind kind;
     shoal_ep_t *ep;           /* NULL once closed (the record is reaped later) */
-    int worker;               /* PEER_WORKER: its index; -2: waits for the table */
+    int group;                /* PEER_WORKER: its group */
+    int worker;               /* PEER_WORKER: its index in the group; -2: waits for the table */
     double last_heard;        /* anything the peer sent */
     double last_sent;         /* anything to it */
     struct speer *next;
@@ -67,18 +68,12 @@ struct pbuf {
 #define WR_INIT (1ull << 40)
 #define WR_TORN (1ull << 41)
 
-struct server {
-    const shoal_ps_config_t *c;
-    int index;
-    shoal_ctx_t *ctx;
-    shoal_listener_t *l;
-    struct speer *peers;
-    shoal_ep_t *coord;
-    char host[PS_HOST_MAX];
-    uint16_t port;
-
+/* One parameter group: a job of its own (its workers, parameters,
+ * optimizer and core) on this server's shard of it. */
+struct sgroup {
+    int id;
     bool job_known, job_partial; /* partial: from a format-1 checkpoint */
-    struct ps_hello job;      /* the first worker's (desc unused) */
+    struct ps_hello job;      /* the first HELLO of the group (desc unused) */
     int W;
     size_t nparams, off, len;
     struct ps_core core;
@@ -87,9 +82,27 @@ struct server {
     struct sworker *w;
     struct pbuf *pool;
     int npool;
+    double t_first, t_last;
+};
+
+struct server {
+    const shoal_ps_config_t *c;
+    int index;
+    shoal_ctx_t *ctx;
+    shoal_listener_t *l;
+    struct speer *peers;
+    struct speer *coord;      /* servers > 0: the connection to server 0 (NULL: lost) */
+    double next_reg;          /* when to try to register with server 0 again */
+    char host[PS_HOST_MAX];
+    uint16_t port;
+
+    struct sgroup *g;         /* [c->groups] */
+    int ngroups;
 
     /* events the actions of a step lead to, handled after it */
     struct ps_event *evq;
+    int *evg;                 /* the group of each */
+    char (*evwhy)[160];       /* a copy of each one's reason (LOST) */
     int nev, capev;
     struct speer *joining;    /* the peer of the JOIN being stepped */
     shoal_rmr_t *joining_rmr;
@@ -97,7 +110,7 @@ struct server {
     struct ckwriter ckw;
     struct ps_msg table;
     int registered;
-    double t_first, t_last, t_start;
+    double t_start;
     bool inject_torn;
     shoal_ep_t *closed[256];  /* endpoints closed while handling this batch */
     int nclosed;
@@ -130,19 +143,29 @@ static void slog(const struct server *s, const char *fmt, ...)
 
 static void sent(struct speer *p) { p->last_sent = ps_now(); }
 
-static void queue_event(struct server *s, enum ps_ev_type t, int worker, int buf,
+static void queue_event(struct server *s, int group, enum ps_ev_type t, int worker, int buf,
                         const char *why)
 {
     if (s->nev == s->capev) {
         int cap = s->capev ? 2 * s->capev : 16;
         struct ps_event *q = realloc(s->evq, (size_t)cap * sizeof(*q));
-        if (!q)
-            return; /* the core then misses it; idle timeout is the backstop */
-        s->evq = q;
+        if (q)
+            s->evq = q;
+        int *qg = realloc(s->evg, (size_t)cap * sizeof(*qg));
+        if (qg)
+            s->evg = qg;
+        char(*qw)[160] = realloc(s->evwhy, (size_t)cap * sizeof(*qw));
+        if (qw)
+            s->evwhy = qw;
+        if (!q || !qg || !qw)
+            return; /* the core then misses it; the idle timeout is the backstop */
         s->capev = cap;
     }
-    s->evq[s->nev++] = (struct ps_event){.type = t, .worker = worker, .buf = buf, .why = why,
-                                         .now = ps_now()};
+    s->evg[s->nev] = group;
+    snprintf(s->evwhy[s->nev], sizeof(s->evwhy[0]), "%s", why ? why : "");
+    s->evq[s->nev] = (struct ps_event){.type = t, .worker = worker, .buf = buf,
+                                       .why = why ? s->evwhy[s->nev] : NULL, .now = ps_now()};
+    s->nev++;
 }
 
 /* ---- connections ------------------------------------------------------ */
@@ -171,9 +194,9 @@ static bool closed_in_batch(const struct server *s, const shoal_ep_t *ep)
 }
 
 /* Worker wi's connection is over: close it and forget its region. */
-static void unbind_worker(struct server *s, int wi)
+static void unbind_worker(struct server *s, struct sgroup *G, int wi)
 {
-    struct sworker *sw = &s->w[wi];
+    struct sworker *sw = &G->w[wi];
     if (sw->params)
         shoal_rmr_destroy(sw->params);
     sw->params = NULL;
@@ -187,10 +210,10 @@ static void unbind_worker(struct server *s, int wi)
 }
 
 /* The loop noticed worker wi is gone (failure, silence, protocol error). */
-static void lose_worker(struct server *s, int wi, const char *why)
+static void lose_worker(struct server *s, struct sgroup *G, int wi, const char *why)
 {
-    unbind_worker(s, wi);
-    queue_event(s, PS_EV_LOST, wi, 0, why);
+    unbind_worker(s, G, wi);
+    queue_event(s, G->id, PS_EV_LOST, wi, 0, why);
 }
 
 /* ---- the table (server 0) ------------------------------------------------ */
@@ -212,9 +235,10 @@ static void describe_layout(const struct ps_hello *h, char *out, size_t len)
              (unsigned long long)h->nparams, (unsigned long long)h->layout);
 }
 
-/* The job a worker describes must be ours, exactly; @why names the first
- * difference. */
-static int check_job(const struct server *s, const struct ps_hello *h, char *why, size_t len)
+/* The job a worker describes must be its group's, exactly; @why names the
+ * first difference. */
+static int check_job(const struct server *s, const struct sgroup *G, const struct ps_hello *h,
+                     char *why, size_t len)
 {
     const shoal_ps_config_t *c = s->c;
     const shoal_ps_job_t *a = &h->job;
@@ -222,19 +246,19 @@ static int check_job(const struct server *s, const struct ps_hello *h, char *why
         snprintf(why, len, "it expects %u servers, this job has %d", h->servers, c->servers);
         return -1;
     }
-    if (c->size > 0 && a->workers != c->size - c->servers) {
+    if (s->ngroups == 1 && c->size > 0 && a->workers != c->size - c->servers) {
         snprintf(why, len, "it counts %d workers, this job %d", a->workers,
                  c->size - c->servers);
         return -1;
     }
-    if (!s->job_known)
+    if (!G->job_known)
         return 0;
-    const shoal_ps_job_t *b = &s->job.job;
+    const shoal_ps_job_t *b = &G->job.job;
     char x[128], y[128];
-    if (h->nparams != s->job.nparams || h->ntensors != s->job.ntensors ||
-        (h->layout != s->job.layout && !s->job_partial)) {
+    if (h->nparams != G->job.nparams || h->ntensors != G->job.ntensors ||
+        (h->layout != G->job.layout && !G->job_partial)) {
         describe_layout(h, x, sizeof(x));
-        describe_layout(&s->job, y, sizeof(y));
+        describe_layout(&G->job, y, sizeof(y));
         snprintf(why, len, "its parameters (%s) differ from the others' (%s): every worker "
                  "must declare the same tensors, names and sizes", x, y);
         return -1;
@@ -253,7 +277,7 @@ static int check_job(const struct server *s, const struct ps_hello *h, char *why
                  b->label, b->batch, b->epochs, b->iters_per_epoch);
         return -1;
     }
-    if (!s->job_partial &&
+    if (!G->job_partial &&
         (a->optimizer != b->optimizer || a->lr != b->lr || a->momentum != b->momentum ||
          a->weight_decay != b->weight_decay || a->momentum_auto != b->momentum_auto ||
          a->beta1 != b->beta1 || a->beta2 != b->beta2 || a->eps != b->eps ||
@@ -271,52 +295,58 @@ static int check_job(const struct server *s, const struct ps_hello *h, char *why
     return 0;
 }
 
-/* Allocate the shard's buffers once the job is known (from the first
- * HELLO, or a checkpoint). */
-static int setup_job(struct server *s, const struct ps_hello *h, bool need_init)
+/* Allocate the shard's buffers once a group's job is known (from its
+ * first HELLO, or a checkpoint). */
+static int setup_job(struct server *s, struct sgroup *G, const struct ps_hello *h,
+                     bool need_init)
 {
     const shoal_ps_config_t *c = s->c;
-    s->job = *h;
-    s->job_known = true;
-    s->W = h->job.workers;
-    s->nparams = (size_t)h->nparams;
-    ps_shard(s->nparams, c->servers, s->index, &s->off, &s->len);
-    if (s->len == 0)
-        return sfail(s, "%zu parameters cannot be split over %d servers", s->nparams,
-                     c->servers);
+    G->job = *h;
+    G->job_known = true;
+    G->W = h->job.workers;
+    G->nparams = (size_t)h->nparams;
+    ps_shard(G->nparams, c->servers, s->index, &G->off, &G->len);
+    if (G->len == 0)
+        return sfail(s, "group %d: %zu parameters cannot be split over %d servers", G->id,
+                     G->nparams, c->servers);
     struct ps_core_cfg cc = {
-        .workers = s->W, .mode = (enum ps_core_mode)h->job.mode,
+        .workers = G->W, .mode = (enum ps_core_mode)h->job.mode,
         .staleness = h->job.staleness, .iters_per_epoch = h->job.iters_per_epoch,
         .epochs = h->job.epochs, .coordinator = s->index == 0, .need_init = need_init,
         .rejoin_timeout = c->rejoin_timeout_ms / 1000.0,
         .checkpoint_every = c->checkpoint_dir[0] ? (uint32_t)c->checkpoint_every : 0,
         .checkpoint_secs = c->checkpoint_dir[0] ? c->checkpoint_secs : 0};
-    int rc = ps_core_init(&s->core, &cc, ps_now());
+    int rc = ps_core_init(&G->core, &cc, ps_now());
     if (rc)
         return sfail(s, "cannot set up the job: %s", strerror(-rc));
-    s->core_up = true;
-    if ((rc = ps_optim_init(&s->opt, &h->job, s->len)))
+    G->core_up = true;
+    if ((rc = ps_optim_init(&G->opt, &h->job, G->len)))
         return sfail(s, "out of memory for the optimizer state");
     if (h->job.optimizer != SHOAL_PS_AVERAGE && h->job.momentum_auto &&
-        s->opt.job.momentum != h->job.momentum && !c->quiet)
-        slog(s, "%s with %d workers: momentum %.2f", shoal_ps_mode_name(h->job.mode), s->W,
-             (double)s->opt.job.momentum);
-    s->npool = s->core.npool;
-    s->w = calloc((size_t)s->W, sizeof(*s->w));
-    s->pool = calloc((size_t)s->npool, sizeof(*s->pool));
-    if (!s->w || !s->pool)
+        G->opt.job.momentum != h->job.momentum && !c->quiet)
+        slog(s, "%s with %d workers: momentum %.2f", shoal_ps_mode_name(h->job.mode), G->W,
+             (double)G->opt.job.momentum);
+    if (c->servers > 1 && h->job.mode == SHOAL_PS_BSP && c->checkpoint_secs > 0 &&
+        c->checkpoint_dir[0] && G->id == 0)
+        slog(s, "warning: with %d servers, checkpoints by time fall on different updates on "
+             "each server, and a restarted server may find no update the others also have: "
+             "prefer checkpoints by count", c->servers);
+    G->npool = G->core.npool;
+    G->w = calloc((size_t)G->W, sizeof(*G->w));
+    G->pool = calloc((size_t)G->npool, sizeof(*G->pool));
+    if (!G->w || !G->pool)
         return sfail(s, "out of memory");
-    for (int i = 0; i < s->npool; i++) {
-        if (!(s->pool[i].p = ps_alloc_floats(s->len)))
-            return sfail(s, "out of memory for %d x %zu parameters", s->npool, s->len);
-        if (shoal_mr_reg(s->ctx, s->pool[i].p, s->len * sizeof(float), 0, &s->pool[i].mr))
+    for (int i = 0; i < G->npool; i++) {
+        if (!(G->pool[i].p = ps_alloc_floats(G->len)))
+            return sfail(s, "out of memory for %d x %zu parameters", G->npool, G->len);
+        if (shoal_mr_reg(s->ctx, G->pool[i].p, G->len * sizeof(float), 0, &G->pool[i].mr))
             return sfail(s, "registering parameters: %s", shoal_ctx_errmsg(s->ctx));
     }
-    for (int i = 0; i < s->W; i++) {
-        struct sworker *sw = &s->w[i];
-        if (!(sw->slot = ps_alloc_floats(s->len)))
-            return sfail(s, "out of memory for %d gradient slots", s->W);
-        if (shoal_mr_reg(s->ctx, sw->slot, s->len * sizeof(float), SHOAL_ACCESS_REMOTE_WRITE,
+    for (int i = 0; i < G->W; i++) {
+        struct sworker *sw = &G->w[i];
+        if (!(sw->slot = ps_alloc_floats(G->len)))
+            return sfail(s, "out of memory for %d gradient slots", G->W);
+        if (shoal_mr_reg(s->ctx, sw->slot, G->len * sizeof(float), SHOAL_ACCESS_REMOTE_WRITE,
                          &sw->slot_mr))
             return sfail(s, "registering a gradient slot: %s", shoal_ctx_errmsg(s->ctx));
     }
@@ -331,77 +361,72 @@ static int setup_job(struct server *s, const struct ps_hello *h, bool need_init)
  * over them, as a broken protocol would while the worker reads.  A
  * worker with verify on must catch it.
  */
-static void inject_torn(struct server *s, int wi, int buf)
+static void inject_torn(struct server *s, struct sgroup *G, int wi, int buf)
 {
-    int f = (buf + 1) % s->npool;
-    memcpy(s->pool[f].p, s->pool[buf].p, s->len * sizeof(float));
-    s->pool[f].p[s->len / 2] += 1.0f;
-    if (shoal_put(s->w[wi].peer->ep, s->pool[f].mr, 0, s->w[wi].params, 0,
-                  s->len * sizeof(float), 0, 0, WR_TORN) == 0)
+    int f = (buf + 1) % G->npool;
+    memcpy(G->pool[f].p, G->pool[buf].p, G->len * sizeof(float));
+    G->pool[f].p[G->len / 2] += 1.0f;
+    if (shoal_put(G->w[wi].peer->ep, G->pool[f].mr, 0, G->w[wi].params, 0,
+                  G->len * sizeof(float), 0, 0, WR_TORN) == 0)
         slog(s, "injected a torn write into worker %d's parameters (SHOAL_TRAIN_INJECT=torn)",
              wi);
 }
 
-static void do_send(struct server *s, const struct ps_action *a)
+static void do_send(struct server *s, struct sgroup *G, const struct ps_action *a)
 {
-    struct sworker *sw = &s->w[a->worker];
-    if (!sw->peer || !sw->peer->ep) {
-        queue_event(s, PS_EV_BLOCKED, a->worker, a->buf, NULL);
-        return;
-    }
-    if (sw->members_blocked) {
+    struct sworker *sw = &G->w[a->worker];
+    if (!sw->peer || !sw->peer->ep || sw->members_blocked) {
         sw->members_blocked = false;
-        queue_event(s, PS_EV_BLOCKED, a->worker, a->buf, NULL);
+        queue_event(s, G->id, PS_EV_BLOCKED, a->worker, a->buf, NULL);
         return;
     }
-    struct pbuf *b = &s->pool[a->buf];
-    int rc = shoal_put(sw->peer->ep, b->mr, 0, sw->params, 0, s->len * sizeof(float),
+    struct pbuf *b = &G->pool[a->buf];
+    int rc = shoal_put(sw->peer->ep, b->mr, 0, sw->params, 0, G->len * sizeof(float),
                        SHOAL_PUT_IMM, a->version, (uint64_t)a->buf);
-    if (rc == -EAGAIN) {
-        queue_event(s, PS_EV_BLOCKED, a->worker, a->buf, NULL);
-        return;
-    }
     if (rc) {
-        /* The connection broke under us: the worker is lost, not the job. */
-        queue_event(s, PS_EV_BLOCKED, a->worker, a->buf, NULL);
-        lose_worker(s, a->worker, "a put to it failed");
+        queue_event(s, G->id, PS_EV_BLOCKED, a->worker, a->buf, NULL);
+        /* Anything but a full queue: the connection broke under us; the
+         * worker is lost, not the job. */
+        if (rc != -EAGAIN)
+            lose_worker(s, G, a->worker, "a put to it failed");
         return;
     }
     sent(sw->peer);
     if (s->inject_torn && a->worker == 0 && a->version == 3)
-        inject_torn(s, a->worker, a->buf);
+        inject_torn(s, G, a->worker, a->buf);
     if (s->c->verify) {
         struct ps_msg m = {.type = PS_CHECK};
         m.u.check.version = a->version;
-        m.u.check.crc = (uint32_t)crc32(0L, (const Bytef *)b->p, (uInt)(s->len * sizeof(float)));
+        m.u.check.crc = (uint32_t)crc32(0L, (const Bytef *)b->p, (uInt)(G->len * sizeof(float)));
         if (ps_net_send(sw->peer->ep, &m))
-            lose_worker(s, a->worker, "CHECK could not be sent");
+            lose_worker(s, G, a->worker, "CHECK could not be sent");
     }
 }
 
-static void do_members(struct server *s, const struct ps_action *a)
+static void do_members(struct server *s, struct sgroup *G, const struct ps_action *a)
 {
-    struct sworker *sw = &s->w[a->worker];
+    struct sworker *sw = &G->w[a->worker];
     if (!sw->peer || !sw->peer->ep)
         return;
     struct ps_msg m = {.type = PS_MEMBERS};
     m.u.members.epoch = a->epoch;
-    m.u.members.workers = (uint32_t)s->W;
-    memcpy(m.u.members.live, a->live, (size_t)(s->W + 7) / 8);
+    m.u.members.workers = (uint32_t)G->W;
+    memcpy(m.u.members.live, a->live, (size_t)(G->W + 7) / 8);
     int rc = ps_net_send(sw->peer->ep, &m);
     if (rc == -EAGAIN)
         sw->members_blocked = true;
     else if (rc)
-        lose_worker(s, a->worker, "MEMBERS could not be sent");
+        lose_worker(s, G, a->worker, "MEMBERS could not be sent");
     else
         sent(sw->peer);
 }
 
-static void do_welcome(struct server *s, const struct ps_action *a)
+static void do_welcome(struct server *s, struct sgroup *G, const struct ps_action *a)
 {
     struct speer *p = s->joining;
-    struct sworker *sw = &s->w[a->worker];
+    struct sworker *sw = &G->w[a->worker];
     p->kind = PEER_WORKER;
+    p->group = G->id;
     p->worker = a->worker;
     sw->peer = p;
     sw->params = s->joining_rmr;
@@ -409,48 +434,49 @@ static void do_welcome(struct server *s, const struct ps_action *a)
     struct ps_msg m = {.type = PS_WELCOME};
     struct ps_welcome *wl = &m.u.welcome;
     wl->server = (uint32_t)s->index;
-    wl->offset = s->off;
-    wl->length = s->len;
+    wl->offset = G->off;
+    wl->length = G->len;
     wl->version = a->version;
     wl->iteration = a->k;
     size_t dlen;
     if (shoal_mr_pack(sw->slot_mr, wl->desc, sizeof(wl->desc), &dlen) < 0) {
-        lose_worker(s, a->worker, "its slot descriptor could not be packed");
+        lose_worker(s, G, a->worker, "its slot descriptor could not be packed");
         return;
     }
     wl->desc_len = (uint32_t)dlen;
     if (ps_net_send(p->ep, &m)) {
-        lose_worker(s, a->worker, "WELCOME could not be sent");
+        lose_worker(s, G, a->worker, "WELCOME could not be sent");
         return;
     }
     sent(p);
-    if (s->t_first == 0)
-        s->t_first = ps_now();
+    if (G->t_first == 0)
+        G->t_first = ps_now();
 }
 
-static void checkpoint(struct server *s)
+static void checkpoint(struct server *s, struct sgroup *G)
 {
-    const struct ps_core *k = &s->core;
-    uint32_t *clock = malloc((size_t)s->W * sizeof(uint32_t));
-    uint8_t *done = malloc((size_t)s->W);
+    const struct ps_core *k = &G->core;
+    uint32_t *clock = malloc((size_t)G->W * sizeof(uint32_t));
+    uint8_t *done = malloc((size_t)G->W);
     if (!clock || !done) {
         free(clock);
         free(done);
         slog(s, "checkpoint at update %u failed: out of memory", k->version);
         return;
     }
-    for (int i = 0; i < s->W; i++) {
+    for (int i = 0; i < G->W; i++) {
         clock[i] = k->w[i].clock;
         done[i] = k->w[i].state == PS_W_DONE;
     }
-    struct ckpt ck = {.server = (uint32_t)s->index, .servers = (uint32_t)s->c->servers,
-                      .job = s->job.job, .nparams = s->nparams, .layout = s->job.layout,
-                      .ntensors = s->job.ntensors, .off = s->off, .len = s->len,
-                      .version = k->version, .grads = k->grads, .workers = (uint32_t)s->W,
+    struct ckpt ck = {.server = (uint32_t)s->index, .group = (uint32_t)G->id,
+                      .servers = (uint32_t)s->c->servers,
+                      .job = G->job.job, .nparams = G->nparams, .layout = G->job.layout,
+                      .ntensors = G->job.ntensors, .off = G->off, .len = G->len,
+                      .version = k->version, .grads = k->grads, .workers = (uint32_t)G->W,
                       .clock = clock, .done = done, .fixed = k->fixed,
                       .nrun = (uint32_t)k->nrun, .run = k->run,
-                      .opt_kind = (uint32_t)s->opt.kind, .opt_t = s->opt.t,
-                      .params = s->pool[k->cur].p, .m = s->opt.m, .v = s->opt.v};
+                      .opt_kind = (uint32_t)G->opt.kind, .opt_t = G->opt.t,
+                      .params = G->pool[k->cur].p, .m = G->opt.m, .v = G->opt.v};
     /* A copy goes to the writer thread.  Checkpoints stay at the versions
      * asked for: if the previous one is still being written, wait. */
     ckw_drain(&s->ckw);
@@ -461,24 +487,24 @@ static void checkpoint(struct server *s)
     free(done);
 }
 
-static void do_fetch_init(struct server *s, const struct ps_action *a)
+static void do_fetch_init(struct server *s, struct sgroup *G, const struct ps_action *a)
 {
-    struct sworker *sw = &s->w[a->worker];
+    struct sworker *sw = &G->w[a->worker];
     int rc = sw->peer && sw->peer->ep
-                 ? shoal_get(sw->peer->ep, s->pool[a->buf].mr, 0, sw->params, 0,
-                             s->len * sizeof(float), WR_INIT | (uint64_t)a->worker)
+                 ? shoal_get(sw->peer->ep, G->pool[a->buf].mr, 0, sw->params, 0,
+                             G->len * sizeof(float), WR_INIT | (uint64_t)a->worker)
                  : -ENOTCONN;
     if (rc) {
         slog(s, "reading worker %d's initial parameters: %s", a->worker, shoal_strerror(rc));
-        queue_event(s, PS_EV_INIT_FAILED, a->worker, 0, NULL);
+        queue_event(s, G->id, PS_EV_INIT_FAILED, a->worker, 0, NULL);
     }
 }
 
-static void carry_out(struct server *s, const struct ps_action *a)
+static void carry_out(struct server *s, struct sgroup *G, const struct ps_action *a)
 {
     switch (a->type) {
     case PS_ACT_WELCOME:
-        do_welcome(s, a);
+        do_welcome(s, G, a);
         break;
     case PS_ACT_REFUSE:
         slog(s, "refused worker %d at %s: %s", a->worker, shoal_ep_peer(s->joining->ep), a->why);
@@ -486,66 +512,81 @@ static void carry_out(struct server *s, const struct ps_action *a)
         close_peer(s, s->joining);
         break;
     case PS_ACT_REPLACE:
-        unbind_worker(s, a->worker);
+        unbind_worker(s, G, a->worker);
         break;
     case PS_ACT_FETCH_INIT:
-        do_fetch_init(s, a);
+        do_fetch_init(s, G, a);
         break;
     case PS_ACT_APPLY: {
         const float *g[PS_CORE_MAX_WORKERS];
         for (int i = 0; i < a->n; i++)
-            g[i] = s->w[a->slots[i]].slot;
-        shoal_ps_optim_step(&s->opt, a->progress, s->pool[a->to].p, s->pool[a->from].p, g, a->n,
+            g[i] = G->w[a->slots[i]].slot;
+        shoal_ps_optim_step(&G->opt, a->progress, G->pool[a->to].p, G->pool[a->from].p, g, a->n,
                             a->scale);
         break;
     }
     case PS_ACT_MEMBERS:
-        do_members(s, a);
+        do_members(s, G, a);
         break;
     case PS_ACT_SEND:
-        do_send(s, a);
+        do_send(s, G, a);
         break;
     case PS_ACT_DROP:
-        slog(s, "%s", a->why);
+    case PS_ACT_NOTE:
+        if (s->ngroups > 1)
+            slog(s, "group %d: %s", G->id, a->why);
+        else
+            slog(s, "%s", a->why);
         break;
     case PS_ACT_CHECKPOINT:
-        checkpoint(s);
-        break;
-    case PS_ACT_NOTE:
-        slog(s, "%s", a->why);
+        checkpoint(s, G);
         break;
     default:
         break;
     }
 }
 
-/* Step the core with @ev and every event its actions lead to. */
-static int step(struct server *s, const struct ps_event *ev)
+/* Step group @gi's core with @ev and every event its actions lead to. */
+static int step(struct server *s, int gi, const struct ps_event *ev)
 {
-    if (!s->core_up)
-        return 0;
-    queue_event(s, ev->type, ev->worker, ev->buf, ev->why);
+    queue_event(s, gi, ev->type, ev->worker, ev->buf, ev->why);
     s->evq[s->nev - 1].k = ev->k;
     s->evq[s->nev - 1].incarnation = ev->incarnation;
     for (int i = 0; i < s->nev; i++) {
         struct ps_event e = s->evq[i];
-        int n = ps_core_step(&s->core, &e);
+        if (e.why) /* the queue may have moved since */
+            e.why = s->evwhy[i];
+        struct sgroup *G = &s->g[s->evg[i]];
+        if (!G->core_up)
+            continue;
+        int n = ps_core_step(&G->core, &e);
         if (n < 0) {
             s->nev = 0;
             return sfail(s, "the server's state machine refused %d: %s", e.type,
                          strerror(-n));
         }
         for (int j = 0; j < n; j++)
-            carry_out(s, &s->core.act[j]);
+            carry_out(s, G, &G->core.act[j]);
     }
     s->nev = 0;
     return 0;
 }
 
-static int step_simple(struct server *s, enum ps_ev_type t, int worker, int buf)
+static int step_simple(struct server *s, int gi, enum ps_ev_type t, int worker, int buf)
 {
     struct ps_event e = {.type = t, .worker = worker, .buf = buf, .now = ps_now()};
-    return step(s, &e);
+    return step(s, gi, &e);
+}
+
+/* Time passed: every group's core hears it. */
+static int tick_all(struct server *s)
+{
+    for (int g = 0; g < s->ngroups; g++) {
+        int rc = step_simple(s, g, PS_EV_TICK, 0, 0);
+        if (rc)
+            return rc;
+    }
+    return 0;
 }
 
 /* ---- messages ----------------------------------------------------------------- */
@@ -553,7 +594,15 @@ static int step_simple(struct server *s, enum ps_ev_type t, int worker, int buf)
 static int on_hello(struct server *s, struct speer *p, const struct ps_hello *h)
 {
     char why[512];
-    if (check_job(s, h, why, sizeof(why))) {
+    if (h->group >= (uint32_t)s->ngroups) {
+        slog(s, "refused worker %u at %s: group %u, this server has %d", h->worker,
+             shoal_ep_peer(p->ep), h->group, s->ngroups);
+        ps_net_send_error(p->ep, "group %u: the servers serve %d groups", h->group, s->ngroups);
+        close_peer(s, p);
+        return 0;
+    }
+    struct sgroup *G = &s->g[h->group];
+    if (check_job(s, G, h, why, sizeof(why))) {
         /* A worker of another job (or misconfigured) is refused; the job
          * goes on waiting for the right one. */
         slog(s, "refused worker %u at %s: job mismatch: %s", h->worker, shoal_ep_peer(p->ep),
@@ -562,17 +611,17 @@ static int on_hello(struct server *s, struct speer *p, const struct ps_hello *h)
         close_peer(s, p);
         return 0;
     }
-    if (!s->job_known) {
-        int rc = setup_job(s, h, true);
+    if (!G->job_known) {
+        int rc = setup_job(s, G, h, true);
         if (rc)
             return rc;
-    } else if (s->job_partial) {
+    } else if (G->job_partial) {
         /* a format-1 checkpoint did not know the optimizer: the workers say */
-        s->job = *h;
-        s->job_partial = false;
-        s->opt.job = h->job;
-        s->opt.job.momentum = ps_optim_momentum(&h->job);
-        s->opt.kind = h->job.optimizer;
+        G->job = *h;
+        G->job_partial = false;
+        G->opt.job = h->job;
+        G->opt.job.momentum = ps_optim_momentum(&h->job);
+        G->opt.kind = h->job.optimizer;
     }
     shoal_rmr_t *rmr;
     if (shoal_rmr_unpack(p->ep, h->desc, h->desc_len, &rmr)) {
@@ -582,13 +631,13 @@ static int on_hello(struct server *s, struct speer *p, const struct ps_hello *h)
         close_peer(s, p);
         return 0;
     }
-    if (shoal_rmr_length(rmr) != s->len * sizeof(float) ||
+    if (shoal_rmr_length(rmr) != G->len * sizeof(float) ||
         !(shoal_rmr_access(rmr) & SHOAL_ACCESS_REMOTE_WRITE)) {
         slog(s, "worker %u at %s offered a parameter region of %zu bytes, expected %zu "
              "writable; closing it", h->worker, shoal_ep_peer(p->ep), shoal_rmr_length(rmr),
-             s->len * sizeof(float));
+             G->len * sizeof(float));
         ps_net_send_error(p->ep, "parameter region of %zu bytes, expected %zu writable",
-                          shoal_rmr_length(rmr), s->len * sizeof(float));
+                          shoal_rmr_length(rmr), G->len * sizeof(float));
         shoal_rmr_destroy(rmr);
         close_peer(s, p);
         return 0;
@@ -597,7 +646,7 @@ static int on_hello(struct server *s, struct speer *p, const struct ps_hello *h)
     s->joining_rmr = rmr;
     struct ps_event e = {.type = PS_EV_JOIN, .worker = (int)h->worker,
                          .incarnation = h->incarnation, .now = ps_now()};
-    int rc = step(s, &e);
+    int rc = step(s, G->id, &e);
     if (s->joining_rmr) /* refused */
         shoal_rmr_destroy(s->joining_rmr);
     s->joining = NULL;
@@ -608,10 +657,13 @@ static int on_hello(struct server *s, struct speer *p, const struct ps_hello *h)
 static void cut_off(struct server *s, struct speer *p, const char *why)
 {
     if (p->kind == PEER_WORKER)
-        lose_worker(s, p->worker, why);
+        lose_worker(s, &s->g[p->group], p->worker, why);
     else
         close_peer(s, p);
 }
+
+static int rollback(struct server *s, struct sgroup *G, struct speer *p, uint32_t from,
+                    uint32_t to);
 
 static int on_message(struct server *s, struct speer *p, const void *data, size_t len)
 {
@@ -622,7 +674,7 @@ static int on_message(struct server *s, struct speer *p, const void *data, size_
         slog(s, "%s sent a bad message (%s); closing it", shoal_ep_peer(p->ep), why);
         ps_net_send_error(p->ep, "bad message: %s", why);
         cut_off(s, p, "protocol error");
-        return step_simple(s, PS_EV_TICK, 0, 0);
+        return tick_all(s);
     }
     switch (m.type) {
     case PS_PING:
@@ -654,24 +706,26 @@ static int on_message(struct server *s, struct speer *p, const void *data, size_
     case PS_HELLO:
         if (p->kind != PEER_NEW)
             break;
-        if (s->c->size > 0 && m.u.hello.worker >= (uint32_t)(s->c->size - s->c->servers)) {
-            ps_net_send_error(p->ep, "worker index %u out of range", m.u.hello.worker);
-            close_peer(s, p);
-            return 0;
-        }
         return on_hello(s, p, &m.u.hello);
     case PS_BYE: {
         if (p->kind != PEER_WORKER)
             break;
-        int wi = p->worker;
-        s->t_last = ps_now();
-        unbind_worker(s, wi);
-        return step_simple(s, PS_EV_DONE, wi, 0);
+        int wi = p->worker, gi = p->group;
+        s->g[gi].t_last = ps_now();
+        unbind_worker(s, &s->g[gi], wi);
+        return step_simple(s, gi, PS_EV_DONE, wi, 0);
+    }
+    case PS_ROLLBACK:
+        if (p->kind != PEER_WORKER)
+            break;
+    {
+        int rc = rollback(s, &s->g[p->group], p, m.u.rollback.from, m.u.rollback.to);
+        return rc < 0 ? rc : 0;
     }
     case PS_ERROR:
         slog(s, "%s reports: %s", shoal_ep_peer(p->ep), m.u.error.text);
         cut_off(s, p, "it reported an error");
-        return step_simple(s, PS_EV_TICK, 0, 0);
+        return tick_all(s);
     default:
         break;
     }
@@ -679,7 +733,7 @@ static int on_message(struct server *s, struct speer *p, const void *data, size_
          ps_type_name(m.type));
     ps_net_send_error(p->ep, "unexpected %s message", ps_type_name(m.type));
     cut_off(s, p, "protocol error");
-    return step_simple(s, PS_EV_TICK, 0, 0);
+    return tick_all(s);
 }
 
 static int handle(struct server *s, const shoal_event_t *ev)
@@ -692,24 +746,24 @@ static int handle(struct server *s, const shoal_event_t *ev)
     /* Only what the peer sent shows it is alive; our own completions do not. */
     if (ev->type == SHOAL_EV_IMM || ev->type == SHOAL_EV_RECV)
         p->last_heard = ps_now();
+    bool worker = p->kind == PEER_WORKER;
     switch (ev->type) {
     case SHOAL_EV_PUT_DONE:
-        if (ev->wr_id & WR_TORN || ev->wr_id >= (uint64_t)s->npool)
+        if (!worker || ev->wr_id & WR_TORN || ev->wr_id >= (uint64_t)s->g[p->group].npool)
             return 0;
         /* A failed put is followed by the endpoint's failure event. */
-        return step_simple(s, PS_EV_PUT_DONE, p->kind == PEER_WORKER ? p->worker : -1,
-                           (int)ev->wr_id);
+        return step_simple(s, p->group, PS_EV_PUT_DONE, p->worker, (int)ev->wr_id);
     case SHOAL_EV_GET_DONE:
-        if (!(ev->wr_id & WR_INIT) || p->kind != PEER_WORKER)
+        if (!(ev->wr_id & WR_INIT) || !worker)
             return 0;
         if (ev->status) {
             slog(s, "reading worker %d's initial parameters: %s", p->worker,
                  ev->reason ? ev->reason : shoal_strerror(ev->status));
-            return step_simple(s, PS_EV_INIT_FAILED, p->worker, 0);
+            return step_simple(s, p->group, PS_EV_INIT_FAILED, p->worker, 0);
         }
-        return step_simple(s, PS_EV_INIT_DONE, p->worker, 0);
+        return step_simple(s, p->group, PS_EV_INIT_DONE, p->worker, 0);
     case SHOAL_EV_IMM:
-        if (p->kind != PEER_WORKER) {
+        if (!worker) {
             slog(s, "%s wrote into a slot before its HELLO; closing it", shoal_ep_peer(p->ep));
             close_peer(s, p);
             return 0;
@@ -717,16 +771,17 @@ static int handle(struct server *s, const shoal_event_t *ev)
         {
             struct ps_event e = {.type = PS_EV_PUSH, .worker = p->worker, .k = ev->imm,
                                  .now = ps_now()};
-            return step(s, &e);
+            return step(s, p->group, &e);
         }
     case SHOAL_EV_RECV:
         return on_message(s, p, ev->data, ev->len);
     case SHOAL_EV_EP_FAILED:
-        if (p->kind == PEER_WORKER) {
+        if (worker) {
             char why[200];
             snprintf(why, sizeof(why), "%s", ev->reason ? ev->reason : "connection failed");
-            lose_worker(s, p->worker, why);
-            return step_simple(s, PS_EV_TICK, 0, 0);
+            int gi = p->group;
+            lose_worker(s, &s->g[gi], p->worker, why);
+            return step_simple(s, gi, PS_EV_TICK, 0, 0);
         }
         close_peer(s, p); /* a fellow server or a stranger */
         return 0;
@@ -762,7 +817,9 @@ static void reap_peers(struct server *s)
     }
 }
 
-/* Heartbeats, silence, and the core's clock (rejoin deadlines,
+static int register_with_coordinator(struct server *s, int timeout_ms);
+
+/* Heartbeats, silence, and the cores' clock (rejoin deadlines,
  * checkpoints by time). */
 static int housekeeping(struct server *s)
 {
@@ -780,7 +837,7 @@ static int housekeeping(struct server *s)
         if (p->kind == PEER_WORKER && (now - p->last_heard) * 1000 > c->fail_timeout_ms) {
             char why[96];
             snprintf(why, sizeof(why), "silent for %.0f ms", (now - p->last_heard) * 1000);
-            lose_worker(s, p->worker, why);
+            lose_worker(s, &s->g[p->group], p->worker, why);
             continue;
         }
         if (now - p->last_sent >= hb) {
@@ -789,13 +846,37 @@ static int housekeeping(struct server *s)
                 sent(p);
         }
     }
+    if (s->index != 0 && s->coord && !s->coord->ep) {
+        slog(s, "lost server 0; registering with it again");
+        s->coord = NULL; /* reaped below */
+    }
     reap_peers(s);
-    return step_simple(s, PS_EV_TICK, 0, 0);
+    if (s->index != 0 && !s->coord && now >= s->next_reg) {
+        char keep[1024];
+        snprintf(keep, sizeof(keep), "%s", s->err);
+        if (register_with_coordinator(s, 300) == 0)
+            slog(s, "registered with server 0 again");
+        snprintf(s->err, s->errlen, "%s", keep);
+        s->next_reg = ps_now() + 0.5;
+    }
+    return tick_all(s);
 }
 
 static bool finished(const struct server *s)
 {
-    return s->core_up && ps_core_finished(&s->core);
+    for (int g = 0; g < s->ngroups; g++)
+        if (!s->g[g].core_up || !ps_core_finished(&s->g[g].core))
+            return false;
+    return true;
+}
+
+static double last_progress(const struct server *s)
+{
+    double t = s->t_start;
+    for (int g = 0; g < s->ngroups; g++)
+        if (s->g[g].core_up && s->g[g].core.last_progress > t)
+            t = s->g[g].core.last_progress;
+    return t;
 }
 
 static int run(struct server *s)
@@ -821,86 +902,162 @@ static int run(struct server *s)
         int rc = housekeeping(s);
         if (rc)
             return rc;
-        double last = s->core_up ? s->core.last_progress : s->t_start;
-        if ((ps_now() - last) * 1000 > c->idle_timeout_ms) {
-            int live = 0, done = 0;
-            for (int i = 0; s->core_up && i < s->W; i++) {
-                live += s->core.w[i].state == PS_W_LIVE;
-                done += s->core.w[i].state == PS_W_DONE;
-            }
+        if ((ps_now() - last_progress(s)) * 1000 > c->idle_timeout_ms) {
+            int live = 0, done = 0, all = 0;
+            for (int g = 0; g < s->ngroups; g++)
+                for (int i = 0; s->g[g].core_up && i < s->g[g].W; i++) {
+                    live += s->g[g].core.w[i].state == PS_W_LIVE;
+                    done += s->g[g].core.w[i].state == PS_W_DONE;
+                    all++;
+                }
+            if (s->ngroups == 1 && !s->g[0].job_known)
+                all = c->size - c->servers;
             return sfail(s, "no progress for %d ms (%d of %d workers live, %d finished)",
-                         c->idle_timeout_ms, live,
-                         s->job_known ? s->W : c->size - c->servers, done);
+                         c->idle_timeout_ms, live, all, done);
         }
     }
-    if (c->checkpoint_dir[0] && s->core.version != s->core.ckpt_version)
-        checkpoint(s);
+    for (int g = 0; g < s->ngroups; g++)
+        if (c->checkpoint_dir[0] && s->g[g].core.version != s->g[g].core.ckpt_version)
+            checkpoint(s, &s->g[g]);
     ckw_drain(&s->ckw); /* the last checkpoint is on disk before we exit */
     return 0;
 }
 
-/* resume: the newest valid checkpoint becomes the state. */
-static int resume(struct server *s)
+/* Make checkpoint @k group G's state: the job (set up now when @setup),
+ * the parameters, the optimizer's state, the clocks and the memberships. */
+static int restore(struct server *s, struct sgroup *G, struct ckpt *k, const char *path,
+                   bool setup)
 {
     const shoal_ps_config_t *c = s->c;
+    int rc;
+    if (k->servers != (uint32_t)c->servers ||
+        (s->ngroups == 1 && c->size > 0 && k->workers != (uint32_t)(c->size - c->servers)))
+        return sfail(s, "%s is from another job (%u servers, %u workers)", path, k->servers,
+                     k->workers);
+    if (setup) {
+        struct ps_hello h = {.servers = k->servers, .job = k->job, .nparams = k->nparams,
+                             .ntensors = k->ntensors ? k->ntensors : 1, .layout = k->layout,
+                             .group = (uint32_t)G->id};
+        if (k->format == 1) {
+            /* The optimizer and layout were not recorded: taken from the workers. */
+            G->job_partial = true;
+            h.job.optimizer = SHOAL_PS_SGD;
+        }
+        if ((rc = setup_job(s, G, &h, false)))
+            return rc;
+    }
+    if (k->off != G->off || k->len != G->len || k->opt_kind != (uint32_t)G->opt.kind ||
+        (!k->m) != (!G->opt.m) || (!k->v) != (!G->opt.v) || k->workers != (uint32_t)G->W)
+        return sfail(s, "%s holds another shard or optimizer", path);
+    memcpy(G->pool[G->core.cur].p, k->params, G->len * sizeof(float));
+    if (G->opt.m)
+        memcpy(G->opt.m, k->m, G->len * sizeof(float));
+    if (G->opt.v)
+        memcpy(G->opt.v, k->v, G->len * sizeof(float));
+    G->opt.t = k->opt_t;
+    rc = ps_core_restore(&G->core, k->version, k->grads, k->clock, k->done, ps_now());
+    if (rc == 0 && k->nrun > 0) {
+        struct ps_core_run *r = malloc(k->nrun * sizeof(*r));
+        if (!r) {
+            rc = -ENOMEM;
+        } else {
+            memcpy(r, k->run, k->nrun * sizeof(*r));
+            free(G->core.run);
+            G->core.run = r;
+            G->core.nrun = G->core.caprun = (int)k->nrun;
+            G->core.fixed = k->fixed;
+        }
+    }
+    if (rc)
+        return sfail(s, "%s: clocks that cannot belong to this job", path);
+    return 0;
+}
+
+/* resume: the newest valid checkpoint of each group becomes its state. */
+static int resume_group(struct server *s, struct sgroup *G)
+{
     struct ckpt k;
     char path[SHOAL_PS_PATH_MAX + 64], err[512];
-    int rc = ckpt_load(c->checkpoint_dir, (uint32_t)s->index, &k, stderr, path, sizeof(path),
-                       err, sizeof(err));
+    int rc = ckpt_load(s->c->checkpoint_dir, (uint32_t)s->index, (uint32_t)G->id, &k, stderr,
+                       path, sizeof(path), err, sizeof(err));
     if (rc == -ENOENT) {
         slog(s, "resume: %s; starting fresh", err);
         return 0;
     }
     if (rc)
         return sfail(s, "resume: %s", err);
-    if (k.servers != (uint32_t)c->servers ||
-        (c->size > 0 && k.workers != (uint32_t)(c->size - c->servers))) {
-        ckpt_free(&k);
-        return sfail(s, "resume: %s is from another job (%u servers, %u workers)", path,
-                     k.servers, k.workers);
-    }
-    struct ps_hello h = {.servers = k.servers, .job = k.job, .nparams = k.nparams,
-                         .ntensors = k.ntensors ? k.ntensors : 1, .layout = k.layout};
-    if (k.format == 1) {
-        /* The optimizer and layout were not recorded: taken from the workers. */
-        s->job_partial = true;
-        h.job.optimizer = SHOAL_PS_SGD;
-    }
-    if ((rc = setup_job(s, &h, false))) {
-        ckpt_free(&k);
-        return rc;
-    }
-    if (k.off != s->off || k.len != s->len || k.opt_kind != (uint32_t)s->opt.kind ||
-        (!k.m) != (!s->opt.m) || (!k.v) != (!s->opt.v)) {
-        ckpt_free(&k);
-        return sfail(s, "resume: %s holds another shard or optimizer", path);
-    }
-    memcpy(s->pool[s->core.cur].p, k.params, s->len * sizeof(float));
-    if (s->opt.m)
-        memcpy(s->opt.m, k.m, s->len * sizeof(float));
-    if (s->opt.v)
-        memcpy(s->opt.v, k.v, s->len * sizeof(float));
-    s->opt.t = k.opt_t;
-    rc = ps_core_restore(&s->core, k.version, k.grads, k.clock, k.done, ps_now());
-    if (rc == 0 && k.nrun > 0) {
-        struct ps_core_run *r = malloc(k.nrun * sizeof(*r));
-        if (!r) {
-            rc = -ENOMEM;
-        } else {
-            memcpy(r, k.run, k.nrun * sizeof(*r));
-            free(s->core.run);
-            s->core.run = r;
-            s->core.nrun = s->core.caprun = (int)k.nrun;
-            s->core.fixed = k.fixed;
-        }
-    }
-    if (rc) {
-        ckpt_free(&k);
-        return sfail(s, "resume: %s: clocks that cannot belong to this job", path);
-    }
-    slog(s, "resumed from %s (update %u, %llu gradients applied)", path, k.version,
-         (unsigned long long)k.grads);
+    rc = restore(s, G, &k, path, true);
+    if (rc == 0)
+        slog(s, "resumed from %s (update %u, %llu gradients applied)", path, k.version,
+             (unsigned long long)k.grads);
     ckpt_free(&k);
+    return rc;
+}
+
+/*
+ * bsp, several servers: a worker found the servers at different updates
+ * (one restarted from its checkpoint).  Go back from update @from (the
+ * one it saw here; a late request from another worker is ignored) to the
+ * checkpoint at update @to, and cut every worker of the group off: they
+ * reconnect and continue at @to.  0, or 1 when there is no such
+ * checkpoint (the worker is told why).
+ */
+static int rollback(struct server *s, struct sgroup *G, struct speer *p, uint32_t from,
+                    uint32_t to)
+{
+    if (G->core.version != from || G->job.job.mode != SHOAL_PS_BSP)
+        return 0;
+    ckw_drain(&s->ckw);
+    struct ckpt k;
+    char path[SHOAL_PS_PATH_MAX + 64], err[512];
+    if (!s->c->checkpoint_dir[0] ||
+        ckpt_load_version(s->c->checkpoint_dir, (uint32_t)s->index, (uint32_t)G->id, to, &k,
+                          path, sizeof(path), err, sizeof(err))) {
+        slog(s, "cannot roll back from update %u to %u: %s", from, to,
+             s->c->checkpoint_dir[0] ? "no valid checkpoint of that update"
+                                     : "no checkpoint directory");
+        ps_net_send_error(p->ep, "server %d cannot roll back to update %u: no checkpoint of it",
+                          s->index, to);
+        return 1;
+    }
+    for (int i = 0; i < G->W; i++)
+        unbind_worker(s, G, i);
+    int rc = restore(s, G, &k, path, false);
+    if (rc == 0)
+        slog(s, "rolled back from update %u to %u (%s): another server restarted from it",
+             from, to, path);
+    ckpt_free(&k);
+    return rc;
+}
+
+/* Servers > 0: tell server 0 where this one listens (at start, and again
+ * whenever the connection is lost: a restarted server 0 knows only
+ * itself until the others register again). */
+static int register_with_coordinator(struct server *s, int timeout_ms)
+{
+    const shoal_ps_config_t *c = s->c;
+    char chost[PS_HOST_MAX];
+    uint16_t cport;
+    shoal_ep_t *ep;
+    int rc;
+    if ((rc = ps_net_coordinator(c, chost, sizeof(chost), &cport, s->err, s->errlen)) ||
+        (rc = ps_net_connect(s->ctx, chost, cport, timeout_ms, &ep, s->err, s->errlen)))
+        return rc;
+    struct speer *p = add_peer(s, ep);
+    if (!p) {
+        shoal_ep_close(ep);
+        return sfail(s, "out of memory");
+    }
+    p->kind = PEER_SERVER;
+    struct ps_msg reg = {.type = PS_SERVER_REG};
+    reg.u.reg.rank = (uint32_t)s->index;
+    memcpy(reg.u.reg.addr.host, s->host, PS_HOST_MAX);
+    reg.u.reg.addr.port = s->port;
+    if ((rc = ps_net_send(ep, &reg))) {
+        close_peer(s, p);
+        return sfail(s, "SERVER_REG to %s:%u: %s", chost, cport, shoal_strerror(rc));
+    }
+    s->coord = p;
     return 0;
 }
 
@@ -928,36 +1085,25 @@ static int start(struct server *s)
         s->registered = 1;
         if (c->rendezvous[0] && (rc = ps_net_publish(c, s->host, s->port, s->err, s->errlen)))
             return rc;
-    } else {
-        char chost[PS_HOST_MAX];
-        uint16_t cport;
-        if ((rc = ps_net_coordinator(c, chost, sizeof(chost), &cport, s->err, s->errlen)) ||
-            (rc = ps_net_connect(s->ctx, chost, cport, c->connect_timeout_ms, &s->coord, s->err,
-                                 s->errlen)))
-            return rc;
-        if (!add_peer(s, s->coord))
-            return sfail(s, "out of memory");
-        struct ps_msg reg = {.type = PS_SERVER_REG};
-        reg.u.reg.rank = (uint32_t)s->index;
-        memcpy(reg.u.reg.addr.host, s->host, PS_HOST_MAX);
-        reg.u.reg.addr.port = s->port;
-        if ((rc = ps_net_send(s->coord, &reg)))
-            return sfail(s, "SERVER_REG to %s:%u: %s", chost, cport, shoal_strerror(rc));
+    } else if ((rc = register_with_coordinator(s, c->connect_timeout_ms))) {
+        return rc;
     }
     if (!c->quiet)
         slog(s, "listening on %s:%u over %s", s->host, s->port, shoal_ctx_describe(s->ctx));
     if (c->checkpoint_dir[0] && (rc = ckw_start(&s->ckw, c->checkpoint_dir, c->quiet)))
         return sfail(s, "cannot start the checkpoint writer: %s", strerror(-rc));
-    if (c->resume && (rc = resume(s)))
-        return rc;
+    for (int g = 0; c->resume && g < s->ngroups; g++)
+        if ((rc = resume_group(s, &s->g[g])))
+            return rc;
     return 0;
 }
 
 static void cleanup(struct server *s)
 {
-    for (int i = 0; s->w && i < s->W; i++)
-        if (s->w[i].params)
-            shoal_rmr_destroy(s->w[i].params);
+    for (int g = 0; s->g && g < s->ngroups; g++)
+        for (int i = 0; s->g[g].w && i < s->g[g].W; i++)
+            if (s->g[g].w[i].params)
+                shoal_rmr_destroy(s->g[g].w[i].params);
     while (s->peers) {
         struct speer *p = s->peers;
         s->peers = p->next;
@@ -967,23 +1113,29 @@ static void cleanup(struct server *s)
     }
     if (s->l)
         shoal_listener_close(s->l);
-    for (int i = 0; s->w && i < s->W; i++) {
-        if (s->w[i].slot_mr)
-            shoal_mr_dereg(s->w[i].slot_mr);
-        free(s->w[i].slot);
+    for (int g = 0; s->g && g < s->ngroups; g++) {
+        struct sgroup *G = &s->g[g];
+        for (int i = 0; G->w && i < G->W; i++) {
+            if (G->w[i].slot_mr)
+                shoal_mr_dereg(G->w[i].slot_mr);
+            free(G->w[i].slot);
+        }
+        for (int i = 0; G->pool && i < G->npool; i++) {
+            if (G->pool[i].mr)
+                shoal_mr_dereg(G->pool[i].mr);
+            free(G->pool[i].p);
+        }
+        free(G->pool);
+        free(G->w);
+        ps_optim_fini(&G->opt);
+        if (G->core_up)
+            ps_core_fini(&G->core);
     }
-    for (int i = 0; s->pool && i < s->npool; i++) {
-        if (s->pool[i].mr)
-            shoal_mr_dereg(s->pool[i].mr);
-        free(s->pool[i].p);
-    }
-    free(s->pool);
-    free(s->w);
+    free(s->g);
     free(s->evq);
+    free(s->evg);
+    free(s->evwhy);
     ckw_stop(&s->ckw);
-    ps_optim_fini(&s->opt);
-    if (s->core_up)
-        ps_core_fini(&s->core);
     if (s->ctx)
         shoal_ctx_destroy(s->ctx);
 }
@@ -1004,22 +1156,35 @@ int shoal_ps_serve(const shoal_ps_config_t *cfg, char *err, size_t errlen)
                  cfg->rank, cfg->servers - 1);
         return -EINVAL;
     }
+    s->ngroups = cfg->groups > 0 ? cfg->groups : 1;
+    if (!(s->g = calloc((size_t)s->ngroups, sizeof(*s->g)))) {
+        snprintf(s->err, s->errlen, "out of memory");
+        return -ENOMEM;
+    }
+    for (int g = 0; g < s->ngroups; g++)
+        s->g[g].id = g;
     const char *inj = getenv("SHOAL_TRAIN_INJECT");
     s->inject_torn = inj && strcmp(inj, "torn") == 0;
     s->t_start = s->last_look = ps_now();
     if ((rc = ps_net_ctx(&s->ctx, false, s->err, s->errlen)) == 0 && (rc = start(s)) == 0)
         rc = run(s);
-    if (rc == 0 && s->job_known) {
-        double el = s->t_last - s->t_first;
-        double rounds = s->job.job.mode == SHOAL_PS_BSP ? (double)s->core.version
-                                                        : (double)s->core.grads / s->W;
+    for (int g = 0; rc == 0 && g < s->ngroups; g++) {
+        struct sgroup *G = &s->g[g];
+        if (!G->job_known)
+            continue;
+        char gl[32] = "";
+        if (s->ngroups > 1)
+            snprintf(gl, sizeof(gl), "group %d: ", g);
+        double el = G->t_last - G->t_first;
+        double rounds = G->job.job.mode == SHOAL_PS_BSP ? (double)G->core.version
+                                                        : (double)G->core.grads / G->W;
         if (!cfg->quiet && el > 0)
-            slog(s, "%u updates, %.1f rounds/s, %.0f samples/s (all workers)", s->core.version,
-                 rounds / el, rounds * s->job.job.batch * s->W / el);
+            slog(s, "%s%u updates, %.1f rounds/s, %.0f samples/s (all workers)", gl,
+                 G->core.version, rounds / el, rounds * G->job.job.batch * G->W / el);
         /* The evidence that nothing was applied twice: every gradient
          * applied had the iteration its worker was expected to push. */
-        slog(s, "applied %llu gradients, each once; dropped %llu duplicate or stale pushes",
-             (unsigned long long)s->core.grads, (unsigned long long)s->core.dropped);
+        slog(s, "%sapplied %llu gradients, each once; dropped %llu duplicate or stale pushes",
+             gl, (unsigned long long)G->core.grads, (unsigned long long)G->core.dropped);
     }
     cleanup(s);
     return rc;

@@ -67,9 +67,10 @@
  * gradient buffer into the worker's own slot at each server (no copy);
  * servers put fresh parameters straight into the parameter buffer, each
  * into the slice it owns, registered for that server alone.  At the start
- * of a job the servers take their initial shards from the first worker
- * that joins (a one-sided get of its parameter buffer), so every worker
- * starts from that worker's parameters; with --resume from the checkpoint.
+ * of a job the servers take their initial shards from worker 0 (a
+ * one-sided get of its parameter buffer; the others wait for it), so every
+ * worker starts from worker 0's parameters; with resume, from the
+ * checkpoint.
  *
  * Progress and threads.  A worker handle keeps its job alive while the
  * caller computes: its libshoal context runs with SHOAL_PROGRESS=thread
@@ -107,6 +108,7 @@ extern "C" {
 #define SHOAL_PS_LABEL_MAX 128
 #define SHOAL_PS_MAX_SERVERS 48
 #define SHOAL_PS_MAX_WORKERS 1024
+#define SHOAL_PS_MAX_GROUPS 64
 
 /** How servers and workers keep in step. */
 typedef enum shoal_ps_mode {
@@ -174,7 +176,15 @@ typedef struct shoal_ps_config {
     bool resume;                 /**< servers: start from the newest checkpoint */
     bool verify;                 /**< check every parameter delivery with a CRC */
     bool quiet;                  /**< servers: fewer messages on stderr */
-    shoal_ps_job_t job;          /**< workers: the job */
+    int groups;                  /**< parameter groups served (default 1): each group is
+                                      a job of its own (parameters, optimizer, mode,
+                                      workers) sharded over the same servers; e.g. the
+                                      stages of a pipeline, each trained by its replicas */
+    int group;                   /**< workers: the group this worker trains (0..groups-1) */
+    int group_rank;              /**< workers: its index among the group's workers
+                                      (-1 = rank - servers) */
+    int group_size;              /**< workers: the group's workers (-1 = size - servers) */
+    shoal_ps_job_t job;          /**< workers: the job (of its group) */
 } shoal_ps_config_t;
 
 /** Defaults: 1 server, BSP, SGD lr 0.1, timeouts as shoal-train's. */
@@ -267,7 +277,8 @@ int shoal_ps_create(const shoal_ps_config_t *cfg, const shoal_ps_tensor_t *tenso
 
 /**
  * Join the job: find the servers, introduce this worker and wait for its
- * first parameters (into @params).  Bounded by connect_timeout_ms.
+ * first parameters (into @params: worker 0's initial ones, at the start of
+ * a job).  Bounded by connect_timeout_ms.
  */
 int shoal_ps_join(shoal_ps_t *ps);
 

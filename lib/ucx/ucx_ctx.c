@@ -4,8 +4,10 @@
  *
  * Defaults.  UCX reads its own UCX_* variables; where the user has set
  * none, this provider picks TCP (UCX_TLS=tcp) and raises the TCP segment
- * sizes, which on loopback quadruple large-put bandwidth over UCX's 8 KiB
- * default.  A value the user set is never overridden.
+ * sizes above UCX's 8 KiB default, which limits large puts
+ * (docs/PERFORMANCE.md); and it lets a listener take a port whose old
+ * connections still wait in TIME_WAIT (a job or a server restarted at once
+ * on the same port).  A value the user set is never overridden.
  */
 #include <errno.h>
 #include <poll.h>
@@ -26,6 +28,8 @@ static const struct {
     {"TLS", "tcp", {"UCX_TLS", NULL}},
     {"TX_SEG_SIZE", "1m", {"UCX_TLS", "UCX_TCP_TX_SEG_SIZE"}},
     {"RX_SEG_SIZE", "1m", {"UCX_TLS", "UCX_TCP_RX_SEG_SIZE"}},
+    /* SO_REUSEADDR on listeners (TCP_CM_ and RDMA_CM_REUSEADDR). */
+    {"CM_REUSEADDR", "y", {"UCX_TCP_CM_REUSEADDR", "UCX_RDMA_CM_REUSEADDR"}},
 };
 
 /* The TCP segment size in force: the smaller of UCX_TCP_{TX,RX}_SEG_SIZE
@@ -71,7 +75,7 @@ static int ucx_ctx_init(shoal_ctx_t *ctx)
 {
     struct ucx_ctx *u = calloc(1, sizeof(*u));
     if (!u)
-        return -ENOMEM;
+        return shoal__fail(ctx, -ENOMEM, "ucx: out of memory");
     u->efd = -1;
     shoal__list_init(&u->pending);
     shoal__list_init(&u->failed);
@@ -163,7 +167,7 @@ static int ucx_mr_reg(shoal_mr_t *mr)
     struct ucx_ctx *u = ucx_ctx(ctx);
     struct ucx_mr *m = calloc(1, sizeof(*m));
     if (!m)
-        return -ENOMEM;
+        return shoal__fail(ctx, -ENOMEM, "mr_reg: out of memory");
     ucp_mem_map_params_t mp = {
         .field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH,
         .address = mr->addr,
@@ -219,8 +223,7 @@ static int ucx_progress(shoal_ctx_t *ctx)
     u->arrived = false;
     /* Drain (bounded), which keeps streams of puts and gets moving, but
      * return as soon as an immediate or message has arrived: someone is
-     * probably waiting for it, and one more pass costs a system call
-     * (measured: ~0.4 us off the put_lat minimum). */
+     * probably waiting for it, and one more pass costs a system call. */
     do {
         done = ucp_worker_progress(u->worker);
         n += (int)done;

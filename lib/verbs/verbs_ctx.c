@@ -253,7 +253,7 @@ static int verbs_ctx_init(shoal_ctx_t *ctx)
         return shoal__fail(ctx, rc, "verbs: %s", why);
     struct verbs_ctx *v = calloc(1, sizeof(*v));
     if (!v)
-        return -ENOMEM;
+        return shoal__fail(ctx, -ENOMEM, "verbs: out of memory");
     shoal__list_init(&v->eps);
     v->port = dc.port;
     snprintf(v->devname, sizeof(v->devname), "%s", dc.name);
@@ -552,9 +552,8 @@ static int fd_events(shoal_ctx_t *ctx)
 
 /* Every pass polls the CQs (no system call) and the flags other contexts
  * may have set; the event fds are checked on every 32nd pass and before
- * every sleep (verbs_wait).  Checking them on each pass doubled the cost
- * of a busy-poll pass (the same pacing as on the perf branch, where it was
- * measured with strace -c in the soft-RoCE VM). */
+ * every sleep (verbs_wait): each check is a failing system call, which on
+ * every pass would cost more than the pass itself (docs/PERFORMANCE.md). */
 #define VERBS_EVENT_PACE 32
 
 int verbs_progress(shoal_ctx_t *ctx)

@@ -81,7 +81,7 @@ static int qp_setup(struct verbs_ep *ve)
     ve->rbuf = aligned_alloc(4096, rlen);
     ve->sbuf = aligned_alloc(4096, slen);
     if (!ve->sq || !ve->held || !ve->rbuf || !ve->sbuf)
-        return -ENOMEM;
+        return shoal__fail(ctx, -ENOMEM, "out of memory for a queue pair's rings");
     ve->rmr = ibv_reg_mr(v->pd, ve->rbuf, rlen, IBV_ACCESS_LOCAL_WRITE);
     ve->smr = ve->rmr ? ibv_reg_mr(v->pd, ve->sbuf, slen, IBV_ACCESS_LOCAL_WRITE) : NULL;
     if (!ve->rmr || !ve->smr)
@@ -252,9 +252,10 @@ void verbs_hs_proof(struct verbs_ep *ve, const void *buf, size_t len)
     shoal_ep_t *ep = ve->ep;
     if (!ve->listener || ep->state != SHOAL_EP_CONNECTING)
         return;
-    if (shoal__hs_proof(ep, buf, len) != 0) {
+    int rc = shoal__hs_proof(ep, buf, len);
+    if (rc != 0) {
         /* verbs_sweep_half_open discards it, out of the CQ poll. */
-        ep->state = SHOAL_EP_FAILED;
+        shoal__ep_failed(ep, rc, "authentication proof refused");
         verbs_qp_error(ve);
         return;
     }
@@ -282,10 +283,8 @@ static void connect_request(shoal_ctx_t *ctx, const struct cm_ev *e,
     struct verbs_ep *ve = ep ? ve_new(ep) : NULL;
     if (!ve) {
         shoal__warn(ctx, "verbs: out of memory: connection from %s rejected", peer);
-        if (ep) {
-            shoal__list_del(&ep->node);
-            free(ep);
-        }
+        if (ep)
+            shoal__ep_discard(ep);
         rdma_reject(e->id, NULL, 0);
         *destroy = e->id;
         return;
@@ -303,7 +302,7 @@ static void connect_request(shoal_ctx_t *ctx, const struct cm_ev *e,
     int rc = shoal__hs_accept(ep, e->pdata, e->pdlen, ep->id, out, &outlen);
     if (rc) {
         rdma_reject(e->id, outlen ? out : NULL, (uint8_t)outlen);
-        ep->state = SHOAL_EP_FAILED;
+        shoal__ep_failed(ep, rc, "handshake refused");
         return;
     }
     set_ack_timeout(ve);
@@ -318,7 +317,7 @@ static void connect_request(shoal_ctx_t *ctx, const struct cm_ev *e,
         shoal__warn(ctx, "verbs: accepting %s failed: %s", peer, shoal_ctx_errmsg(ctx));
         if (!ve->qp)
             rdma_reject(e->id, NULL, 0);
-        ep->state = SHOAL_EP_FAILED;
+        shoal__ep_failed(ep, rc, "accepting failed");
     }
 }
 
@@ -549,7 +548,8 @@ int verbs_listen(shoal_listener_t *l, const char *host, uint16_t port)
         return rc;
     struct verbs_listener *vl = calloc(1, sizeof(*vl));
     if (!vl)
-        return -ENOMEM;
+        return shoal__fail(ctx, -ENOMEM, "listen on %s:%u: out of memory", host ? host : "*",
+                           port);
     vl->kind = VOBJ_LISTENER;
     vl->l = l;
     shoal__list_init(&vl->pending);
@@ -598,7 +598,7 @@ int verbs_connect(shoal_ep_t *ep, const char *host, uint16_t port)
         return rc;
     struct verbs_ep *ve = ve_new(ep);
     if (!ve)
-        return -ENOMEM;
+        return shoal__fail(ctx, -ENOMEM, "connect to %s:%u: out of memory", host, port);
     if (rdma_create_id(v->ech, &ve->id, ve, RDMA_PS_TCP))
         return shoal__fail(ctx, -errno, "connect to %s:%u: rdma_create_id: %s", host, port,
                            strerror(errno));

@@ -441,18 +441,20 @@ static void test_init_fetch(void)
 {
     struct sim s;
     sim_init(&s, 2, PS_CORE_BSP, 0, false, true);
+    join(&s, 1, 1);
+    CU_ASSERT_EQUAL(s.fetches, 0);       /* only from worker 0: the same on every server */
+    CU_ASSERT_EQUAL(s.sends[1], 0);      /* nothing sent before the parameters are in */
     join(&s, 0, 1);
     CU_ASSERT_EQUAL(s.fetches, 1);
-    CU_ASSERT_EQUAL(s.sends[0], 0);      /* nothing sent before the parameters are in */
-    join(&s, 1, 1);
-    CU_ASSERT_EQUAL(s.fetches, 1);
-    /* the worker it fetches from is lost: fetched from the other */
+    CU_ASSERT_EQUAL(s.sends[0] + s.sends[1], 0);
+    /* worker 0 is lost while it is read: fetched again when it is back */
     lost(&s, 0);
-    CU_ASSERT_EQUAL(s.fetches, 2);
-    ev(&s, PS_EV_INIT_DONE, 1, 0);
-    CU_ASSERT_EQUAL(s.sends[1], 1);
+    CU_ASSERT_EQUAL(s.fetches, 1);
     join(&s, 0, 2);
+    CU_ASSERT_EQUAL(s.fetches, 2);
+    ev(&s, PS_EV_INIT_DONE, 0, 0);
     CU_ASSERT_EQUAL(s.sends[0], 1);
+    CU_ASSERT_EQUAL(s.sends[1], 1);
     CU_ASSERT_FALSE(s.broken);
     ps_core_fini(&s.c);
 }
@@ -535,7 +537,7 @@ int main(void)
     CU_add_test(s, "exactly once over random schedules with losses", test_exactly_once_random);
     CU_add_test(s, "worker lost, rejoined, given up on", test_lost_and_rejoin);
     CU_add_test(s, "restart from a checkpoint rolls the clocks back", test_restore);
-    CU_add_test(s, "initial parameters fetched from a worker first", test_init_fetch);
+    CU_add_test(s, "initial parameters fetched from worker 0 first", test_init_fetch);
     CU_add_test(s, "data membership per epoch", test_membership);
     CU_add_test(s, "checkpoints at round boundaries", test_checkpoints);
     CU_add_test(s, "events naming no worker refused", test_bad_events);

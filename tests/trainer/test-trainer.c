@@ -578,7 +578,7 @@ static int ck_load(const char *ckdir, struct ckpt *r, char *log, size_t loglen)
     char got[600], err[512];
     FILE *f = tmpfile();
     memset(r, 0, sizeof(*r));
-    int rc = ckpt_load(ckdir, 0, r, f, got, sizeof(got), err, sizeof(err));
+    int rc = ckpt_load(ckdir, 0, 0, r, f, got, sizeof(got), err, sizeof(err));
     size_t n = 0;
     if (f) {
         rewind(f);

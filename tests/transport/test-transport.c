@@ -715,6 +715,68 @@ static void test_reconnect(void)
     CU_ASSERT_EQUAL(h_run(reconnect_server, reconnect_client, 1, NULL, 90), 0);
 }
 
+/* ---- a listener restarted on its port -------------------------------------
+ *
+ * A server that closed its connections first leaves them in TIME_WAIT on
+ * its listening port for a minute; a new server on the same port (a job
+ * restarted at the same --coordinator, a parameter server restarted with
+ * --resume) must still be able to listen there at once.
+ */
+
+static void relisten_server(struct h_role *r)
+{
+    shoal_ctx_t *ctx = h_ctx();
+    shoal_listener_t *l;
+    CHECK_RC(shoal_listen(ctx, h_host(), 0, &l), ctx, "listen");
+    uint16_t port = shoal_listener_port(l);
+    CHECK(write(r->port_wr, &port, sizeof(port)) == sizeof(port), "publish port");
+    shoal_ep_t *ep;
+    CHECK_RC(shoal_accept(l, 30000, &ep), ctx, "accept");
+    h_expect_str(ctx, ep, "hello", 30000);
+    shoal_ep_close(ep); /* this side closes first: its sockets wait in TIME_WAIT */
+    shoal_listener_close(l);
+    shoal_ctx_destroy(ctx);
+    ctx = h_ctx();
+    CHECK_RC(shoal_listen(ctx, h_host(), port, &l), ctx, "listen again on the same port");
+    CHECK(write(r->port_wr, &port, sizeof(port)) == sizeof(port), "publish port again");
+    CHECK_RC(shoal_accept(l, 30000, &ep), ctx, "accept on the new listener");
+    h_expect_str(ctx, ep, "hello again", 30000);
+    h_send_str(ctx, ep, "ok");
+    h_expect_str(ctx, ep, "bye", 30000);
+    shoal_ep_close(ep);
+    shoal_listener_close(l);
+    shoal_ctx_destroy(ctx);
+}
+
+static void relisten_client(struct h_role *r)
+{
+    shoal_ctx_t *ctx = h_ctx();
+    struct pollfd p = {.fd = r->port_rd, .events = POLLIN};
+    uint16_t port;
+    CHECK(poll(&p, 1, 30000) == 1 && read(r->port_rd, &port, sizeof(port)) == sizeof(port),
+          "no port published by the server");
+    shoal_ep_t *ep;
+    CHECK_RC(shoal_connect(ctx, h_host(), port, &ep), ctx, "connect");
+    h_send_str(ctx, ep, "hello");
+    shoal_event_t ev;
+    h_expect(ctx, SHOAL_EV_EP_FAILED, ep, 30000, &ev); /* the server closed */
+    shoal_ep_close(ep);
+    CHECK(poll(&p, 1, 30000) == 1 && read(r->port_rd, &port, sizeof(port)) == sizeof(port),
+          "the server did not listen again");
+    CHECK_RC(shoal_connect(ctx, h_host(), port, &ep), ctx, "connect to the new listener");
+    h_send_str(ctx, ep, "hello again");
+    h_expect_str(ctx, ep, "ok", 30000);
+    h_send_str(ctx, ep, "bye");
+    h_expect(ctx, SHOAL_EV_SEND_DONE, ep, 30000, &ev);
+    shoal_ep_close(ep);
+    shoal_ctx_destroy(ctx);
+}
+
+static void test_relisten(void)
+{
+    CU_ASSERT_EQUAL(h_run(relisten_server, relisten_client, 1, NULL, 60), 0);
+}
+
 /* ---- connecting to a closed port ----------------------------------------- */
 
 static void refused_role(struct h_role *r)
@@ -937,6 +999,9 @@ int main(int argc, char **argv)
         CU_add_test(s, "client SIGKILLed: server sees EP_FAILED", test_client_killed);
         CU_add_test(s, "connect with backoff; reconnect after the peer dropped us",
                     test_reconnect);
+        if (t == SHOAL_TRANSPORT_UCX) /* verbs: rdma_cm frees a port with its id */
+            CU_add_test(s, "a listener restarted at once on its port (TIME_WAIT)",
+                        test_relisten);
         CU_add_test(s, "a descriptor aimed at another region is refused by the target",
                     test_cross_region);
         if (t == SHOAL_TRANSPORT_UCX) /* verbs: the NIC refuses (test-verbs) */
