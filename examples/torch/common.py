@@ -154,7 +154,7 @@ def main(prog, about, make_model, to_input, defaults):
         xt, yt = torch.from_numpy(xt_np), torch.from_numpy(yt_np)
 
     # Each worker builds its own model (different seeds on purpose): the
-    # join gives every worker the parameters of the first one to join.
+    # join gives every worker worker 0's parameters.
     torch.manual_seed(a.seed + 7919 * me)
     model = make_model()
     if a.optimizer == "sgd":

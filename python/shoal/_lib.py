@@ -25,6 +25,7 @@ PATH_MAX = 4096
 LABEL_MAX = 128
 MAX_SERVERS = 48
 MAX_WORKERS = 1024
+MAX_GROUPS = 64
 
 MODES = ("bsp", "async", "ssp")              # shoal_ps_mode_t, in order
 OPTIMIZERS = ("sgd", "adam", "average")      # shoal_ps_optimizer_t
@@ -76,6 +77,10 @@ class Config(ctypes.Structure):
         ("resume", ctypes.c_bool),
         ("verify", ctypes.c_bool),
         ("quiet", ctypes.c_bool),
+        ("groups", ctypes.c_int),
+        ("group", ctypes.c_int),
+        ("group_rank", ctypes.c_int),
+        ("group_size", ctypes.c_int),
         ("job", Job),
     ]
 

@@ -7,7 +7,7 @@ servers, with the calls BytePS and Horovod users know.
     opt = st.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
                                   model.named_parameters(), mode="aggregate",
                                   iters_per_epoch=468, epochs=10, batch=64)
-    # every worker now holds the same parameters (those of the first to join)
+    # every worker now holds the same parameters (worker 0's)
     while opt.iteration < opt.total:         # the servers' count (see below)
         x, y = batch_of(opt.iteration)
         opt.zero_grad()
@@ -531,8 +531,9 @@ def DistributedOptimizer(optimizer, named_parameters=None, mode="aggregate", *,
     must agree on.
 
     Returns an optimizer of a subclass of @optimizer's class; on return
-    every worker holds the job's parameters (those of the first worker to
-    join, or the servers' when rejoining or after a restart)."""
+    every worker holds the job's parameters: worker 0's at the start of a
+    job (the servers fetch them and give them to every worker), the
+    servers' when rejoining or after a restart."""
     _need("DistributedOptimizer()")
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise ShoalError("DistributedOptimizer wraps a torch.optim optimizer, not %r"

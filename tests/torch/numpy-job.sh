@@ -13,7 +13,7 @@ for opt in sgd average; do
     grep -q '^FAIL:' "$log" && failures=$((failures + 1))
     [ $rc = 0 ] && ok "$opt: the job exited 0" || { tail -5 "$log"; bad "$opt: the job exited $rc"; }
     n=$(grep -o 'joined at iteration 0, start [0-9.]*' "$log" | sort -u | wc -l)
-    [ "$n" = 1 ] && ok "$opt: both workers start from the same parameters (the first to join's)" ||
+    [ "$n" = 1 ] && ok "$opt: both workers start from worker 0's parameters" ||
         bad "$opt: the workers started from $n different parameter vectors"
     has "$log" "applied [0-9]+ gradients, each once" "$opt: the server applied every gradient once"
 done

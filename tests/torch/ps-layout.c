@@ -51,6 +51,10 @@ int main(void)
     F(shoal_ps_config_t, "shoal_ps_config_t", resume);
     F(shoal_ps_config_t, "shoal_ps_config_t", verify);
     F(shoal_ps_config_t, "shoal_ps_config_t", quiet);
+    F(shoal_ps_config_t, "shoal_ps_config_t", groups);
+    F(shoal_ps_config_t, "shoal_ps_config_t", group);
+    F(shoal_ps_config_t, "shoal_ps_config_t", group_rank);
+    F(shoal_ps_config_t, "shoal_ps_config_t", group_size);
     F(shoal_ps_config_t, "shoal_ps_config_t", job);
     printf("shoal_ps_tensor_t.sizeof 0 %zu\n", sizeof(shoal_ps_tensor_t));
     F(shoal_ps_tensor_t, "shoal_ps_tensor_t", name);
