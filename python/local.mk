@@ -50,4 +50,11 @@ SHOAL_PY_TESTS = tests/torch/layout.sh tests/torch/numpy-job.sh tests/torch/inst
 	tests/torch/bad-use.sh tests/torch/equiv.sh tests/torch/examples.sh
 TESTS += $(SHOAL_PY_TESTS)
 EXTRA_DIST += $(SHOAL_PY_TESTS) tests/torch/lib.sh tests/torch/equiv.py \
-	tests/torch/bad-use.py tests/torch/numpy-job.py
+	tests/torch/bad-use.py tests/torch/numpy-job.py tests/torch/faults.sh
+
+# The PyTorch fault suite alone (make check-faults runs it too, last).
+check-faults-torch: all
+	abs_top_srcdir=$(abs_top_srcdir) abs_top_builddir=$(abs_top_builddir) \
+	  $(SHELL) $(srcdir)/tests/torch/faults.sh; rc=$$?; \
+	test $$rc = 0 || test $$rc = 77
+.PHONY: check-faults-torch

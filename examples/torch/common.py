@@ -182,8 +182,9 @@ def main(prog, about, make_model, to_input, defaults):
     eval_s = 0.0  # worker 0's evaluations: not training time
     loss_avg, seen = 0.0, 0
     start_k = opt.iteration
-    if start_k and me == 0:
-        prog_line.line("starting at iteration %d (epoch %d)" % (start_k, start_k // ipe + 1))
+    if start_k:  # rejoined a running job, or a server resumed from a checkpoint
+        prog_line.line("worker %d: starting at iteration %d (epoch %d), where the job is"
+                       % (me, start_k, start_k // ipe + 1))
     while opt.iteration < total:
         k = opt.iteration
         e, t = divmod(k, ipe)

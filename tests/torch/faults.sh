@@ -119,7 +119,7 @@ worker_kill() {
     [ "$t_back" != - ] && ok "$name: worker 1 rejoined" || bad "$name: worker 1 did not rejoin"
     # The restarted process starts where the job is, as the server says.
     local k ks
-    k=$(sed -n 's/^starting at iteration \([0-9]*\) .*/\1/p' "$dir/w1b.log" | head -1)
+    k=$(sed -n 's/^worker 1: starting at iteration \([0-9]*\) .*/\1/p' "$dir/w1b.log" | head -1)
     ks=$(sed -n 's/.*worker 1 rejoined (.*continues at \([0-9]*\)).*/\1/p' "$dir/s0.log" | head -1)
     [ -n "$k" ] && [ "$k" -gt 0 ] && [ "$k" = "$ks" ] &&
         ok "$name: the restarted worker went on at iteration $k, where the server said" ||
@@ -152,7 +152,7 @@ server_kill() {
     grep -q "resumed from .*(update $was," "$dir/s0b.log" &&
         ok "$name: the server resumed from its checkpoint at update $was" ||
         { grep resumed "$dir/s0b.log"; bad "$name: did not resume from update $was"; }
-    local n; n=$(grep -c "reconnected after .*continuing at iteration $was " "$dir"/w*.log)
+    local n; n=$(cat "$dir"/w*.log | grep -c "reconnected after .*continuing at iteration $was ")
     [ "$n" = 2 ] && ok "$name: both workers went back to iteration $was and went on" ||
         { grep -h "reconnected" "$dir"/w*.log; bad "$name: $n of 2 workers continued at iteration $was"; }
     echo "    time to recover: $( [ "$t_back" != - ] && secs "$t_kill" "$t_back" || echo -) s" \
