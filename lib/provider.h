@@ -21,7 +21,10 @@
 #ifndef SHOAL_PROVIDER_H
 #define SHOAL_PROVIDER_H
 
+#include <poll.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -142,7 +145,20 @@ struct shoal_ctx {
                                             netdev), which placement follows */
     struct shoal_plan *plan;             /* core: placement (core/topo.c) */
     long spin_ns;                        /* core: shoal_wait polls this long, then sleeps */
-    char errmsg[512];                    /* core: last error text */
+    char errmsg[512];                    /* core: last call's error text (shoal_ctx_errmsg) */
+    char *err_out;                       /* core: where shoal__fail writes: errmsg, or
+                                            pt_err while the progress thread works */
+    char pt_err[512];                    /* core: the progress thread's scratch errmsg */
+    /* core: SHOAL_PROGRESS=thread (core/progress.c).  Every public call
+     * holds `lock` (shoal__lock); the thread takes it only with trylock,
+     * and only while the application is neither in a call nor progressing. */
+    bool threaded;                       /* the thread runs: calls take the lock */
+    pthread_mutex_t lock;
+    atomic_uint app_want;                /* application calls waiting for the lock */
+    atomic_ulong app_progress;           /* progress passes the application made */
+    pthread_t thread;
+    int wake_fd;                         /* eventfd: wakes the thread to stop */
+    bool stop;                           /* under lock: the thread must exit */
     struct shoal_evq evq;                /* core */
     struct shoal_list eps;               /* core: every endpoint */
     struct shoal_list listeners;         /* core */
@@ -277,10 +293,20 @@ struct shoal_provider {
     /* Make progress without blocking; return how much work was done. */
     int (*progress)(shoal_ctx_t *ctx);
 
-    /* Sleep until the provider may have work or @timeout_ms passes.  May
-     * return early (spurious wake-ups are fine). */
-    int (*wait)(shoal_ctx_t *ctx, int timeout_ms);
+    /* Prepare to sleep until the provider may have work: arm its
+     * notifications, fill @fds (at most SHOAL_WAIT_FDS) with what poll()
+     * should wait on, and lower *@timeout_ms if something is due sooner
+     * (a handshake deadline).  Returns the number of fds, 0 if work is
+     * already pending (progress instead of sleeping), or a negative errno
+     * (with errmsg).  The core does the poll() (shoal__sleep; the progress
+     * thread polls without holding the context's lock, so a provider's
+     * state must not change between this and wait_done except through its
+     * own calls), then calls wait_done (may be NULL) with the results.
+     * Spurious wake-ups are fine. */
+    int (*wait_fds)(shoal_ctx_t *ctx, struct pollfd *fds, int *timeout_ms);
+    void (*wait_done)(shoal_ctx_t *ctx, const struct pollfd *fds, int nfds);
 };
+#define SHOAL_WAIT_FDS 4
 
 extern const struct shoal_provider shoal_ucx_provider;
 #ifdef HAVE_VERBS
@@ -303,6 +329,15 @@ void shoal__log(const shoal_ctx_t *ctx, shoal_log_level_t lvl,
  * log it at debug level, and return @err so callers can `return`. */
 int shoal__fail(shoal_ctx_t *ctx, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* The message shoal__fail recorded last, for a provider that passes it on
+ * (e.g. into a connect's reason): inside the progress thread it is not
+ * the application's errmsg. */
+const char *shoal__last_error(const shoal_ctx_t *ctx);
+
+/* Sleep until @ctx's provider may have work or @timeout_ms passes (-1:
+ * no limit): wait_fds, poll(), wait_done.  0, or a negative errno with
+ * errmsg if poll() fails.  For blocking loops (connect, accept, wait). */
+int shoal__sleep(shoal_ctx_t *ctx, int timeout_ms);
 
 /* An operation reference finished with @status (0 or negative errno).
  * When the last reference finishes the core queues the completion event

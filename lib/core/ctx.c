@@ -97,6 +97,8 @@ static const char *bad_field(const shoal_config_t *c)
         return "device (not NUL-terminated)";
     if (!memchr(c->auth_file, '\0', sizeof(c->auth_file)))
         return "auth_file (not NUL-terminated)";
+    if ((unsigned)c->progress > SHOAL_PROGRESS_THREAD)
+        return "progress (not a shoal_progress_t)";
     return NULL;
 }
 
@@ -134,6 +136,8 @@ int shoal_ctx_create(const shoal_config_t *cfg, shoal_ctx_t **ctx_p)
     shoal__list_init(&ctx->eps);
     shoal__list_init(&ctx->listeners);
     ctx->next_ep_id = 1;
+    ctx->err_out = ctx->errmsg;
+    ctx->wake_fd = -1;
     int rc = shoal__auth_load(ctx);
     if (rc == 0)
         rc = choose_provider(ctx);
@@ -141,6 +145,13 @@ int shoal_ctx_create(const shoal_config_t *cfg, shoal_ctx_t **ctx_p)
         rc = ctx->prov->ctx_init(ctx);
     if (rc == 0 && (rc = shoal__topo_ctx_init(ctx)) != 0)
         ctx->prov->ctx_fini(ctx);
+    if (rc == 0) {
+        ctx->spin_ns = spin_ns(ctx);
+        if ((rc = shoal__progress_start(ctx)) != 0) {
+            shoal__topo_ctx_fini(ctx);
+            ctx->prov->ctx_fini(ctx);
+        }
+    }
     if (rc) {
         /* Keep the reason visible: the ctx that held it is going away. */
         if (ctx->errmsg[0])
@@ -151,7 +162,6 @@ int shoal_ctx_create(const shoal_config_t *cfg, shoal_ctx_t **ctx_p)
     }
     if (!ctx->describe[0])
         snprintf(ctx->describe, sizeof(ctx->describe), "%s", ctx->prov->name);
-    ctx->spin_ns = spin_ns(ctx);
     *ctx_p = ctx;
     return 0;
 }
@@ -160,6 +170,8 @@ void shoal_ctx_destroy(shoal_ctx_t *ctx)
 {
     if (!ctx)
         return;
+    /* First the thread: what follows runs with nobody else in the ctx. */
+    shoal__progress_stop(ctx);
     while (!shoal__list_empty(&ctx->listeners))
         shoal_listener_close(shoal__container_of(ctx->listeners.next,
                                                  shoal_listener_t, node));

@@ -59,16 +59,23 @@ void shoal__ep_discard(shoal_ep_t *ep)
 
 void shoal_ep_close(shoal_ep_t *ep)
 {
-    if (ep)
-        ep_free(ep);
+    if (!ep)
+        return;
+    shoal_ctx_t *ctx = ep->ctx;
+    shoal__lock(ctx);
+    ep_free(ep);
+    shoal__unlock(ctx);
 }
 
 void shoal_ep_abort(shoal_ep_t *ep)
 {
     if (!ep)
         return;
+    shoal_ctx_t *ctx = ep->ctx;
+    shoal__lock(ctx);
     ep->abort = true;
     ep_free(ep);
+    shoal__unlock(ctx);
 }
 
 const char *shoal_ep_peer(const shoal_ep_t *ep) { return ep->peer; }
@@ -122,6 +129,7 @@ void shoal_listener_close(shoal_listener_t *l)
     if (!l)
         return;
     shoal_ctx_t *ctx = l->ctx;
+    shoal__lock(ctx);
     /* Handshaken but unaccepted peers are closed with the listener. */
     while (!shoal__list_empty(&l->ready)) {
         shoal_ep_t *ep = shoal__container_of(l->ready.next, shoal_ep_t, node);
@@ -132,6 +140,7 @@ void shoal_listener_close(shoal_listener_t *l)
     ctx->prov->listener_close(l);
     shoal__list_del(&l->node);
     free(l);
+    shoal__unlock(ctx);
 }
 
 static int accept_one(shoal_listener_t *l, int timeout_ms, shoal_ep_t **ep_p)
@@ -141,6 +150,7 @@ static int accept_one(shoal_listener_t *l, int timeout_ms, shoal_ep_t **ep_p)
         return shoal__fail(ctx, -EINVAL, "accept: the endpoint pointer (ep_p) is NULL");
     uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : shoal__now_ms() + (uint64_t)timeout_ms;
     for (;;) {
+        shoal__app_progressed(ctx);
         int rc = ctx->prov->progress(ctx);
         if (rc < 0)
             return rc;
@@ -164,7 +174,7 @@ static int accept_one(shoal_listener_t *l, int timeout_ms, shoal_ep_t **ep_p)
         if (now >= deadline)
             return shoal__fail(ctx, -ETIMEDOUT, "accept: no peer within %d ms", timeout_ms);
         uint64_t left = deadline - now;
-        rc = ctx->prov->wait(ctx, left > 1000000 ? 1000000 : (int)left);
+        rc = shoal__sleep(ctx, left > 1000000 ? 1000000 : (int)left);
         if (rc < 0)
             return rc;
     }
@@ -185,6 +195,7 @@ static int dial(shoal_ep_t *ep, const char *host, uint16_t port)
 {
     shoal_ctx_t *ctx = ep->ctx;
     snprintf(ep->peer, sizeof(ep->peer), "%s:%u", host, port);
+    shoal__app_progressed(ctx);
     int rc = ctx->prov->connect(ep, host, port);
     if (rc == 0 && ep->state != SHOAL_EP_CONNECTED)
         rc = shoal__fail(ctx, -ECONNRESET, "connect to %s:%u: connection lost in handshake",
@@ -266,7 +277,10 @@ static bool try_again(shoal_ctx_t *ctx, const char *to, int rc, uint64_t deadlin
     if (!may_pass(rc) || shoal__now_ms() + (uint64_t)*wait > deadline)
         return false;
     shoal__debug(ctx, "connect to %s: %s; again in %d ms", to, shoal_strerror(rc), *wait);
+    /* The progress thread, if any, may progress the context meanwhile. */
+    shoal__unlock(ctx);
     sleep_ms(*wait);
+    shoal__lock(ctx);
     *wait = *wait * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : *wait * 2;
     return true;
 }

@@ -6,9 +6,11 @@
  * and shoal__ep_failed(), which queue them here.  The queue is a growable
  * power-of-two ring; a poll moves up to `max` entries into the "batch",
  * whose storage (message copies, reason strings) stays valid until the
- * next poll, which is what the public contract promises.
+ * next poll, which is what the public contract promises.  shoal__sleep is
+ * the one place a blocking call sleeps: on the fds the provider names.
  */
 #include <errno.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -224,6 +226,7 @@ static int evq_take(shoal_ctx_t *ctx, shoal_event_t *evs, int max)
 /* shoal_poll() once its arguments are known good. */
 static int poll_once(shoal_ctx_t *ctx, shoal_event_t *evs, int max)
 {
+    shoal__app_progressed(ctx);
     if (ctx->evq.count < (unsigned)max) {
         int rc = ctx->prov->progress(ctx);
         if (rc < 0)
@@ -264,10 +267,24 @@ static int wait_events(shoal_ctx_t *ctx, shoal_event_t *evs, int max, int timeou
         if (elapsed_ns(&spin_start) < ctx->spin_ns)
             continue;
         uint64_t left = deadline - now;
-        int rc = ctx->prov->wait(ctx, left > 1000000 ? 1000000 : (int)left);
+        int rc = shoal__sleep(ctx, left > 1000000 ? 1000000 : (int)left);
         if (rc < 0)
             return rc;
     }
+}
+
+int shoal__sleep(shoal_ctx_t *ctx, int timeout_ms)
+{
+    struct pollfd fds[SHOAL_WAIT_FDS];
+    int n = ctx->prov->wait_fds(ctx, fds, &timeout_ms);
+    if (n <= 0)
+        return n; /* work is pending, or an error */
+    if (poll(fds, (nfds_t)n, timeout_ms) < 0 && errno != EINTR)
+        return shoal__fail(ctx, -errno, "poll on the %s provider's fds: %s", ctx->prov->name,
+                           strerror(errno));
+    if (ctx->prov->wait_done)
+        ctx->prov->wait_done(ctx, fds, n);
+    return 0;
 }
 
 int shoal_wait(shoal_ctx_t *ctx, shoal_event_t *evs, int max, int timeout_ms)

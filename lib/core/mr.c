@@ -53,8 +53,11 @@ void shoal_mr_dereg(shoal_mr_t *mr)
 {
     if (!mr)
         return;
-    mr->ctx->prov->mr_dereg(mr);
-    mr->ctx->n_mrs--;
+    shoal_ctx_t *ctx = mr->ctx;
+    shoal__lock(ctx);
+    ctx->prov->mr_dereg(mr);
+    ctx->n_mrs--;
+    shoal__unlock(ctx);
     free(mr);
 }
 
@@ -190,8 +193,12 @@ void shoal_rmr_destroy(shoal_rmr_t *rmr)
 {
     if (!rmr)
         return;
-    if (rmr->ep)
+    if (rmr->ep) {
+        shoal_ctx_t *ctx = rmr->ep->ctx;
+        shoal__lock(ctx);
         shoal__rmr_detach(rmr);
+        shoal__unlock(ctx);
+    }
     free(rmr);
 }
 

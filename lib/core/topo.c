@@ -4,9 +4,9 @@
  * threads to the plan, and buffers allocated on the device's NUMA node.
  *
  * Not for: choosing the transport or the device (ctx.c and the providers
- * do), or starting threads (libshoal has none; the application binds its
- * own compute threads with shoal_bind_thread()).  Should libshoal grow a
- * progress thread, it would take a slot of the same plan.
+ * do), or starting threads (the application binds its own compute threads
+ * with shoal_bind_thread(); the progress thread, progress.c, binds itself
+ * to the whole plan with shoal__topo_bind_near()).
  *
  * The plan (SHOAL_BIND=auto):
  *   1. near = the CPUs of the device's non-I/O hwloc ancestor (its package
@@ -680,6 +680,25 @@ int shoal__plan_bind(struct shoal_plan *p, int slot, char *err, size_t errlen)
     }
     hwloc_bitmap_free(set);
     return rc;
+}
+
+void shoal__topo_bind_near(shoal_ctx_t *ctx)
+{
+    struct shoal_plan *p = ctx->plan;
+    if (!p || p->pub.policy == SHOAL_BIND_NONE || p->pub.ncpus < 1 ||
+        !hwloc_topology_is_thissystem(p->topo))
+        return;
+    hwloc_bitmap_t set = hwloc_bitmap_alloc();
+    if (!set)
+        return;
+    for (int i = 0; i < p->pub.ncpus; i++)
+        hwloc_bitmap_set(set, (unsigned)p->cpu[i]);
+    if (hwloc_set_cpubind(p->topo, set, HWLOC_CPUBIND_THREAD))
+        shoal__warn(ctx, "progress thread: binding to CPUs %s: %s", p->pub.cpus,
+                    strerror(errno));
+    else
+        shoal__debug(ctx, "progress thread bound to CPUs %s", p->pub.cpus);
+    hwloc_bitmap_free(set);
 }
 
 /* ---- the context's plan and the public calls ------------------------------------- */

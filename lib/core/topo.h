@@ -63,4 +63,9 @@ void shoal__plan_fini(struct shoal_plan *p);
 /* Bind the calling thread to slot @slot of @p (modulo ncpus). */
 int shoal__plan_bind(struct shoal_plan *p, int slot, char *err, size_t errlen);
 
+/* Bind the calling thread to every CPU of @ctx's plan (none with
+ * SHOAL_BIND=none): where the progress thread runs.  Failures are logged;
+ * the thread then runs unbound. */
+void shoal__topo_bind_near(shoal_ctx_t *ctx);
+
 #endif

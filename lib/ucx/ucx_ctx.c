@@ -111,9 +111,12 @@ static int ucx_ctx_init(shoal_ctx_t *ctx)
         free(u);
         return shoal__fail(ctx, -ENODEV, "ucp_init: %s", ucs_status_string(st));
     }
+    /* With the progress thread, two threads use the worker, one at a time
+     * (the context's lock): SERIALIZED.  Otherwise only the caller's. */
     ucp_worker_params_t wp = {
         .field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE,
-        .thread_mode = UCS_THREAD_MODE_SINGLE,
+        .thread_mode = ctx->cfg.progress == SHOAL_PROGRESS_THREAD ? UCS_THREAD_MODE_SERIALIZED
+                                                                  : UCS_THREAD_MODE_SINGLE,
     };
     st = ucp_worker_create(u->context, &wp, &u->worker);
     if (st != UCS_OK) {
@@ -235,23 +238,21 @@ static int ucx_progress(shoal_ctx_t *ctx)
 }
 
 /*
- * Blocking wait (shoal_wait has already spun on progress): arm the worker
- * and sleep in poll() on its event fd until UCX signals work or the
- * timeout passes.
+ * Before a sleep (shoal_wait has already spun on progress, or the progress
+ * thread is idle): arm the worker; the core then sleeps in poll() on its
+ * event fd until UCX signals work or the timeout passes.
  */
-static int ucx_wait(shoal_ctx_t *ctx, int timeout_ms)
+static int ucx_wait_fds(shoal_ctx_t *ctx, struct pollfd *fds, int *timeout_ms)
 {
     struct ucx_ctx *u = ucx_ctx(ctx);
+    (void)timeout_ms;
     ucs_status_t st = ucp_worker_arm(u->worker);
     if (st == UCS_ERR_BUSY)
         return 0; /* events are pending: go and progress */
     if (st != UCS_OK)
         return shoal__fail(ctx, -EIO, "ucp_worker_arm: %s", ucs_status_string(st));
-    struct pollfd pfd = {.fd = u->efd, .events = POLLIN};
-    int rc = poll(&pfd, 1, timeout_ms);
-    if (rc < 0 && errno != EINTR)
-        return shoal__fail(ctx, -errno, "poll on the UCX event fd: %s", strerror(errno));
-    return 0;
+    fds[0] = (struct pollfd){.fd = u->efd, .events = POLLIN};
+    return 1;
 }
 
 const struct shoal_provider shoal_ucx_provider = {
@@ -272,5 +273,5 @@ const struct shoal_provider shoal_ucx_provider = {
     .get = ucx_get,
     .send = ucx_send,
     .progress = ucx_progress,
-    .wait = ucx_wait,
+    .wait_fds = ucx_wait_fds,
 };

@@ -240,7 +240,7 @@ static ucs_status_t am_hello_ack(void *arg, const void *header, size_t hlen, voi
     size_t outlen = 0;
     rc = shoal__hs_ack(ep, header, hlen, out, &outlen);
     if (rc)
-        snprintf(e->hs_why, sizeof(e->hs_why), "%s", shoal_ctx_errmsg(ctx));
+        snprintf(e->hs_why, sizeof(e->hs_why), "%s", shoal__last_error(ctx));
     if (outlen) {
         /* Our proof, or why we refuse the server, on the HELLO id. */
         int src = ucx_am_send_hdr(ep, UCX_AM_HELLO, out, outlen);
@@ -387,7 +387,7 @@ int ucx_connect(shoal_ep_t *ep, const char *host, uint16_t port)
         if (now >= deadline)
             return shoal__fail(ctx, -ETIMEDOUT, "connect to %s:%u: no answer within %d ms",
                                host, port, ctx->cfg.connect_timeout_ms);
-        ctx->prov->wait(ctx, (int)(deadline - now));
+        shoal__sleep(ctx, (int)(deadline - now));
     }
     if (e->hs_err)
         return shoal__fail(ctx, e->hs_err, "connect to %s:%u: %s", host, port, e->hs_why);

@@ -314,7 +314,7 @@ static void connect_request(shoal_ctx_t *ctx, const struct cm_ev *e,
             rc = shoal__fail(ctx, -errno, "rdma_accept: %s", strerror(errno));
     }
     if (rc) {
-        shoal__warn(ctx, "verbs: accepting %s failed: %s", peer, shoal_ctx_errmsg(ctx));
+        shoal__warn(ctx, "verbs: accepting %s failed: %s", peer, shoal__last_error(ctx));
         if (!ve->qp)
             rdma_reject(e->id, NULL, 0);
         shoal__ep_failed(ep, rc, "accepting failed");
@@ -339,14 +339,14 @@ static shoal_ep_t *ep_event(shoal_ctx_t *ctx, struct verbs_ep *ve, const struct 
     case RDMA_CM_EVENT_ROUTE_RESOLVED: {
         int rc = qp_setup(ve);
         if (rc) {
-            cm_fail(ve, rc, "%s", shoal_ctx_errmsg(ctx));
+            cm_fail(ve, rc, "%s", shoal__last_error(ctx));
             break;
         }
         uint8_t hello[SHOAL_HELLO_MAX];
         size_t hlen;
         rc = shoal__hs_hello(ep, ep->id, hello, &hlen);
         if (rc) {
-            cm_fail(ve, rc, "%s", shoal_ctx_errmsg(ctx));
+            cm_fail(ve, rc, "%s", shoal__last_error(ctx));
             break;
         }
         struct rdma_conn_param p;
@@ -378,7 +378,7 @@ static shoal_ep_t *ep_event(shoal_ctx_t *ctx, struct verbs_ep *ve, const struct 
             size_t outlen = 0;
             int rc = shoal__hs_ack(ep, e->pdata, e->pdlen, out, &outlen);
             if (rc)
-                snprintf(why, sizeof(why), "%s", shoal_ctx_errmsg(ctx));
+                snprintf(why, sizeof(why), "%s", shoal__last_error(ctx));
             ve->established = true; /* so close disconnects */
             if (outlen) {
                 /* Our proof, or why we refuse the server: the first SEND. */
@@ -407,7 +407,7 @@ static shoal_ep_t *ep_event(shoal_ctx_t *ctx, struct verbs_ep *ve, const struct 
             if (shoal__hello_decode(e->pdata, e->pdlen, SHOAL_TRANSPORT_VERBS, &h, why,
                                     sizeof(why)) == 0 && (h.flags & SHOAL_HELLO_REFUSE)) {
                 int rc = shoal__hs_ack(ep, e->pdata, e->pdlen, out, &outlen);
-                cm_fail(ve, rc, "%s", shoal_ctx_errmsg(ctx));
+                cm_fail(ve, rc, "%s", shoal__last_error(ctx));
                 break;
             }
         }
@@ -614,7 +614,7 @@ int verbs_connect(shoal_ep_t *ep, const char *host, uint16_t port)
         if (now >= deadline)
             return shoal__fail(ctx, -ETIMEDOUT, "connect to %s:%u: no answer within %d ms",
                                host, port, ctx->cfg.connect_timeout_ms);
-        verbs_wait(ctx, (int)(deadline - now));
+        shoal__sleep(ctx, (int)(deadline - now));
     }
     if (ve->cm_err || ep->state != SHOAL_EP_CONNECTED)
         return shoal__fail(ctx, ve->cm_err ? ve->cm_err : -ECONNRESET, "connect to %s:%u: %s",

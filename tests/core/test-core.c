@@ -76,6 +76,13 @@ static void test_config_env(void)
     CU_ASSERT_EQUAL(shoal_config_set(&c, "SPIN_US", "fast", err, sizeof(err)), -EINVAL);
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "SHOAL_SPIN_US='fast'"));
     CU_ASSERT_EQUAL(c.spin_us, -1);
+    /* PROGRESS: off by default, thread, or refused naming itself. */
+    CU_ASSERT_EQUAL(c.progress, SHOAL_PROGRESS_OFF);
+    CU_ASSERT_EQUAL(shoal_config_set(&c, "PROGRESS", "Thread", NULL, 0), 0);
+    CU_ASSERT_EQUAL(c.progress, SHOAL_PROGRESS_THREAD);
+    CU_ASSERT_EQUAL(shoal_config_set(&c, "PROGRESS", "threads", err, sizeof(err)), -EINVAL);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "SHOAL_PROGRESS='threads'"));
+    CU_ASSERT_EQUAL(c.progress, SHOAL_PROGRESS_THREAD);
 }
 
 static void test_config_print(void)
@@ -365,6 +372,11 @@ static void test_ctx_errors(void)
     c.queue_depth = 0;
     CU_ASSERT_EQUAL(shoal_ctx_create(&c, &ctx), -EINVAL);
     CU_ASSERT_PTR_NULL(ctx);
+    shoal_config_init(&c);
+    c.progress = (shoal_progress_t)7;
+    CU_ASSERT_EQUAL(shoal_ctx_create(&c, &ctx), -EINVAL);
+    CU_ASSERT_PTR_NULL(ctx);
+    shoal_config_init(&c);
     CU_ASSERT_EQUAL(shoal_ctx_create(NULL, NULL), -EINVAL);
     /* Polling with bad arguments does not crash. */
     shoal_event_t ev;
