@@ -47,7 +47,7 @@ check_PROGRAMS += tests/torch/ps-layout
 tests_torch_ps_layout_SOURCES = tests/torch/ps-layout.c
 tests_torch_ps_layout_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/lib/ps
 SHOAL_PY_TESTS = tests/torch/layout.sh tests/torch/numpy-job.sh tests/torch/install.sh \
-	tests/torch/bad-use.sh tests/torch/equiv.sh tests/torch/examples.sh
+	tests/torch/bad-use.sh tests/torch/equiv.sh tests/torch/examples.sh tests/torch/mpirun.sh
 TESTS += $(SHOAL_PY_TESTS)
 EXTRA_DIST += $(SHOAL_PY_TESTS) tests/torch/lib.sh tests/torch/equiv.py \
 	tests/torch/bad-use.py tests/torch/numpy-job.py tests/torch/faults.sh
