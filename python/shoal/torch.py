@@ -46,9 +46,15 @@ the fresh parameters (server modes) land straight in the parameter
 vector, i.e. in the model.  In aggregate mode the mean gradient lands in a
 third registered vector, whose views the user's optimizer sees as p.grad
 during its step.  Copies of the parameters or gradients a step makes in
-Python: none.  (One per tensor, counted in stats()["grad_copies"], only if
-something replaced a p.grad, e.g. zero_grad(set_to_none=True) on the
-model: the step then copies that gradient into the registered vector.)
+Python: none; zero_grad() is one memset of the gradient vector.  (One copy
+per tensor, counted in stats()["grad_copies"], only if something replaced
+a p.grad, e.g. zero_grad(set_to_none=True) on the model: the step then
+copies that gradient into the registered vector.)  Once, at construction:
+the parameters are copied into the flat vector (aggregate mode: also into
+the receiving vector, and the job's initial parameters back out of it
+after the join).  Below the package, the transport moves the bytes: on
+verbs the NIC reads and writes these vectors itself; UCX over TCP passes
+them through the kernel's sockets.
 
 Restarts.  The iteration counter belongs to the servers: after a server
 restarted from a checkpoint it may go back, and a restarted worker starts
