@@ -24,7 +24,7 @@ except ImportError:
     sys.path.insert(0, os.path.join(HERE, "..", "..", "python"))  # the source tree
 
 try:
-    import numpy as np
+    import numpy  # noqa: F401  (shoal.data reads the IDX files with it)
     import torch
     import torch.nn.functional as F
 except ImportError as e:
