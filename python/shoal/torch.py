@@ -76,7 +76,7 @@ from .errors import ShoalError
 
 __all__ = ["init", "serve", "shutdown", "rank", "size", "local_rank", "servers",
            "num_workers", "worker_index", "role", "is_initialized", "DistributedOptimizer",
-           "ShoalError"]
+           "broadcast_parameters", "ShoalError"]
 
 MODES = ("aggregate", "bsp", "async", "ssp")
 
@@ -189,6 +189,38 @@ def shutdown():
 
 _open = weakref.WeakSet()
 atexit.register(shutdown)
+
+
+def broadcast_parameters(params, root_rank=0):
+    """Horovod's and BytePS's call, for scripts that make it: in shoal the
+    join of DistributedOptimizer() already gave every worker worker 0's
+    parameters, so this only checks that @params (a state_dict, or
+    (name, tensor) pairs, or tensors) are all parameters of a
+    DistributedOptimizer of this process and that @root_rank is worker 0
+    (0); anything else (buffers, a tensor of no optimizer, another root)
+    is a ShoalError naming it, as shoal cannot broadcast it."""
+    _need("broadcast_parameters()")
+    if root_rank != 0:
+        raise ShoalError("broadcast_parameters(root_rank=%r): shoal starts every worker from "
+                         "worker 0's parameters (root_rank=0)" % (root_rank,))
+    if not _open:
+        raise ShoalError("broadcast_parameters() before DistributedOptimizer(): its join is "
+                         "what gives every worker worker 0's parameters; create it first")
+    mine = set()
+    for o in _open:
+        mine.update(id(t) for _, t in o._named)
+        mine.update(t.data_ptr() for _, t in o._named)
+    items = params.items() if hasattr(params, "items") else params
+    for i, item in enumerate(items):
+        if isinstance(item, tuple):
+            name, t = repr(item[0]), item[1]
+        else:
+            name, t = "tensor %d" % i, item
+        if id(t) not in mine and not (isinstance(t, torch.Tensor) and t.numel() and
+                                      t.data_ptr() in mine):
+            raise ShoalError("broadcast_parameters(): %s is not a parameter of a "
+                             "DistributedOptimizer (a buffer?); shoal gives every worker "
+                             "worker 0's parameters at the join, and nothing else" % name)
 
 
 # ---- the optimizer -----------------------------------------------------------

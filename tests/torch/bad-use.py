@@ -8,9 +8,9 @@ naming the problem (never a crash or a hang); run by bad-use.sh.  Prints
   join          join a job (bad-use.sh arranges what is wrong: no server,
                 a wrong secret, or --shape/--names differing per worker);
                 exits 3 when refused as expected
-  misc          a tiny job (1 server, 1 worker): an lr scheduler in server
-                mode, grads replaced behind the optimizer's back, a step
-                after finish()
+  misc          a tiny job (1 server, 1 worker): broadcast_parameters, an
+                lr scheduler in server mode, grads replaced behind the
+                optimizer's back, a step after finish()
 """
 import sys
 import time
@@ -67,11 +67,15 @@ if case == "before-init":
            lambda: dopt(m))
     raises("rank() before init()", ["before shoal.torch.init()"], st.rank)
     raises("worker_index() before init()", ["before shoal.torch.init()"], st.worker_index)
+    raises("broadcast_parameters() before init()", ["before shoal.torch.init()"],
+           lambda: st.broadcast_parameters(m.state_dict()))
 elif case == "env":
     raises("init() with " + sys.argv[2], sys.argv[3:], st.init)
 elif case == "args":
     st.init()
     m = model()
+    raises("broadcast_parameters() before DistributedOptimizer()", ["create it first"],
+           lambda: st.broadcast_parameters(m.state_dict()))
     raises("mode='foo'", ["mode 'foo'", "aggregate, bsp, async, ssp"], lambda: dopt(m, mode="foo"))
     raises("iters_per_epoch=0", ["iters_per_epoch=0"], lambda: dopt(m, iters_per_epoch=0))
     raises("RMSprop with mode='bsp'", ["RMSprop", "mode='aggregate'"],
@@ -133,6 +137,12 @@ elif case == "misc":
         F.cross_entropy(m(x), y).backward()
         o.step()
 
+    st.broadcast_parameters(m.state_dict(), root_rank=0)  # the parameters: nothing to do
+    check("broadcast_parameters(model.state_dict()) after the join: accepted", True)
+    raises("broadcast_parameters of a buffer", ["'buf'", "not a parameter"],
+           lambda: st.broadcast_parameters({"buf": torch.zeros(3)}))
+    raises("broadcast_parameters(root_rank=1)", ["root_rank=0"],
+           lambda: st.broadcast_parameters(m.state_dict(), root_rank=1))
     sched = torch.optim.lr_scheduler.StepLR(o, step_size=1, gamma=0.5)
     one()
     sched.step()
