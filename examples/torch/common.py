@@ -6,8 +6,9 @@ ranks there.  The loop is driven by the servers' iteration count
 (opt.iteration), so a restarted worker, or every worker after a server
 restarted from a checkpoint, continues where the job is.  In epoch e the
 training set is permuted the same way on every worker (seed, e) and this
-worker takes part `shard` of `shards` of it (opt.data_shard(e)); its
-batch t is the t-th slice of that part.
+worker takes part `shard` of `shards` of it, every shards-th sample from
+place `shard` on (opt.data_shard(e)); its batch t is the t-th slice of
+that part.
 """
 import argparse
 import json
@@ -190,7 +191,10 @@ def main(prog, about, make_model, to_input, defaults):
         e, t = divmod(k, ipe)
         if e != part_epoch:
             member, shard, shards = opt.data_shard(e)
-            gen.manual_seed(a.seed * 1000003 + e)
+            # The permutation perf/train/torch-train.py --single draws: with
+            # 2 workers taking its even and odd places, the global batches
+            # are that single process's.
+            gen.manual_seed(a.seed * 1000003 + e * 101)
             part = torch.randperm(x.shape[0], generator=gen)[shard::shards]
             part_epoch = e
         idx = part[t * a.batch:(t + 1) * a.batch]
