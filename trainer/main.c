@@ -33,7 +33,10 @@ static void usage(FILE *out)
 "\n"
 "Job:\n"
 "  -s, --servers S         server ranks (default SHOAL_SERVERS, else 1); the other\n"
-"                          ranks are workers\n"
+"                          ranks are workers; 'colocated': every process is a worker\n"
+"                          and serves one shard of the parameters in a thread of its\n"
+"                          own (start it as shoal-run -s colocated, or with\n"
+"                          SHOAL_SERVERS=colocated under mpirun/srun)\n"
 "      --rank R --size N   this rank and the job size (default: from SHOAL_RANK/\n"
 "                          SHOAL_SIZE, OMPI_COMM_WORLD_*, PMIX_RANK, SLURM_*)\n"
 "      --coordinator H:P   where server 0 listens (env SHOAL_COORDINATOR)\n"
@@ -85,6 +88,10 @@ static void usage(FILE *out)
 "      --save FILE         write the final model (atomically)\n"
 "      --log-interval SEC  progress line period (default 1)\n"
 "      --verify            check every parameter delivery with a CRC (slower)\n"
+"      --compress C        the wire format: none (fp32), fp16, bf16 (gradients pushed\n"
+"                          and parameters pulled at half width; the servers keep fp32),\n"
+"                          topk:R (only the largest fraction R of each gradient, with\n"
+"                          error feedback), topk-noef:R (without it)\n"
 "  -q, --quiet             no progress lines\n"
 "      --compare A B       exit 0 if two saved models agree within --tolerance\n"
 "                          (default 1e-4): e.g. BSP against --single\n"
@@ -97,7 +104,7 @@ static void usage(FILE *out)
 enum {
     O_RANK = 256, O_SIZE, O_COORD, O_RDV, O_HOST, O_CTO, O_ITO, O_DATA, O_TRAIN, O_TEST,
     O_FEAT, O_CLASSES, O_HIDDEN, O_MODEL, O_MODE, O_STALE, O_IPE, O_LR, O_MOM, O_WD,
-    O_SCHED, O_LRSTEP, O_GAMMA, O_SEED, O_THREADS, O_METRICS, O_SAVE, O_LOGINT, O_VERIFY,
+    O_SCHED, O_LRSTEP, O_GAMMA, O_SEED, O_THREADS, O_METRICS, O_SAVE, O_LOGINT, O_VERIFY, O_COMPRESS,
     O_SINGLE, O_WORKERS, O_EVAL, O_COMPARE, O_TOL, O_FTO, O_RTO, O_RCTO, O_CKDIR, O_CKEVERY,
     O_CKSECS, O_RESUME, O_AUTH, O_BENCH,
 };
@@ -120,7 +127,7 @@ static const struct option opts[] = {
     {"lr-gamma", required_argument, 0, O_GAMMA}, {"seed", required_argument, 0, O_SEED},
     {"threads", required_argument, 0, O_THREADS}, {"metrics", required_argument, 0, O_METRICS},
     {"save", required_argument, 0, O_SAVE}, {"log-interval", required_argument, 0, O_LOGINT},
-    {"verify", no_argument, 0, O_VERIFY}, {"single", no_argument, 0, O_SINGLE},
+    {"verify", no_argument, 0, O_VERIFY}, {"compress", required_argument, 0, O_COMPRESS}, {"single", no_argument, 0, O_SINGLE},
     {"workers", required_argument, 0, O_WORKERS}, {"eval", required_argument, 0, O_EVAL},
     {"fail-timeout", required_argument, 0, O_FTO},
     {"rejoin-timeout", required_argument, 0, O_RTO},
@@ -283,16 +290,28 @@ int main(int argc, char **argv)
     const char *coord = getenv("SHOAL_COORDINATOR");
     if (getenv("SHOAL_RENDEZVOUS"))
         copy(c.rendezvous, sizeof(c.rendezvous), O_RDV, getenv("SHOAL_RENDEZVOUS"));
-    long env_servers = env_num("SHOAL_SERVERS");
-    if (env_servers > 0)
-        c.servers = (int)env_servers;
+    const char *sv = getenv("SHOAL_SERVERS");
+    if (sv && !strcmp(sv, "colocated")) {
+        c.colocated = true;
+    } else {
+        long env_servers = env_num("SHOAL_SERVERS");
+        if (env_servers > 0)
+            c.servers = (int)env_servers;
+    }
     bool single = false;
     const char *eval = NULL, *compare = NULL;
     double tolerance = 1e-4;
     int o;
     while ((o = getopt_long(argc, argv, "s:e:b:qh", opts, NULL)) != -1) {
         switch (o) {
-        case 's': c.servers = (int)num(o, optarg, 1, SHOAL_PS_MAX_SERVERS); break;
+        case 's':
+            if (!strcmp(optarg, "colocated")) {
+                c.colocated = true;
+            } else {
+                c.servers = (int)num(o, optarg, 1, SHOAL_PS_MAX_SERVERS);
+                c.colocated = false;
+            }
+            break;
         case O_RANK: c.rank = (int)num(o, optarg, 0, INT_MAX); break;
         case O_SIZE: c.size = (int)num(o, optarg, 2, SHOAL_PS_MAX_SERVERS + SHOAL_PS_MAX_WORKERS); break;
         case O_COORD: coord = optarg; break;
@@ -359,6 +378,13 @@ int main(int argc, char **argv)
         case O_SAVE: copy(c.save, sizeof(c.save), o, optarg); break;
         case O_LOGINT: c.log_interval = real(o, optarg, 0.01, 86400); break;
         case O_VERIFY: c.verify = true; break;
+        case O_COMPRESS:
+            if (shoal_ps_parse_compress(optarg, &c.compress, &c.topk_ratio)) {
+                fprintf(stderr, "shoal-train: --compress: '%s' is not none, fp16, bf16, topk:R "
+                        "or topk-noef:R (R in (0, 1], e.g. topk:0.01)\n", optarg);
+                return 2;
+            }
+            break;
         case O_SINGLE: single = true; break;
         case O_WORKERS: c.workers = (int)num(o, optarg, 1, SHOAL_PS_MAX_WORKERS); break;
         case O_EVAL: eval = optarg; break;
@@ -416,6 +442,17 @@ int main(int argc, char **argv)
         fprintf(stderr, "shoal-train: no rank/size: start it with shoal-run, mpirun or srun, "
                 "or give --rank and --size (or use --single)\n");
         return 2;
+    }
+    if (c.colocated) {
+        /* every process is a worker and serves one shard */
+        if (c.size > SHOAL_PS_MAX_SERVERS) {
+            fprintf(stderr, "shoal-train: --servers colocated: %d processes, at most %d\n",
+                    c.size, SHOAL_PS_MAX_SERVERS);
+            return 2;
+        }
+        c.servers = c.size;
+        c.size *= 2;
+        c.rank += c.servers;
     }
     if (c.size <= c.servers || c.rank >= c.size) {
         fprintf(stderr, "shoal-train: rank %d of %d with %d servers: a job needs at least one "

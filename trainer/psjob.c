@@ -17,6 +17,12 @@ void train_ps_config(const struct train_cfg *c, size_t nparams, int iters,
     o->size = c->size;
     o->local_rank = c->local_rank;
     o->servers = c->servers;
+    if (c->colocated) {
+        /* the PS layer makes the same virtual layout and starts the server */
+        o->colocated = true;
+        o->rank = c->rank - c->servers;
+        o->size = c->servers;
+    }
     if (!c->rendezvous[0])
         snprintf(o->coordinator, sizeof(o->coordinator), "%s:%u", c->coord_host, c->coord_port);
     snprintf(o->rendezvous, sizeof(o->rendezvous), "%s", c->rendezvous);
@@ -49,6 +55,8 @@ void train_ps_config(const struct train_cfg *c, size_t nparams, int iters,
     j->schedule = c->opt.schedule;
     j->step_epochs = c->opt.step_epochs;
     j->gamma = c->opt.gamma;
+    j->compress = c->compress;
+    j->topk_ratio = c->topk_ratio;
 }
 
 int server_main(const struct train_cfg *c)

@@ -31,6 +31,9 @@ struct train_cfg {
     /* job layout */
     int rank, size;          /* this process among servers + workers */
     int servers, workers;    /* ranks 0..servers-1 are servers */
+    bool colocated;          /* every process is worker r and serves shard r; rank and
+                                size are then those of the virtual layout (servers =
+                                workers = processes, rank = servers + process) */
     int local_rank;          /* among this node's processes, for binding */
 
     /* meeting */
@@ -76,6 +79,8 @@ struct train_cfg {
     char save[TRAIN_PATH_MAX];
     double log_interval;             /* seconds between progress lines */
     bool verify;                     /* check each parameter delivery */
+    shoal_ps_compress_t compress;    /* what crosses the wire */
+    float topk_ratio;
     bool quiet;
 };
 

@@ -214,6 +214,13 @@ int worker_main(const struct train_cfg *c)
     snprintf(label, sizeof(label), "%s %s, %d workers", desc, shoal_ps_mode_name(c->mode),
              c->workers);
     if (w->index == 0) {
+        size_t push, pull;
+        char cz[48];
+        shoal_ps_wire_bytes(&pc.job, w->m.nparams, c->servers, &push, &pull);
+        fprintf(stderr, "shoal-train: compression %s: %zu bytes pushed and %zu pulled per worker "
+                "per iteration (fp32: %zu each way)\n",
+                shoal_ps_compress_name(&pc.job, cz, sizeof(cz)), push, pull,
+                w->m.nparams * sizeof(float));
         if ((rc = report_open(&rep, c->metrics, c->log_interval, c->quiet,
                               shoal_ps_describe(w->ps), label, c->epochs, iters, c->workers,
                               c->batch, w->err, sizeof(w->err))))

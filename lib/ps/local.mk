@@ -6,6 +6,7 @@ noinst_LTLIBRARIES += lib/ps/libshoal_ps_impl.la
 lib_ps_libshoal_ps_impl_la_SOURCES = lib/ps/shoal_ps.h lib/ps/ps_int.h lib/ps/ps_util.c \
 	lib/ps/ps_config.c lib/ps/ps_core.h lib/ps/ps_core.c lib/ps/ps_proto.h lib/ps/ps_proto.c \
 	lib/ps/ps_optim.h lib/ps/ps_optim.c lib/ps/ps_ckpt.h lib/ps/ps_ckpt.c \
+	lib/ps/ps_compress.h lib/ps/ps_compress.c \
 	lib/ps/ps_ckwriter.h lib/ps/ps_ckwriter.c lib/ps/ps_net.h lib/ps/ps_net.c \
 	lib/ps/ps_server.c lib/ps/ps_worker.c
 lib_ps_libshoal_ps_impl_la_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/lib/ps

@@ -122,6 +122,8 @@ int ckpt_save(const char *dir, const struct ckpt *c, char *err, size_t errlen)
     put32(&b, (uint32_t)j->step_epochs);
     putf(&b, j->gamma);
     put(&b, j->label, PS_MODEL_MAX);
+    put32(&b, (uint32_t)j->compress);
+    putf(&b, j->topk_ratio);
     put64(&b, c->nparams);
     put64(&b, c->layout);
     put32(&b, c->ntensors);
@@ -297,6 +299,8 @@ static int load_one(const char *path, uint32_t server, struct ckpt *c, char *err
         j->label[PS_MODEL_MAX - 1] = 0;
     }
     if (c->format == 2) {
+        j->compress = (shoal_ps_compress_t)get32(&r);
+        j->topk_ratio = getf(&r);
         c->nparams = get64(&r);
         c->layout = get64(&r);
         c->ntensors = get32(&r);
@@ -310,6 +314,7 @@ static int load_one(const char *path, uint32_t server, struct ckpt *c, char *err
         c->workers == 0 || c->workers > PS_MAX_WORKERS || c->len == 0 ||
         c->len > c->nparams || (uint32_t)j->mode > SHOAL_PS_SSP ||
         (uint32_t)j->optimizer > SHOAL_PS_AVERAGE || j->iters_per_epoch == 0 ||
+        (uint32_t)j->compress > SHOAL_PS_COMPRESS_TOPK_NOEF ||
         j->epochs == 0) {
         snprintf(err, errlen, "%s: inconsistent header", path);
         goto out;

@@ -82,9 +82,14 @@ int shoal_ps_config_from_env(shoal_ps_config_t *cfg, char *err, size_t errlen)
     for (size_t i = 0; i < sizeof(local) / sizeof(local[0]) && c.local_rank < 0; i++)
         if ((rc = env_int(local[i], 0, INT_MAX, &c.local_rank, err, errlen)))
             return rc;
-    if ((rc = env_int("SHOAL_SERVERS", 1, SHOAL_PS_MAX_SERVERS, &c.servers, err, errlen)) ||
-        (rc = env_int("SHOAL_PS_SERVERS", 1, SHOAL_PS_MAX_SERVERS, &c.servers, err, errlen)))
-        return rc;
+    static const char *const sv[] = {"SHOAL_SERVERS", "SHOAL_PS_SERVERS"};
+    for (int i = 0; i < 2; i++) {
+        const char *x = getenv(sv[i]);
+        if (x && !strcmp(x, "colocated"))
+            c.colocated = true;
+        else if ((rc = env_int(sv[i], 1, SHOAL_PS_MAX_SERVERS, &c.servers, err, errlen)))
+            return rc;
+    }
     const char *v;
     if ((v = getenv("SHOAL_COORDINATOR")) && *v) {
         if (strlen(v) >= sizeof(c.coordinator)) {
@@ -137,8 +142,40 @@ static int bad(char *err, size_t errlen, const char *fmt, ...)
     return -EINVAL;
 }
 
-int shoal_ps_config_check(const shoal_ps_config_t *c, bool worker, char *err, size_t errlen)
+void ps_config_split(const shoal_ps_config_t *c, shoal_ps_config_t *worker,
+                     shoal_ps_config_t *server)
 {
+    /* P processes are a job of P servers and P workers: process r is
+     * server r and worker r (rank P + r) */
+    int P = c->size;
+    if (worker) {
+        *worker = *c;
+        worker->servers = P;
+        worker->size = 2 * P;
+        worker->rank = P + c->rank;
+        worker->colocated = false;
+    }
+    if (server) {
+        *server = *c;
+        server->servers = P;
+        server->size = 2 * P;
+        server->rank = c->rank;
+        server->colocated = false;
+    }
+}
+
+int shoal_ps_config_check(const shoal_ps_config_t *cin, bool worker, char *err, size_t errlen)
+{
+    shoal_ps_config_t cc = *cin;
+    const shoal_ps_config_t *c = &cc;
+    if (cc.colocated && cc.rank >= 0 && cc.size > 0) {
+        if (cc.size > SHOAL_PS_MAX_SERVERS)
+            return bad(err, errlen, "%d processes: co-located, at most %d", cc.size,
+                       SHOAL_PS_MAX_SERVERS);
+        if (cc.groups > 1)
+            return bad(err, errlen, "co-located servers serve one parameter group");
+        ps_config_split(cin, worker ? &cc : NULL, worker ? NULL : &cc);
+    }
     if (c->rank < 0 || c->size < 0)
         return bad(err, errlen, "no rank/size: run under a launcher (shoal-run, mpirun, srun) "
                    "or set SHOAL_RANK and SHOAL_SIZE");
@@ -201,6 +238,9 @@ int shoal_ps_config_check(const shoal_ps_config_t *c, bool worker, char *err, si
     if ((unsigned)j->schedule > SHOAL_PS_LR_STEP || j->step_epochs < 0 ||
         !(j->gamma >= 0.0f && j->gamma < 1e6f))
         return bad(err, errlen, "bad learning-rate schedule");
+    if ((unsigned)j->compress > SHOAL_PS_COMPRESS_TOPK_NOEF ||
+        (j->compress >= SHOAL_PS_COMPRESS_TOPK && !(j->topk_ratio > 0.0f && j->topk_ratio <= 1.0f)))
+        return bad(err, errlen, "bad compression (top-k needs a fraction in (0, 1])");
     if (memchr(j->label, 0, sizeof(j->label)) == NULL)
         return bad(err, errlen, "job label is not terminated");
     return 0;
@@ -208,7 +248,7 @@ int shoal_ps_config_check(const shoal_ps_config_t *c, bool worker, char *err, si
 
 bool shoal_ps_is_server(const shoal_ps_config_t *cfg)
 {
-    return cfg->rank >= 0 && cfg->rank < cfg->servers;
+    return !cfg->colocated && cfg->rank >= 0 && cfg->rank < cfg->servers;
 }
 
 const char *shoal_ps_mode_name(shoal_ps_mode_t m)

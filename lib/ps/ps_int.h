@@ -34,6 +34,15 @@ int ps_parse_hostport(const char *s, char *host, size_t cap, uint16_t *port);
  * member keeps shard @worker of @workers.  Returns whether it is one. */
 bool ps_data_shard(const uint8_t *live, int workers, int worker, int *shard, int *shards);
 
+/* A co-located job (@c->colocated) as two ordinary configurations: the
+ * worker's (rank P + r of 2P) and its server's (rank r of 2P), P servers;
+ * either output may be NULL. */
+void ps_config_split(const shoal_ps_config_t *c, shoal_ps_config_t *worker,
+                     shoal_ps_config_t *server);
+
+/* shoal_ps_serve, which also returns (-ECANCELED) once *@stop is set. */
+int ps_serve(const shoal_ps_config_t *cfg, const int *stop, char *err, size_t errlen);
+
 /* n zeroed floats, page aligned; free() them. */
 float *ps_alloc_floats(size_t n);
 

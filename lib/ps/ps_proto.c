@@ -203,6 +203,8 @@ int ps_encode(const struct ps_msg *m, uint8_t *buf, size_t cap)
         put_u32(&w, (uint32_t)j->step_epochs);
         put_f32(&w, j->gamma);
         put_str(&w, j->label);
+        put_u32(&w, (uint32_t)j->compress);
+        put_f32(&w, j->topk_ratio);
         put_u32(&w, h->ntensors);
         put_u64(&w, h->layout);
         put_blob(&w, h->desc, h->desc_len);
@@ -328,6 +330,9 @@ int ps_decode(const void *buf, size_t len, struct ps_msg *m, char *why, size_t w
         uint32_t step = get_u32(&r, "schedule");
         j->gamma = get_f32(&r, "gamma");
         get_str(&r, j->label, PS_MODEL_MAX, "label");
+        uint32_t comp = get_u32(&r, "compress");
+        j->topk_ratio = get_f32(&r, "compress");
+        j->compress = (shoal_ps_compress_t)(comp <= SHOAL_PS_COMPRESS_TOPK_NOEF ? comp : 0);
         h->ntensors = get_u32(&r, "tensors");
         h->layout = get_u64(&r, "layout");
         h->desc_len = get_blob(&r, h->desc, sizeof(h->desc), "descriptor");
@@ -359,6 +364,9 @@ int ps_decode(const void *buf, size_t len, struct ps_msg *m, char *why, size_t w
             r.err = "optimizer";
         else if (h->nparams == 0 || h->ntensors == 0 || h->ntensors > h->nparams)
             r.err = "parameters";
+        else if (comp > SHOAL_PS_COMPRESS_TOPK_NOEF ||
+                 (comp >= SHOAL_PS_COMPRESS_TOPK && !(j->topk_ratio > 0.0f && j->topk_ratio <= 1.0f)))
+            r.err = "compress";
         break;
     }
     case PS_WELCOME: {

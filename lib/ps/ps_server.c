@@ -34,6 +34,7 @@
 #include <zlib.h>
 
 #include "ps_ckwriter.h"
+#include "ps_compress.h"
 #include "ps_core.h"
 #include "ps_int.h"
 #include "ps_net.h"
@@ -54,14 +55,15 @@ struct speer {
 struct sworker {
     struct speer *peer;       /* while the core has it LIVE */
     shoal_mr_t *slot_mr;
-    float *slot;
+    void *slot;               /* its pushed gradient, in the job's wire format */
     shoal_rmr_t *params;      /* its parameter slice for this shard */
     bool members_blocked;     /* its MEMBERS met a full send queue: skip the SEND */
 };
 
 struct pbuf {
-    float *p;
-    shoal_mr_t *mr;
+    float *p;                 /* the parameters, fp32 */
+    uint16_t *h;              /* fp16/bf16 jobs: the same at half width (what is sent) */
+    shoal_mr_t *mr;           /* registers what is sent: h, else p */
 };
 
 /* wr_id of the initial parameters' get, and a flag for test-only puts */
@@ -82,6 +84,8 @@ struct sgroup {
     struct sworker *w;
     struct pbuf *pool;
     int npool;
+    float *sum;               /* compressed jobs: the gradients decoded and summed */
+    size_t push_bytes, pull_bytes;
     double t_first, t_last;
 };
 
@@ -116,6 +120,7 @@ struct server {
     int nclosed;
     bool closed_overflow;
     double last_look;
+    const int *stop;          /* co-located: the worker gave up */
     char *err;
     size_t errlen;
 };
@@ -263,6 +268,11 @@ static int check_job(const struct server *s, const struct sgroup *G, const struc
                  "must declare the same tensors, names and sizes", x, y);
         return -1;
     }
+    if (a->compress != b->compress || a->topk_ratio != b->topk_ratio) {
+        snprintf(why, len, "it compresses as %s, the others as %s",
+                 shoal_ps_compress_name(a, x, sizeof(x)), shoal_ps_compress_name(b, y, sizeof(y)));
+        return -1;
+    }
     if (a->mode != b->mode || a->staleness != b->staleness) {
         snprintf(why, len, "it trains in mode %s (staleness %d), the others in %s (%d)",
                  shoal_ps_mode_name(a->mode), a->staleness, shoal_ps_mode_name(b->mode),
@@ -336,21 +346,36 @@ static int setup_job(struct server *s, struct sgroup *G, const struct ps_hello *
     G->pool = calloc((size_t)G->npool, sizeof(*G->pool));
     if (!G->w || !G->pool)
         return sfail(s, "out of memory");
+    const shoal_ps_job_t *j = &h->job;
+    G->push_bytes = ps_push_bytes(j, G->len);
+    G->pull_bytes = ps_pull_bytes(j, G->len);
+    bool half = G->pull_bytes < G->len * sizeof(float);
+    if (j->compress != SHOAL_PS_COMPRESS_NONE && !(G->sum = ps_alloc_floats(G->len)))
+        return sfail(s, "out of memory");
     for (int i = 0; i < G->npool; i++) {
-        if (!(G->pool[i].p = ps_alloc_floats(G->len)))
+        struct pbuf *b = &G->pool[i];
+        if (!(b->p = ps_alloc_floats(G->len)) ||
+            (half && !(b->h = (uint16_t *)ps_alloc_floats((G->len + 1) / 2))))
             return sfail(s, "out of memory for %d x %zu parameters", G->npool, G->len);
-        if (shoal_mr_reg(s->ctx, G->pool[i].p, G->len * sizeof(float), 0, &G->pool[i].mr))
+        if (shoal_mr_reg(s->ctx, half ? (void *)b->h : (void *)b->p, G->pull_bytes, 0, &b->mr))
             return sfail(s, "registering parameters: %s", shoal_ctx_errmsg(s->ctx));
     }
     for (int i = 0; i < G->W; i++) {
         struct sworker *sw = &G->w[i];
-        if (!(sw->slot = ps_alloc_floats(G->len)))
+        if (!(sw->slot = ps_alloc_floats((G->push_bytes + 3) / 4)))
             return sfail(s, "out of memory for %d gradient slots", G->W);
-        if (shoal_mr_reg(s->ctx, sw->slot, G->len * sizeof(float), SHOAL_ACCESS_REMOTE_WRITE,
+        if (shoal_mr_reg(s->ctx, sw->slot, G->push_bytes, SHOAL_ACCESS_REMOTE_WRITE,
                          &sw->slot_mr))
             return sfail(s, "registering a gradient slot: %s", shoal_ctx_errmsg(s->ctx));
     }
     return 0;
+}
+
+/* The fp32 parameters of buffer b became new: their half-width copy too. */
+static void encode_params(struct sgroup *G, int b)
+{
+    if (G->pool[b].h)
+        ps_half_pack(G->job.job.compress, G->pool[b].h, G->pool[b].p, G->len);
 }
 
 /* ---- carrying out the core's actions ---------------------------------------- */
@@ -364,6 +389,8 @@ static int setup_job(struct server *s, struct sgroup *G, const struct ps_hello *
 static void inject_torn(struct server *s, struct sgroup *G, int wi, int buf)
 {
     int f = (buf + 1) % G->npool;
+    if (G->pool[f].h)
+        return; /* fp32 jobs only */
     memcpy(G->pool[f].p, G->pool[buf].p, G->len * sizeof(float));
     G->pool[f].p[G->len / 2] += 1.0f;
     if (shoal_put(G->w[wi].peer->ep, G->pool[f].mr, 0, G->w[wi].params, 0,
@@ -381,8 +408,8 @@ static void do_send(struct server *s, struct sgroup *G, const struct ps_action *
         return;
     }
     struct pbuf *b = &G->pool[a->buf];
-    int rc = shoal_put(sw->peer->ep, b->mr, 0, sw->params, 0, G->len * sizeof(float),
-                       SHOAL_PUT_IMM, a->version, (uint64_t)a->buf);
+    int rc = shoal_put(sw->peer->ep, b->mr, 0, sw->params, 0, G->pull_bytes, SHOAL_PUT_IMM,
+                       a->version, (uint64_t)a->buf);
     if (rc) {
         queue_event(s, G->id, PS_EV_BLOCKED, a->worker, a->buf, NULL);
         /* Anything but a full queue: the connection broke under us; the
@@ -397,7 +424,8 @@ static void do_send(struct server *s, struct sgroup *G, const struct ps_action *
     if (s->c->verify) {
         struct ps_msg m = {.type = PS_CHECK};
         m.u.check.version = a->version;
-        m.u.check.crc = (uint32_t)crc32(0L, (const Bytef *)b->p, (uInt)(G->len * sizeof(float)));
+        m.u.check.crc = (uint32_t)crc32(0L, (const Bytef *)(b->h ? (void *)b->h : (void *)b->p),
+                                        (uInt)G->pull_bytes);
         if (ps_net_send(sw->peer->ep, &m))
             lose_worker(s, G, a->worker, "CHECK could not be sent");
     }
@@ -492,7 +520,7 @@ static void do_fetch_init(struct server *s, struct sgroup *G, const struct ps_ac
     struct sworker *sw = &G->w[a->worker];
     int rc = sw->peer && sw->peer->ep
                  ? shoal_get(sw->peer->ep, G->pool[a->buf].mr, 0, sw->params, 0,
-                             G->len * sizeof(float), WR_INIT | (uint64_t)a->worker)
+                             G->pull_bytes, WR_INIT | (uint64_t)a->worker)
                  : -ENOTCONN;
     if (rc) {
         slog(s, "reading worker %d's initial parameters: %s", a->worker, shoal_strerror(rc));
@@ -519,10 +547,29 @@ static void carry_out(struct server *s, struct sgroup *G, const struct ps_action
         break;
     case PS_ACT_APPLY: {
         const float *g[PS_CORE_MAX_WORKERS];
-        for (int i = 0; i < a->n; i++)
-            g[i] = G->w[a->slots[i]].slot;
-        shoal_ps_optim_step(&G->opt, a->progress, G->pool[a->to].p, G->pool[a->from].p, g, a->n,
+        int ng = a->n;
+        shoal_ps_compress_t cz = G->job.job.compress;
+        if (cz == SHOAL_PS_COMPRESS_NONE) {
+            for (int i = 0; i < a->n; i++)
+                g[i] = G->w[a->slots[i]].slot;
+        } else {
+            /* decode and sum the pushes (top-k indices were checked on
+             * arrival), then one optimizer step on the sum */
+            memset(G->sum, 0, G->len * sizeof(float));
+            size_t k = ps_topk_k(G->job.job.topk_ratio, G->len);
+            for (int i = 0; i < a->n; i++) {
+                const void *slot = G->w[a->slots[i]].slot;
+                if (cz == SHOAL_PS_COMPRESS_FP16 || cz == SHOAL_PS_COMPRESS_BF16)
+                    ps_half_unpack_add(cz, G->sum, slot, G->len);
+                else
+                    (void)ps_topk_unpack_add(G->sum, slot, G->len, k);
+            }
+            g[0] = G->sum;
+            ng = 1;
+        }
+        shoal_ps_optim_step(&G->opt, a->progress, G->pool[a->to].p, G->pool[a->from].p, g, ng,
                             a->scale);
+        encode_params(G, a->to);
         break;
     }
     case PS_ACT_MEMBERS:
@@ -631,13 +678,13 @@ static int on_hello(struct server *s, struct speer *p, const struct ps_hello *h)
         close_peer(s, p);
         return 0;
     }
-    if (shoal_rmr_length(rmr) != G->len * sizeof(float) ||
+    if (shoal_rmr_length(rmr) != G->pull_bytes ||
         !(shoal_rmr_access(rmr) & SHOAL_ACCESS_REMOTE_WRITE)) {
         slog(s, "worker %u at %s offered a parameter region of %zu bytes, expected %zu "
              "writable; closing it", h->worker, shoal_ep_peer(p->ep), shoal_rmr_length(rmr),
-             G->len * sizeof(float));
+             G->pull_bytes);
         ps_net_send_error(p->ep, "parameter region of %zu bytes, expected %zu writable",
-                          shoal_rmr_length(rmr), G->len * sizeof(float));
+                          shoal_rmr_length(rmr), G->pull_bytes);
         shoal_rmr_destroy(rmr);
         close_peer(s, p);
         return 0;
@@ -761,6 +808,12 @@ static int handle(struct server *s, const shoal_event_t *ev)
                  ev->reason ? ev->reason : shoal_strerror(ev->status));
             return step_simple(s, p->group, PS_EV_INIT_FAILED, p->worker, 0);
         }
+        {
+            struct sgroup *G = &s->g[p->group];
+            int b = G->core.cur;
+            if (G->pool[b].h) /* the worker's parameters came at half width */
+                ps_half_unpack(G->job.job.compress, G->pool[b].p, G->pool[b].h, G->len);
+        }
         return step_simple(s, p->group, PS_EV_INIT_DONE, p->worker, 0);
     case SHOAL_EV_IMM:
         if (!worker) {
@@ -769,6 +822,23 @@ static int handle(struct server *s, const shoal_event_t *ev)
             return 0;
         }
         {
+            struct sgroup *G = &s->g[p->group];
+            shoal_ps_compress_t cz = G->job.job.compress;
+            if (cz == SHOAL_PS_COMPRESS_TOPK || cz == SHOAL_PS_COMPRESS_TOPK_NOEF) {
+                /* every index inside the shard, before the core takes it */
+                size_t k = ps_topk_k(G->job.job.topk_ratio, G->len);
+                const uint8_t *q = G->w[p->worker].slot;
+                for (size_t m = 0; m < k; m++) {
+                    uint32_t idx;
+                    memcpy(&idx, q + 8 * m, 4);
+                    if (idx >= G->len) {
+                        slog(s, "worker %d pushed a top-k index %u outside its shard of %zu; "
+                             "closing it", p->worker, idx, G->len);
+                        lose_worker(s, G, p->worker, "malformed top-k push");
+                        return step_simple(s, p->group, PS_EV_TICK, 0, 0);
+                    }
+                }
+            }
             struct ps_event e = {.type = PS_EV_PUSH, .worker = p->worker, .k = ev->imm,
                                  .now = ps_now()};
             return step(s, p->group, &e);
@@ -847,8 +917,11 @@ static int housekeeping(struct server *s)
         }
     }
     if (s->index != 0 && s->coord && !s->coord->ep) {
-        slog(s, "lost server 0; registering with it again");
+        slog(s, "the connection to server 0 closed; registering with it again in 1 s");
         s->coord = NULL; /* reaped below */
+        /* not at once: server 0 may be exiting at the end of the job, and
+         * a connection request racing its teardown is not welcome */
+        s->next_reg = now + 1.0;
     }
     reap_peers(s);
     if (s->index != 0 && !s->coord && now >= s->next_reg) {
@@ -883,6 +956,10 @@ static int run(struct server *s)
 {
     const shoal_ps_config_t *c = s->c;
     while (!finished(s)) {
+        if (s->stop && __atomic_load_n(s->stop, __ATOMIC_ACQUIRE)) {
+            snprintf(s->err, s->errlen, "stopped: this process's worker failed");
+            return -ECANCELED;
+        }
         shoal_ep_t *ep;
         while (shoal_accept(s->l, 0, &ep) == 0)
             if (!add_peer(s, ep))
@@ -950,6 +1027,7 @@ static int restore(struct server *s, struct sgroup *G, struct ckpt *k, const cha
         (!k->m) != (!G->opt.m) || (!k->v) != (!G->opt.v) || k->workers != (uint32_t)G->W)
         return sfail(s, "%s holds another shard or optimizer", path);
     memcpy(G->pool[G->core.cur].p, k->params, G->len * sizeof(float));
+    encode_params(G, G->core.cur);
     if (G->opt.m)
         memcpy(G->opt.m, k->m, G->len * sizeof(float));
     if (G->opt.v)
@@ -1100,6 +1178,11 @@ static int start(struct server *s)
 
 static void cleanup(struct server *s)
 {
+    /* Stop listening first: a late connection request is refused by the
+     * kernel instead of meeting a transport being torn down. */
+    if (s->l)
+        shoal_listener_close(s->l);
+    s->l = NULL;
     for (int g = 0; s->g && g < s->ngroups; g++)
         for (int i = 0; s->g[g].w && i < s->g[g].W; i++)
             if (s->g[g].w[i].params)
@@ -1124,7 +1207,9 @@ static void cleanup(struct server *s)
             if (G->pool[i].mr)
                 shoal_mr_dereg(G->pool[i].mr);
             free(G->pool[i].p);
+            free(G->pool[i].h);
         }
+        free(G->sum);
         free(G->pool);
         free(G->w);
         ps_optim_fini(&G->opt);
@@ -1142,8 +1227,19 @@ static void cleanup(struct server *s)
 
 int shoal_ps_serve(const shoal_ps_config_t *cfg, char *err, size_t errlen)
 {
-    static char dummy[8];
-    struct server S = {.c = cfg, .index = cfg ? cfg->rank : -1,
+    if (cfg && cfg->colocated) {
+        if (err)
+            snprintf(err, errlen, "a co-located job's servers run inside its workers' "
+                     "handles (shoal_ps_create)");
+        return -EINVAL;
+    }
+    return ps_serve(cfg, NULL, err, errlen);
+}
+
+int ps_serve(const shoal_ps_config_t *cfg, const int *stop, char *err, size_t errlen)
+{
+    char dummy[8];
+    struct server S = {.c = cfg, .index = cfg ? cfg->rank : -1, .stop = stop,
                        .err = err ? err : dummy, .errlen = err ? errlen : sizeof(dummy)};
     struct server *s = &S;
     if (!cfg)

@@ -42,13 +42,17 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "ps_compress.h"
 #include "ps_int.h"
 #include "ps_net.h"
 
 struct wpeer {
     int index;
     shoal_ep_t *ep;
-    shoal_mr_t *pmr;          /* our parameter slice, writable by this server only */
+    shoal_mr_t *pmr;          /* our parameter slice (or its half-width copy), writable by
+                                 this server only */
+    uint16_t *half;           /* fp16/bf16 jobs: where the server puts the slice */
+    size_t push_off;          /* this slice's place in the compressed push buffer */
     shoal_rmr_t *slot;        /* our gradient slot at the server */
     size_t off, len;          /* the shard, in floats */
     char addr[PS_HOST_MAX + 8];
@@ -74,7 +78,11 @@ struct shoal_ps {
     uint64_t layout;
     shoal_ctx_t *ctx;
     float *params, *grad;
-    shoal_mr_t *gmr;
+    shoal_mr_t *gmr;          /* registers what is pushed: grad, or the compressed copy */
+    void *wire;               /* compressed jobs: the pushed gradient, all slices */
+    float *resid;             /* top-k with error feedback: what was not sent yet */
+    float *scratch;           /* top-k: the largest slice */
+    size_t push_bytes, pull_bytes;
     struct wpeer peer[PS_MAX_SERVERS];
     struct ps_msg table;
     bool have_table;
@@ -94,6 +102,13 @@ struct shoal_ps {
     pthread_cond_t wake;
     pthread_t keeper;
     bool keeper_up, keeper_stop;
+    /* co-located: this process's server, in a thread of its own */
+    pthread_t server;
+    bool server_up;
+    shoal_ps_config_t server_cfg;
+    int server_rc;
+    int server_stop;          /* set by destroy when this worker did not finish */
+    char server_err[512];
     char err[1024];
 };
 
@@ -109,8 +124,18 @@ static int wfail(struct shoal_ps *w, const char *fmt, ...)
 
 static uint32_t slice_crc(const struct shoal_ps *w, const struct wpeer *p)
 {
+    if (p->half)
+        return (uint32_t)crc32(0L, (const Bytef *)p->half, (uInt)(p->len * 2));
     return (uint32_t)crc32(0L, (const Bytef *)(w->params + p->off),
                            (uInt)(p->len * sizeof(float)));
+}
+
+/* Fresh parameters of server p arrived at half width: into the caller's
+ * fp32 vector. */
+static void decode_params(struct shoal_ps *w, struct wpeer *p)
+{
+    if (p->half)
+        ps_half_unpack(w->cfg.job.compress, w->params + p->off, p->half, p->len);
 }
 
 static void lose(struct shoal_ps *w, struct wpeer *p, const char *why)
@@ -148,11 +173,11 @@ static int on_message(struct shoal_ps *w, struct wpeer *p, const void *data, siz
         if (shoal_rmr_unpack(p->ep, h->desc, h->desc_len, &p->slot))
             return wfail(w, "server %s: bad slot descriptor: %s", p->addr,
                          shoal_ctx_errmsg(w->ctx));
-        if (shoal_rmr_length(p->slot) != p->len * sizeof(float) ||
+        if (shoal_rmr_length(p->slot) != ps_push_bytes(&w->cfg.job, p->len) ||
             !(shoal_rmr_access(p->slot) & SHOAL_ACCESS_REMOTE_WRITE))
             return wfail(w, "server %s: the gradient slot it offers is %zu bytes (or not "
                          "writable), expected %zu", p->addr, shoal_rmr_length(p->slot),
-                         p->len * sizeof(float));
+                         ps_push_bytes(&w->cfg.job, p->len));
         p->welcomed = true;
         p->start = h->iteration;
         p->version = h->version;
@@ -464,6 +489,8 @@ static int connect_all(struct shoal_ps *w, int timeout_ms)
             return rc;
     if ((rc = pump_until(w, all_fresh, "the servers' WELCOME and parameters", -1)))
         return rc;
+    for (int s = 0; s < w->S; s++)
+        decode_params(w, &w->peer[s]);
     uint32_t lo = w->peer[0].start, hi = lo;
     for (int s = 1; s < w->S; s++) {
         lo = w->peer[s].start < lo ? w->peer[s].start : lo;
@@ -564,6 +591,18 @@ static void *keeper(void *arg)
     return NULL;
 }
 
+/* ---- co-located: the server thread ------------------------------------------------ */
+
+static void *serve_thread(void *arg)
+{
+    struct shoal_ps *w = arg;
+    w->server_rc = ps_serve(&w->server_cfg, &w->server_stop, w->server_err,
+                            sizeof(w->server_err));
+    if (w->server_rc)
+        fprintf(stderr, "shoal-ps: server %d: %s\n", w->server_cfg.rank, w->server_err);
+    return NULL;
+}
+
 /* ---- the API -------------------------------------------------------------------- */
 
 int shoal_ps_create(const shoal_ps_config_t *cfg, const shoal_ps_tensor_t *t, int n,
@@ -581,6 +620,12 @@ int shoal_ps_create(const shoal_ps_config_t *cfg, const shoal_ps_tensor_t *t, in
     int rc = shoal_ps_config_check(cfg, true, err, errlen);
     if (rc)
         return rc;
+    shoal_ps_config_t split, scfg;
+    bool colocated = cfg->colocated;
+    if (colocated) {
+        ps_config_split(cfg, &split, &scfg);
+        cfg = &split;
+    }
     if (shoal_ps_is_server(cfg)) {
         snprintf(err, errlen, "rank %d is a server's (ranks 0-%d serve): call shoal_ps_serve",
                  cfg->rank, cfg->servers - 1);
@@ -627,23 +672,69 @@ int shoal_ps_create(const shoal_ps_config_t *cfg, const shoal_ps_tensor_t *t, in
     }
     if ((rc = ps_net_ctx(&w->ctx, true, err, errlen)))
         goto fail;
-    if ((rc = shoal_mr_reg(w->ctx, grads, P * sizeof(float), 0, &w->gmr))) {
-        snprintf(err, errlen, "registering %zu bytes of gradients: %s", P * sizeof(float),
+    const shoal_ps_job_t *j = &w->cfg.job;
+    shoal_ps_wire_bytes(j, P, w->S, &w->push_bytes, &w->pull_bytes);
+    bool half = j->compress == SHOAL_PS_COMPRESS_FP16 || j->compress == SHOAL_PS_COMPRESS_BF16;
+    size_t maxlen = 0, at = 0;
+    for (int s = 0; s < w->S; s++) {
+        w->peer[s].push_off = at;
+        at += ps_push_bytes(j, w->peer[s].len);
+        maxlen = w->peer[s].len > maxlen ? w->peer[s].len : maxlen;
+    }
+    if (j->compress != SHOAL_PS_COMPRESS_NONE) {
+        /* the one copy compression costs: the gradient at its wire width */
+        w->wire = ps_alloc_floats((w->push_bytes + 3) / 4);
+        if (j->compress == SHOAL_PS_COMPRESS_TOPK)
+            w->resid = ps_alloc_floats(P);
+        if (j->compress >= SHOAL_PS_COMPRESS_TOPK)
+            w->scratch = ps_alloc_floats(maxlen);
+        if (!w->wire || (j->compress == SHOAL_PS_COMPRESS_TOPK && !w->resid) ||
+            (j->compress >= SHOAL_PS_COMPRESS_TOPK && !w->scratch)) {
+            snprintf(err, errlen, "out of memory for the compressed gradient");
+            rc = -ENOMEM;
+            goto fail;
+        }
+    } else {
+        for (int s = 0; s < w->S; s++)
+            w->peer[s].push_off = w->peer[s].off * sizeof(float);
+    }
+    void *push_src = w->wire ? w->wire : (void *)grads;
+    size_t push_len = w->wire ? w->push_bytes : P * sizeof(float);
+    if ((rc = shoal_mr_reg(w->ctx, push_src, push_len, 0, &w->gmr))) {
+        snprintf(err, errlen, "registering %zu bytes of gradients: %s", push_len,
                  shoal_ctx_errmsg(w->ctx));
         goto fail;
     }
     for (int s = 0; s < w->S; s++) {
         struct wpeer *p = &w->peer[s];
-        if ((rc = shoal_mr_reg(w->ctx, params + p->off, p->len * sizeof(float),
+        if (half && !(p->half = (uint16_t *)ps_alloc_floats((p->len + 1) / 2))) {
+            snprintf(err, errlen, "out of memory for the half-width parameters");
+            rc = -ENOMEM;
+            goto fail;
+        }
+        void *dst = p->half ? (void *)p->half : (void *)(params + p->off);
+        size_t bytes = ps_pull_bytes(j, p->len);
+        if ((rc = shoal_mr_reg(w->ctx, dst, bytes,
                                SHOAL_ACCESS_REMOTE_WRITE | SHOAL_ACCESS_REMOTE_READ,
                                &p->pmr))) {
-            snprintf(err, errlen, "registering %zu bytes of parameters: %s",
-                     p->len * sizeof(float), shoal_ctx_errmsg(w->ctx));
+            snprintf(err, errlen, "registering %zu bytes of parameters: %s", bytes,
+                     shoal_ctx_errmsg(w->ctx));
             goto fail;
         }
     }
     w->incarnation = (uint32_t)(((uint64_t)time(NULL) << 12) ^ (uint64_t)getpid()) | 1u;
     w->last_look = ps_now();
+    if (colocated) {
+        /* its own thread and context: the server never waits on this
+         * worker's computation */
+        w->server_cfg = scfg;
+        if ((rc = pthread_create(&w->server, NULL, serve_thread, w))) {
+            snprintf(err, errlen, "cannot start the co-located server: %s", strerror(rc));
+            rc = -rc;
+            goto fail;
+        }
+        w->server_up = true;
+    }
     *ps_p = w;
     return 0;
 fail:
@@ -660,7 +751,14 @@ int shoal_ps_join(shoal_ps_t *w)
     if (w->joined) {
         rc = -EALREADY;
         wfail(w, "shoal_ps_join: already joined");
-    } else if ((rc = rejoin(w, w->cfg.connect_timeout_ms, true)) == 0) {
+    } else {
+        for (int s = 0; s < w->S; s++)
+            if (w->peer[s].half)
+                ps_half_pack(w->cfg.job.compress, w->peer[s].half, w->params + w->peer[s].off,
+                             w->peer[s].len);
+        rc = rejoin(w, w->cfg.connect_timeout_ms, true);
+    }
+    if (rc == 0 && !w->joined) {
         w->joined = true;
         if (!w->keeper_up && pthread_create(&w->keeper, NULL, keeper, w) == 0)
             w->keeper_up = true;
@@ -702,6 +800,16 @@ static int push_locked(struct shoal_ps *w)
     w->t_push = ps_now();
     for (int s = 0; s < w->S; s++)
         w->before[s] = w->peer[s].version;
+    shoal_ps_compress_t cz = w->cfg.job.compress;
+    for (int s = 0; cz != SHOAL_PS_COMPRESS_NONE && s < w->S; s++) {
+        struct wpeer *p = &w->peer[s];
+        uint8_t *dst = (uint8_t *)w->wire + p->push_off;
+        if (cz == SHOAL_PS_COMPRESS_FP16 || cz == SHOAL_PS_COMPRESS_BF16)
+            ps_half_pack(cz, (uint16_t *)dst, w->grad + p->off, p->len);
+        else
+            ps_topk_pack(dst, w->grad + p->off, w->resid ? w->resid + p->off : NULL, p->len,
+                         ps_topk_k(w->cfg.job.topk_ratio, p->len), w->scratch);
+    }
     for (int s = 0; s < w->S; s++) {
         struct wpeer *p = &w->peer[s];
         if (w->cfg.verify && slice_crc(w, p) != p->crc)
@@ -709,8 +817,8 @@ static int push_locked(struct shoal_ps *w)
                          "gradient was computed", p->addr);
         p->fresh = false;
         for (;;) {
-            rc = shoal_put(p->ep, w->gmr, p->off * sizeof(float), p->slot, 0,
-                           p->len * sizeof(float), SHOAL_PUT_IMM, w->k - p->shift,
+            rc = shoal_put(p->ep, w->gmr, p->push_off, p->slot, 0,
+                           ps_push_bytes(&w->cfg.job, p->len), SHOAL_PUT_IMM, w->k - p->shift,
                            (uint64_t)s);
             if (rc == 0)
                 break;
@@ -750,6 +858,8 @@ static int complete(struct shoal_ps *w)
             return wfail(w, "server %s answered iteration %u with parameters of version %u",
                          w->peer[s].addr, w->k, v);
     }
+    for (int s = 0; s < w->S; s++)
+        decode_params(w, &w->peer[s]);
     w->k++;
     w->in_flight = false;
     w->last_round_us = (ps_now() - w->t_push) * 1e6;
@@ -897,6 +1007,14 @@ void shoal_ps_destroy(shoal_ps_t *w)
 {
     if (!w)
         return;
+    if (w->server_up) {
+        /* it ends when every worker finished; if this one did not (a
+         * failure), the job is over for this process's shard too */
+        if (!w->finished)
+            __atomic_store_n(&w->server_stop, 1, __ATOMIC_RELEASE);
+        pthread_join(w->server, NULL);
+        w->server_up = false;
+    }
     if (w->keeper_up) {
         pthread_mutex_lock(&w->lock);
         w->keeper_stop = true;
@@ -912,9 +1030,13 @@ void shoal_ps_destroy(shoal_ps_t *w)
             (p->failed ? shoal_ep_abort : shoal_ep_close)(p->ep);
         if (p->pmr)
             shoal_mr_dereg(p->pmr);
+        free(p->half);
     }
     if (w->gmr)
         shoal_mr_dereg(w->gmr);
+    free(w->wire);
+    free(w->resid);
+    free(w->scratch);
     if (w->ctx)
         shoal_ctx_destroy(w->ctx);
     pthread_cond_destroy(&w->wake);

@@ -124,6 +124,19 @@ typedef enum shoal_ps_optimizer {
     SHOAL_PS_AVERAGE   /**< return the mean gradient; workers apply their own (BSP) */
 } shoal_ps_optimizer_t;
 
+/** What crosses the wire (the servers keep parameters and optimizer state
+ * in fp32 whatever it is). */
+typedef enum shoal_ps_compress {
+    SHOAL_PS_COMPRESS_NONE = 0, /**< fp32 both ways */
+    SHOAL_PS_COMPRESS_FP16,     /**< gradients pushed and parameters pulled as IEEE half */
+    SHOAL_PS_COMPRESS_BF16,     /**< the same as bfloat16 (fp32's range, 8 bits of mantissa) */
+    SHOAL_PS_COMPRESS_TOPK,     /**< push only the largest topk_ratio of each gradient slice
+                                     by magnitude (index, value pairs), with error feedback:
+                                     what was not sent is added to the next gradient;
+                                     parameters pulled in fp32 */
+    SHOAL_PS_COMPRESS_TOPK_NOEF /**< top-k without error feedback (for comparison) */
+} shoal_ps_compress_t;
+
 /** Learning-rate schedule over the job's iterations. */
 typedef enum shoal_ps_schedule {
     SHOAL_PS_LR_CONST = 0,
@@ -152,6 +165,8 @@ typedef struct shoal_ps_job {
     int step_epochs;             /**< LR_STEP */
     float gamma;                 /**< LR_STEP */
     char label[SHOAL_PS_LABEL_MAX]; /**< free text that must agree ("784-256-10") */
+    shoal_ps_compress_t compress; /**< the wire format (default none) */
+    float topk_ratio;            /**< TOPK: the fraction of entries sent, (0, 1] */
 } shoal_ps_job_t;
 
 /** Everything a server or a worker needs; see shoal_ps_config_init(). */
@@ -176,6 +191,12 @@ typedef struct shoal_ps_config {
     bool resume;                 /**< servers: start from the newest checkpoint */
     bool verify;                 /**< check every parameter delivery with a CRC */
     bool quiet;                  /**< servers: fewer messages on stderr */
+    bool colocated;              /**< every process serves one shard and is a worker:
+                                      servers = workers = size, rank r is server r (in a
+                                      thread of its own) and worker r; SHOAL_SERVERS=
+                                      colocated.  Each process sends and receives
+                                      2(W-1)/W of the model per iteration, as a ring
+                                      allreduce does */
     int groups;                  /**< parameter groups served (default 1): each group is
                                       a job of its own (parameters, optimizer, mode,
                                       workers) sharded over the same servers; e.g. the
@@ -204,7 +225,8 @@ int shoal_ps_config_from_env(shoal_ps_config_t *cfg, char *err, size_t errlen);
 int shoal_ps_config_check(const shoal_ps_config_t *cfg, bool worker, char *err,
                           size_t errlen);
 
-/** True when @cfg's rank is a server's. */
+/** True when @cfg's rank is a server's (never when colocated: every rank
+ * is a worker whose handle runs its server). */
 bool shoal_ps_is_server(const shoal_ps_config_t *cfg);
 
 /** "bsp", "async", "ssp"; "sgd", "adam", "average"; "const", "cosine", "step". */
@@ -215,6 +237,22 @@ const char *shoal_ps_schedule_name(shoal_ps_schedule_t s);
 int shoal_ps_parse_mode(const char *s, shoal_ps_mode_t *m);
 int shoal_ps_parse_optimizer(const char *s, shoal_ps_optimizer_t *o);
 int shoal_ps_parse_schedule(const char *s, shoal_ps_schedule_t *sch);
+
+/**
+ * "none", "fp16", "bf16", "topk:R" or "topk-noef:R" (R the fraction sent,
+ * e.g. 0.01): -EINVAL for anything else.  The name of a job's setting
+ * (into @buf) in the same syntax.
+ */
+int shoal_ps_parse_compress(const char *s, shoal_ps_compress_t *c, float *ratio);
+const char *shoal_ps_compress_name(const shoal_ps_job_t *job, char *buf, size_t len);
+
+/**
+ * Bytes one worker sends to and receives from all servers per iteration
+ * for @nparams parameters under @job's compression (control messages
+ * aside).
+ */
+void shoal_ps_wire_bytes(const shoal_ps_job_t *job, size_t nparams, int servers,
+                         size_t *push, size_t *pull);
 
 /** The learning rate at @epoch (fractional) of the job's schedule. */
 float shoal_ps_lr(const shoal_ps_job_t *job, double epoch);

@@ -11,6 +11,9 @@
 #include <string.h>
 
 #include "cu.h"
+#include <math.h>
+
+#include "ps_compress.h"
 #include "ps_core.h"
 
 #define MAXW 8
@@ -525,6 +528,129 @@ static void test_checkpoints(void)
     ps_core_fini(&s.c);
 }
 
+/* ---- wire compression ------------------------------------------------------ */
+
+/* Each value through a 9-element pack, at index 0 (vector path) and 8
+ * (the scalar tail), so both paths are checked against the same bits. */
+static uint16_t pack1(shoal_ps_compress_t k, float v, int *agree)
+{
+    float in[9] = {v, 0, 0, 0, 0, 0, 0, 0, v};
+    uint16_t out[9];
+    ps_half_pack(k, out, in, 9);
+    *agree &= out[0] == out[8];
+    return out[0];
+}
+
+static void test_half(void)
+{
+    int agree = 1;
+    shoal_ps_compress_t f = SHOAL_PS_COMPRESS_FP16, b = SHOAL_PS_COMPRESS_BF16;
+    CU_ASSERT_EQUAL(pack1(f, 1.0f, &agree), 0x3c00);
+    CU_ASSERT_EQUAL(pack1(f, -2.0f, &agree), 0xc000);
+    CU_ASSERT_EQUAL(pack1(f, 65504.0f, &agree), 0x7bff);      /* the largest half */
+    CU_ASSERT_EQUAL(pack1(f, 65520.0f, &agree), 0x7c00);      /* rounds to inf */
+    CU_ASSERT_EQUAL(pack1(f, ldexpf(1, -24), &agree), 0x0001); /* the smallest subnormal */
+    CU_ASSERT_EQUAL(pack1(f, 1.0f + ldexpf(1, -11), &agree), 0x3c00);     /* tie: to even */
+    CU_ASSERT_EQUAL(pack1(f, 1.0f + 3 * ldexpf(1, -11), &agree), 0x3c02); /* tie: to even */
+    CU_ASSERT_EQUAL(pack1(b, 1.0f, &agree), 0x3f80);
+    CU_ASSERT_EQUAL(pack1(b, 1.0f + ldexpf(1, -8), &agree), 0x3f80);      /* tie: to even */
+    CU_ASSERT_EQUAL(pack1(b, 1.0f + 3 * ldexpf(1, -8), &agree), 0x3f82);
+    uint16_t nan = pack1(b, NAN, &agree);
+    CU_ASSERT((nan & 0x7f80) == 0x7f80 && (nan & 0x7f) != 0);
+    CU_ASSERT(agree);
+    /* values a half holds exactly come back exactly; others within half an
+     * ulp; the add form adds */
+    enum { N = 1003 };
+    static float x[N], y[N], acc[N];
+    static uint16_t h[N];
+    uint64_t st = 5;
+    for (int i = 0; i < N; i++) {
+        st = st * 6364136223846793005ull + 1442695040888963407ull;
+        float u = (float)((st >> 11) & 0xffffff) / 8388608.0f - 1.0f;
+        x[i] = i < 100 ? (float)(i - 50) * 0.25f : u * 100.0f;
+    }
+    shoal_ps_compress_t kinds[2] = {f, b};
+    double tol[2] = {ldexp(1, -11), ldexp(1, -8)};
+    for (int t = 0; t < 2; t++) {
+        ps_half_pack(kinds[t], h, x, N);
+        ps_half_unpack(kinds[t], y, h, N);
+        int exact = 1, close = 1;
+        for (int i = 0; i < N; i++) {
+            if (i < 100)
+                exact &= y[i] == x[i];
+            close &= fabs(y[i] - x[i]) <= tol[t] * fabs(x[i]) + 1e-30;
+            acc[i] = 1.0f;
+        }
+        CU_ASSERT(exact);
+        CU_ASSERT(close);
+        ps_half_unpack_add(kinds[t], acc, h, N);
+        CU_ASSERT(acc[7] == 1.0f + y[7] && acc[N - 1] == 1.0f + y[N - 1]);
+    }
+}
+
+static void test_topk(void)
+{
+    enum { N = 1000, K = 10, T = 50 };
+    static float g[N], resid[N], scratch[N], sent[N], total[N], acc[N];
+    static uint8_t buf[8 * K];
+    CU_ASSERT_EQUAL(ps_topk_k(0.01f, N), K);
+    CU_ASSERT_EQUAL(ps_topk_k(1e-9f, N), 1);
+    CU_ASSERT_EQUAL(ps_topk_k(1.0f, N), N);
+    uint64_t st = 9;
+    for (int t = 0; t < T; t++) {
+        for (int i = 0; i < N; i++) {
+            st = st * 6364136223846793005ull + 1442695040888963407ull;
+            g[i] = (float)((int)(st >> 40 & 0xffff) - 32768) / 32768.0f;
+            total[i] += g[i];
+        }
+        /* the k sent are the largest of g + resid in magnitude */
+        float cand[N];
+        for (int i = 0; i < N; i++)
+            cand[i] = fabsf(g[i] + resid[i]);
+        ps_topk_pack(buf, g, resid, N, K, scratch);
+        memset(acc, 0, sizeof(acc));
+        CU_ASSERT_EQUAL(ps_topk_unpack_add(acc, buf, N, K), 0);
+        float least = INFINITY;
+        int nsent = 0;
+        for (int i = 0; i < N; i++)
+            if (acc[i] != 0.0f) {
+                least = fminf(least, cand[i]);
+                nsent++;
+                sent[i] += acc[i];
+            }
+        int larger_unsent = 0;
+        for (int i = 0; i < N; i++)
+            larger_unsent += acc[i] == 0.0f && cand[i] > least;
+        CU_ASSERT_EQUAL(nsent, K);
+        CU_ASSERT_EQUAL(larger_unsent, 0);
+    }
+    /* error feedback conserves the gradient: all sent + what is left = all pushed */
+    double worst = 0;
+    for (int i = 0; i < N; i++)
+        worst = fmax(worst, fabs(sent[i] + resid[i] - total[i]));
+    CU_ASSERT(worst < 1e-4);
+    /* without feedback nothing is kept */
+    ps_topk_pack(buf, g, NULL, N, K, scratch);
+    /* an index outside the slice is refused */
+    uint32_t bad = N;
+    memcpy(buf + 8, &bad, 4);
+    CU_ASSERT_EQUAL(ps_topk_unpack_add(acc, buf, N, K), -EBADMSG);
+    /* the names */
+    shoal_ps_compress_t c;
+    float r;
+    CU_ASSERT_EQUAL(shoal_ps_parse_compress("topk:0.01", &c, &r), 0);
+    CU_ASSERT(c == SHOAL_PS_COMPRESS_TOPK && r == 0.01f);
+    CU_ASSERT_EQUAL(shoal_ps_parse_compress("topk-noef:0.5", &c, &r), 0);
+    CU_ASSERT_EQUAL(c, SHOAL_PS_COMPRESS_TOPK_NOEF);
+    CU_ASSERT_EQUAL(shoal_ps_parse_compress("topk:0", &c, &r), -EINVAL);
+    CU_ASSERT_EQUAL(shoal_ps_parse_compress("topk:1.5", &c, &r), -EINVAL);
+    CU_ASSERT_EQUAL(shoal_ps_parse_compress("fp8", &c, &r), -EINVAL);
+    size_t push, pull;
+    shoal_ps_job_t j = {.compress = SHOAL_PS_COMPRESS_FP16};
+    shoal_ps_wire_bytes(&j, 203530, 2, &push, &pull);
+    CU_ASSERT(push == 407060 && pull == 407060);
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS)
@@ -541,5 +667,10 @@ int main(void)
     CU_add_test(s, "data membership per epoch", test_membership);
     CU_add_test(s, "checkpoints at round boundaries", test_checkpoints);
     CU_add_test(s, "events naming no worker refused", test_bad_events);
+    CU_pSuite z = CU_add_suite("wire compression", NULL, NULL);
+    CU_add_test(z, "fp16 and bf16: exact where they must be, rounding to even, both paths",
+                test_half);
+    CU_add_test(z, "top-k: the k largest sent; error feedback conserves the gradient",
+                test_topk);
     return cu_run_all();
 }

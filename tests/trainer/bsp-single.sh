@@ -1,7 +1,8 @@
 #!/bin/bash
 # BSP with W workers must end where single-process SGD on the same global
 # batches ends (within float rounding), whatever the number of servers;
-# every parameter delivery is checked (--verify) on the way.
+# every parameter delivery is checked (--verify) on the way; co-located
+# servers give the same model.
 . "$(dirname "$0")/lib.sh"
 need_data
 args="--epochs 2 --iters-per-epoch 30 --seed 7"
@@ -16,6 +17,12 @@ job "$scratch/s1.log" 2 1 $args --save "$scratch/s1.mdl" ||
 # gradient): allow rounding, nothing more.
 check "BSP (2 servers) = single-process SGD within 1e-5" \
     "$train" --compare "$scratch/s2.mdl" "$scratch/single.mdl" --tolerance 1e-5
+# Co-located servers (every worker serves a shard in a thread of its own)
+# are the same job laid out otherwise: bit for bit the same model.
+job "$scratch/co.log" 2 colocated $args --save "$scratch/co.mdl" ||
+    { cat "$scratch/co.log"; bad "BSP, 2 workers, co-located servers"; finish; }
+check "co-located servers = 2 server processes, bit for bit" \
+    "$train" --compare "$scratch/co.mdl" "$scratch/s2.mdl" --tolerance 0
 # The server count only moves shard boundaries: bit for bit the same.
 check "1 server = 2 servers, bit for bit" \
     "$train" --compare "$scratch/s1.mdl" "$scratch/s2.mdl" --tolerance 0

@@ -11,6 +11,8 @@
 #     middle of a checkpoint write) and restarted with --resume: the others
 #     roll back to the newest update they all have, and the final model
 #     equals an undisturbed run's;
+#   - co-located servers: a process (worker and shard) killed and restarted
+#     with --resume;
 #   - the network cut for less and for more than --fail-timeout (a drop
 #     rule in a network namespace of the test's own);
 #   - a worker lost for good, its data taken over by the survivor from the
@@ -22,7 +24,7 @@
 # the log gives the time to detect it and to recover.
 #   tests/trainer/faults.sh [SCENARIO...]     (default: all)
 # Scenarios: worker_kill:MODE:restart|norestart worker_stop server_kill
-# servers_kill:S[:MODE] netcut_run:SECS reshard, and undisturbed (not in the default list: the same job
+# servers_kill:S[:MODE] colocated_kill netcut_run:SECS reshard, and undisturbed (not in the default list: the same job
 # without a fault, to calibrate the bars).
 #
 # The transport is the library's choice (SHOAL_TRANSPORT, SHOAL_TRAIN_HOST
@@ -409,6 +411,47 @@ servers_kill() {
     size=3
 }
 
+# Co-located servers: 2 processes, each worker r and server of shard r.
+# Process 1 is killed after a checkpoint and restarted with --resume: its
+# shard comes back from the checkpoint, the other rolls back to it, and the
+# final model equals an undisturbed co-located run's.
+colocated_kill() {
+    local name="kill -9 a co-located process (worker + shard), restart with --resume (bsp)"
+    bar=$bar_bsp
+    new_dir colocated
+    size=2
+    local half=$((ck / 2)) at; at=$(pick 5 20)
+    local cks="--servers colocated --checkpoint-dir $dir/ck --checkpoint-every $half"
+    rank 0 "$dir/w0.log" $cks --save "$dir/model.bin"; local p0=$last_pid
+    rank 1 "$dir/w1.log" $cks; local p1=$last_pid
+    wait_line "$dir/w1.log" "server 1: checkpoint at update $((at * half)) " 150 ||
+        { bad "$name: no checkpoint at update $((at * half))"; kill -9 $p0 $p1; size=3; return; }
+    nap "0.$((RANDOM % 5))"
+    kill -9 $p1; wait $p1 2>/dev/null
+    local t_kill=$EPOCHREALTIME
+    echo "    killed process 1 (worker 1 and server 1) after update $((at * half))"
+    nap 1
+    rank 1 "$dir/w1b.log" $cks --resume; p1=$last_pid
+    if ! wait_all $p0 $p1; then tail -n 5 "$dir"/*.log; bad "$name: a process failed"; size=3; return; fi
+    fault_times "$t_kill" "lost server" "reconnected after"
+    local a; a=$(accuracy "$dir/w0.log")
+    [ -n "$a" ] && [ "$a" -ge "$bar" ] && ok "$name: final accuracy $(awk "BEGIN{print $a/100}")%" ||
+        bad "$name: final accuracy ${a:-none} below $bar"
+    grep -q "server 0: applied [0-9]* gradients, each once" "$dir/w0.log" &&
+        grep -q "server 1: applied [0-9]* gradients, each once" "$dir/w1b.log" &&
+        ok "$name: both servers applied every gradient once" ||
+        bad "$name: a server did not report its gradients applied once"
+    grep -h "resumed from\|rolled back\|rejoined" "$dir"/*.log | sort -u | sed 's/^/    /' | head -6
+    local kept=$dir
+    new_dir colocated-ref
+    rank 0 "$dir/w0.log" --servers colocated --save "$dir/ref.bin"; p0=$last_pid
+    rank 1 "$dir/w1.log" --servers colocated; p1=$last_pid
+    wait_all $p0 $p1 || bad "$name: the undisturbed run failed"
+    check "$name: final model = undisturbed run (no update lost or doubled)" \
+        "$train" --compare "$kept/model.bin" "$dir/ref.bin" --tolerance 0
+    size=3
+}
+
 netcut_run() {
     local cut=$1 name="network cut for $1 s (bsp)"
     bar=$bar_bsp
@@ -468,7 +511,8 @@ undisturbed() {
 
 all="worker_kill:bsp:norestart worker_kill:bsp:restart worker_kill:async:norestart
      worker_kill:async:restart worker_kill:ssp:norestart worker_kill:ssp:restart
-     worker_stop server_kill servers_kill:2 servers_kill:3 servers_kill:2:async netcut_run:1
+     worker_stop server_kill servers_kill:2 servers_kill:3 servers_kill:2:async colocated_kill
+     netcut_run:1
      netcut_run:4 reshard"
 for sc in ${*:-$all}; do
     IFS=: read -r fn a b <<<"$sc"
