@@ -56,6 +56,8 @@ def parse(prog, about, d):
     ap.add_argument("--schedule", default="cosine", choices=("const", "cosine"),
                     help="learning rate over the job (default cosine)")
     ap.add_argument("--staleness", type=int, default=2, help="ssp")
+    ap.add_argument("--compress", default="none",
+                    help="on the wire: none, fp16, bf16, topk:R, topk-noef:R (default none)")
     ap.add_argument("--data", default=shoal.data.DEFAULT_DIR,
                     help="directory of the IDX files (default %(default)s)")
     ap.add_argument("--train-samples", type=int, default=0,
@@ -167,14 +169,15 @@ def main(prog, about, make_model, to_input, defaults):
     opt = st.DistributedOptimizer(base, model.named_parameters(), mode=a.mode,
                                   iters_per_epoch=ipe, epochs=a.epochs, batch=a.batch,
                                   staleness=a.staleness, schedule=server_schedule,
-                                  label=prog)
+                                  label=prog, compress=a.compress)
     total = opt.total
     prog_line = Progress(a.quiet or me != 0)
     if me == 0:
         prog_line.line("%s: %s, %d workers, %d servers, %d parameters, batch %d per worker, %d "
-                       "iterations per epoch, %s over %s" % (
+                       "iterations per epoch, %s%s over %s" % (
                            prog, a.mode, W, st.servers(), opt.nparams, a.batch, ipe,
-                           a.optimizer, opt.describe()))
+                           a.optimizer, ", %s on the wire" % a.compress
+                           if a.compress != "none" else "", opt.describe()))
 
     gen = torch.Generator()
     part, part_epoch = None, -1

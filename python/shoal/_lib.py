@@ -53,6 +53,8 @@ class Job(ctypes.Structure):
         ("step_epochs", ctypes.c_int),
         ("gamma", ctypes.c_float),
         ("label", ctypes.c_char * LABEL_MAX),
+        ("compress", ctypes.c_int),
+        ("topk_ratio", ctypes.c_float),
     ]
 
 
@@ -122,6 +124,8 @@ _PROTOTYPES = {
     "shoal_ps_mode_name": (_c_char_p, [_c_int]),
     "shoal_ps_optimizer_name": (_c_char_p, [_c_int]),
     "shoal_ps_schedule_name": (_c_char_p, [_c_int]),
+    "shoal_ps_parse_compress": (_c_int, [_c_char_p, ctypes.POINTER(_c_int),
+                                         ctypes.POINTER(ctypes.c_float)]),
 }
 
 _lock = threading.Lock()

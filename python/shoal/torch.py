@@ -260,6 +260,16 @@ def _server_optimizer(opt, mode):
                      "to apply it on the workers" % (mode, type(opt).__module__ + "." + name))
 
 
+def _compress(name):
+    """compress= as (shoal_ps_compress_t, topk_ratio)."""
+    c, r = ctypes.c_int(), ctypes.c_float()
+    if not isinstance(name, str) or \
+            _lib.load().shoal_ps_parse_compress(name.encode(), ctypes.byref(c), ctypes.byref(r)):
+        raise ShoalError("compress=%r: 'none', 'fp16', 'bf16', 'topk:R' or 'topk-noef:R' (R the "
+                         "fraction of each gradient sent, e.g. 0.01)" % (name,))
+    return c.value, r.value
+
+
 def _params_of(optimizer, named_parameters):
     """[(name, parameter)] in the flat vector's order, checked."""
     in_opt = [p for g in optimizer.param_groups for p in g["params"]]
@@ -555,7 +565,8 @@ def ctypes_copy(dst, src):
 
 def DistributedOptimizer(optimizer, named_parameters=None, mode="aggregate", *,
                          iters_per_epoch, epochs, batch=1, staleness=2, schedule="const",
-                         step_epochs=1, gamma=0.1, momentum_auto=False, label="pytorch"):
+                         step_epochs=1, gamma=0.1, momentum_auto=False, label="pytorch",
+                         compress="none"):
     """Wrap @optimizer (a torch.optim optimizer) for a shoal job and join it.
 
     named_parameters: model.named_parameters() (default: the optimizer's
@@ -566,7 +577,9 @@ def DistributedOptimizer(optimizer, named_parameters=None, mode="aggregate", *,
     per iteration) is for the servers' reports.  schedule ("const",
     "cosine", "step"; step_epochs, gamma), momentum_auto: the servers' lr
     schedule and momentum in server modes.  label: free text every worker
-    must agree on.
+    must agree on.  compress: what crosses the wire, "none" (fp32), "fp16",
+    "bf16", "topk:R" (the largest fraction R of each gradient slice, with
+    error feedback) or "topk-noef:R"; the servers keep fp32.
 
     Returns an optimizer of a subclass of @optimizer's class; on return
     every worker holds the job's parameters: worker 0's at the start of a
@@ -590,9 +603,10 @@ def DistributedOptimizer(optimizer, named_parameters=None, mode="aggregate", *,
     if mode == "aggregate" and schedule != "const":
         raise ShoalError("schedule=%r is the servers' schedule; in aggregate mode the workers "
                          "apply their own optimizer: use a torch.optim.lr_scheduler" % schedule)
+    comp, ratio = _compress(compress)
     named = _params_of(optimizer, named_parameters)
-    job = dict(iters_per_epoch=iters_per_epoch, epochs=epochs, batch=batch,
-               staleness=staleness, schedule=_lib.SCHEDULES.index(schedule),
+    job = dict(iters_per_epoch=iters_per_epoch, epochs=epochs, batch=batch, staleness=staleness,
+               compress=comp, topk_ratio=ratio, schedule=_lib.SCHEDULES.index(schedule),
                step_epochs=step_epochs, gamma=float(gamma), momentum_auto=bool(momentum_auto),
                label=str(label))
     if mode == "aggregate":

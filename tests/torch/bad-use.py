@@ -102,6 +102,7 @@ elif case == "args":
                                             {"params": [m[2].weight, m[2].bias], "lr": 0.5}],
                                            lr=0.1), mode="bsp"))
     raises("staleness=-1", ["staleness=-1"], lambda: dopt(m, staleness=-1, mode="ssp"))
+    raises("compress='zip'", ["compress='zip'", "fp16"], lambda: dopt(m, compress="zip"))
 elif case == "join":
     # bad-use.sh sets what is wrong; the join must fail with these words
     # within the time it allows.

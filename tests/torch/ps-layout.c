@@ -32,6 +32,8 @@ int main(void)
     F(shoal_ps_job_t, "shoal_ps_job_t", step_epochs);
     F(shoal_ps_job_t, "shoal_ps_job_t", gamma);
     F(shoal_ps_job_t, "shoal_ps_job_t", label);
+    F(shoal_ps_job_t, "shoal_ps_job_t", compress);
+    F(shoal_ps_job_t, "shoal_ps_job_t", topk_ratio);
     printf("shoal_ps_config_t.sizeof 0 %zu\n", sizeof(shoal_ps_config_t));
     F(shoal_ps_config_t, "shoal_ps_config_t", rank);
     F(shoal_ps_config_t, "shoal_ps_config_t", size);
