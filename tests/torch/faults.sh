@@ -25,7 +25,9 @@ RANDOM=$seed
 ck=50   # updates between the server's checkpoints
 args="$examples/mlp.py --mode bsp --epochs 3 --iters-per-epoch 250 --eval-every 0 --data $data"
 
-pick() { echo $(( $1 + RANDOM % ($2 - $1) )); }
+# pick VAR LO HI: VAR = a seeded number in [LO, HI).  (Not $(...): bash
+# reseeds RANDOM in a subshell, and the point would not be the seed's.)
+pick() { printf -v "$1" %d $(( $2 + RANDOM % ($3 - $2) )); }
 exec {napfd}<> <(:)
 nap() { read -rt "$1" -u "$napfd" || :; }
 # wait_update LOG N SECONDS: until the server's checkpoint at an update >= N.
@@ -103,7 +105,7 @@ worker_kill() {
     rank 0 "$dir/s0.log"; local s=$last_pid
     rank 1 "$dir/w0.log"; local w0=$last_pid
     rank 2 "$dir/w1.log"; local w1=$last_pid
-    local at; at=$(pick 2 10)
+    local at; pick at 2 10
     wait_update "$dir/s0.log" $((at * ck)) 240 || { bad "$name: no start"; kill -9 $s $w0 $w1; return; }
     kill -9 $w1; wait $w1 2>/dev/null
     local t_kill; t_kill=$(t_now)
@@ -137,7 +139,7 @@ server_kill() {
     rank 1 "$dir/w0.log"; local w0=$last_pid
     save=""
     rank 2 "$dir/w1.log"; local w1=$last_pid
-    local at; at=$(pick 3 10)
+    local at; pick at 3 10
     wait_update "$dir/s0.log" $((at * ck)) 240 || { bad "$name: no start"; kill -9 $s $w0 $w1; return; }
     kill -9 $s; wait $s 2>/dev/null
     local t_kill; t_kill=$(t_now)
