@@ -20,7 +20,7 @@ EXTRA_DIST += perf/smoke.sh docs/PERFORMANCE.md
 # (perf/train/mpi-allreduce, built when configure finds Open MPI).  Not
 # installed: run it from the source tree.  perf/train/smoke.sh (make check)
 # runs it briefly.  See docs/PERFORMANCE.md "Training: shoal-train vs PyTorch".
-EXTRA_DIST += perf/train-compare perf/train/torch-train.py perf/train/smoke.sh
+EXTRA_DIST += perf/train-compare perf/train/torch-train.py perf/train/smoke.sh perf/ps-scale
 if HAVE_MPI
 noinst_PROGRAMS = perf/train/mpi-allreduce
 perf_train_mpi_allreduce_SOURCES = perf/train/mpi-allreduce.c
