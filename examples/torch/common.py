@@ -109,13 +109,17 @@ class Progress:
         self.tty = sys.stderr.isatty()
         self.last = 0.0
 
-    def show(self, text, force=False):
+    def due(self):
+        """Whether a line is due now (the caller formats it only then)."""
         if self.quiet:
-            return
+            return False
         now = time.monotonic()
-        if not force and now - self.last < (0.5 if self.tty else 10.0):
-            return
+        if now - self.last < (0.5 if self.tty else 10.0):
+            return False
         self.last = now
+        return True
+
+    def show(self, text):
         if self.tty:
             sys.stderr.write("\r" + text + "\033[K")
         else:
@@ -173,9 +177,11 @@ def main(prog, about, make_model, to_input, defaults):
     total = opt.total
     prog_line = Progress(a.quiet or me != 0)
     if me == 0:
-        prog_line.line("%s: %s, %d workers, %d servers, %d parameters, batch %d per worker, %d "
+        prog_line.line("%s: %s, %d workers, %s, %d parameters, batch %d per worker, %d "
                        "iterations per epoch, %s%s over %s" % (
-                           prog, a.mode, W, st.servers(), opt.nparams, a.batch, ipe,
+                           prog, a.mode, W, "%d servers co-located" % st.servers()
+                           if st.colocated() else "%d servers" % st.servers(),
+                           opt.nparams, a.batch, ipe,
                            a.optimizer, ", %s on the wire" % a.compress
                            if a.compress != "none" else "", opt.describe()))
 
@@ -215,9 +221,10 @@ def main(prog, about, make_model, to_input, defaults):
             continue
         done = opt.iteration
         train_s = time.perf_counter() - t_start - eval_s
-        prog_line.show("epoch %d/%d  iteration %d/%d  loss %.4f  %.0f samples/s" % (
-            e + 1, a.epochs, t + 1, ipe, loss_avg,
-            (done - start_k) * a.batch * W / max(train_s, 1e-9)))
+        if prog_line.due():
+            prog_line.show("epoch %d/%d  iteration %d/%d  loss %.4f  %.0f samples/s" % (
+                e + 1, a.epochs, t + 1, ipe, loss_avg,
+                (done - start_k) * a.batch * W / max(train_s, 1e-9)))
         if done % ipe == 0 and done > k and done < total and a.eval_every and \
                 (done // ipe) % a.eval_every == 0:
             t0 = time.perf_counter()

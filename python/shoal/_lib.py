@@ -79,6 +79,7 @@ class Config(ctypes.Structure):
         ("resume", ctypes.c_bool),
         ("verify", ctypes.c_bool),
         ("quiet", ctypes.c_bool),
+        ("colocated", ctypes.c_bool),
         ("groups", ctypes.c_int),
         ("group", ctypes.c_int),
         ("group_rank", ctypes.c_int),

@@ -17,7 +17,8 @@ servers, with the calls BytePS and Horovod users know.
 
 Launch: tools/shoal-run -n 2 -s 1 -- python3 train.py (or mpirun, srun:
 rank and size come from the launcher; ranks below the server count
-serve).  init() on a server rank serves its shard until every worker is
+serve), or shoal-run -n 2 -s colocated (SHOAL_SERVERS=colocated): every
+process is a worker and serves one shard in a thread of its own.  init() on a server rank serves its shard until every worker is
 done and exits the process with 0 (or 1 and the reason on stderr), as a
 BytePS server never runs the training script; init(serve=False) returns
 "server" instead, and the script calls serve() when it likes.
@@ -74,7 +75,7 @@ import torch
 from . import _lib, ps
 from .errors import ShoalError
 
-__all__ = ["init", "serve", "shutdown", "rank", "size", "local_rank", "servers",
+__all__ = ["init", "serve", "shutdown", "rank", "size", "local_rank", "servers", "colocated",
            "num_workers", "worker_index", "role", "is_initialized", "DistributedOptimizer",
            "broadcast_parameters", "ShoalError"]
 
@@ -89,7 +90,14 @@ class _Process:
         self.rank = cfg.rank
         self.size = cfg.size
         self.local_rank = cfg.local_rank if cfg.local_rank >= 0 else 0
-        self.servers = cfg.servers
+        self.colocated = bool(cfg.colocated)
+        if self.colocated:  # every process a worker, and a server in a thread
+            self.servers = self.workers = self.size
+            self.index = self.rank
+        else:
+            self.servers = cfg.servers
+            self.workers = self.size - self.servers
+            self.index = self.rank - self.servers
         self.role = "server" if ps.is_server(cfg) else "worker"
 
 
@@ -160,12 +168,18 @@ def local_rank():
 
 
 def servers():
+    """Server shards: the server ranks, or (co-located) every process."""
     return _need("servers()").servers
 
 
+def colocated():
+    """True when every process is a worker and serves a shard in a thread
+    of its own (shoal-run -s colocated, SHOAL_SERVERS=colocated)."""
+    return _need("colocated()").colocated
+
+
 def num_workers():
-    p = _need("num_workers()")
-    return p.size - p.servers
+    return _need("num_workers()").workers
 
 
 def worker_index():
@@ -173,7 +187,7 @@ def worker_index():
     p = _need("worker_index()")
     if p.role != "worker":
         raise ShoalError("worker_index() on rank %d, a server's" % p.rank)
-    return p.rank - p.servers
+    return p.index
 
 
 def role():
@@ -406,7 +420,7 @@ class _DistributedOptimizer(torch.optim.Optimizer):
                     "model lives on the workers only and the servers hold no parameters to "
                     "restart from; a job whose workers must survive restarts runs the "
                     "optimizer on the servers (mode='bsp', 'async' or 'ssp')"
-                    % (p.rank - p.servers, k))
+                    % (p.index, k))
             with torch.no_grad():
                 flat.copy_(self._mean)  # once, at the start: the job's parameters
 

@@ -53,6 +53,7 @@ int main(void)
     F(shoal_ps_config_t, "shoal_ps_config_t", resume);
     F(shoal_ps_config_t, "shoal_ps_config_t", verify);
     F(shoal_ps_config_t, "shoal_ps_config_t", quiet);
+    F(shoal_ps_config_t, "shoal_ps_config_t", colocated);
     F(shoal_ps_config_t, "shoal_ps_config_t", groups);
     F(shoal_ps_config_t, "shoal_ps_config_t", group);
     F(shoal_ps_config_t, "shoal_ps_config_t", group_rank);
