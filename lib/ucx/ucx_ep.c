@@ -489,9 +489,11 @@ int ucx_listen(shoal_listener_t *l, const char *host, uint16_t port)
     ucs_status_t st = ucp_listener_create(ucx_ctx(ctx)->worker, &p, &ul->ul);
     if (st != UCS_OK) {
         free(ul);
-        return shoal__fail(ctx, st == UCS_ERR_BUSY ? -EADDRINUSE : ucx_status_errno(st),
-                           "listen on %s:%u: %s", host ? host : "*", port,
-                           ucs_status_string(st));
+        if (st == UCS_ERR_BUSY) /* UCX's word for EADDRINUSE: "Device is busy" */
+            return shoal__fail(ctx, -EADDRINUSE, "listen on %s:%u: the address is in use",
+                               host ? host : "*", port);
+        return shoal__fail(ctx, ucx_status_errno(st), "listen on %s:%u: %s", host ? host : "*",
+                           port, ucs_status_string(st));
     }
     ucp_listener_attr_t attr = {.field_mask = UCP_LISTENER_ATTR_FIELD_SOCKADDR};
     st = ucp_listener_query(ul->ul, &attr);

@@ -6,11 +6,14 @@
 #              function has a page with its shoal.h prototype
 #   netns.sh   server and workers on three emulated hosts (network
 #              namespaces on a bridge) over UCX; one host's link cut, restored
+#   scale.sh   32 workers and 4 servers in bsp, async and ssp (perf/scale,
+#              short; the full measurement is perf/scale itself)
 #   slurm.sh   a one-node Slurm cluster of its own (munged, slurmctld,
 #              slurmd): srun and sbatch of examples/slurm/shoal-train.sbatch
-OPS_TESTS = tests/ops/plot.sh tests/ops/man.sh tests/ops/netns.sh tests/ops/slurm.sh
+OPS_TESTS = tests/ops/plot.sh tests/ops/man.sh tests/ops/netns.sh tests/ops/scale.sh \
+	tests/ops/slurm.sh
 TESTS += $(OPS_TESTS)
-EXTRA_DIST += $(OPS_TESTS) tests/ops/pngstat.py
+EXTRA_DIST += $(OPS_TESTS) tests/ops/pngstat.py perf/scale
 dist_man_MANS += docs/man/shoal-plot.1
 
 # A job script users copy for their cluster; installed with the docs.

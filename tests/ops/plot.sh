@@ -6,6 +6,9 @@
 # pixels), many colours and not all background.  Bad input gets an error.
 . "$(dirname "$0")/../trainer/lib.sh"
 need_data
+# UCX over TCP on loopback only (it would also use the host's other
+# interfaces' addresses).
+export UCX_NET_DEVICES=${UCX_NET_DEVICES:-lo}
 plot=$top_src/tools/shoal-plot
 command -v gnuplot >/dev/null || skip "no gnuplot (apt-get install gnuplot-nox)"
 py=$(command -v python3) || skip "no python3 to read the PNG"

@@ -16,6 +16,9 @@
 # SKIPPED (77) with the reason where the daemons cannot run here.
 . "$(dirname "$0")/../trainer/lib.sh"
 need_data
+# UCX over TCP on loopback only (it would also use the host's other
+# interfaces' addresses).
+export UCX_NET_DEVICES=${UCX_NET_DEVICES:-lo}
 bar=${SHOAL_SLURM_BAR:-8000}
 args="-q --epochs 2 --iters-per-epoch 150"
 [ "$(id -u)" = 0 ] || skip "Slurm daemons: the test runs them as root (SlurmUser=root)"

@@ -727,7 +727,8 @@ static void test_reconnect(void)
  * A server that closed its connections first leaves them in TIME_WAIT on
  * its listening port for a minute; a new server on the same port (a job
  * restarted at the same --coordinator, a parameter server restarted with
- * --resume) must still be able to listen there at once.
+ * --resume) must still be able to listen there at once.  A port another
+ * listener holds is still refused: -EADDRINUSE, "in use".
  */
 
 static void relisten_server(struct h_role *r)
@@ -736,6 +737,11 @@ static void relisten_server(struct h_role *r)
     shoal_listener_t *l;
     CHECK_RC(shoal_listen(ctx, h_host(), 0, &l), ctx, "listen");
     uint16_t port = shoal_listener_port(l);
+    /* A port that is really taken is refused, clearly. */
+    shoal_listener_t *l2;
+    int rc = shoal_listen(ctx, h_host(), port, &l2);
+    CHECK(rc == -EADDRINUSE && strstr(shoal_ctx_errmsg(ctx), "in use"),
+          "a second listener on port %u gave %d (%s)", port, rc, shoal_ctx_errmsg(ctx));
     CHECK(write(r->port_wr, &port, sizeof(port)) == sizeof(port), "publish port");
     shoal_ep_t *ep;
     CHECK_RC(shoal_accept(l, 30000, &ep), ctx, "accept");
