@@ -41,8 +41,10 @@ dist_man_MANS += docs/man/shoal-train.1 docs/man/shoal-run.1
 # cuts), so not in `make check`; CI runs it after (tools/run-tests).  Then
 # a subset on verbs in the soft-RoCE VM (faults-vm.sh), then network cuts
 # and a host crash on verbs across two VMs (faults-pair.sh, about 2 min);
-# each VM part is skipped (status 77) where no VM boots.
-# check-faults-pair runs the two-VM part alone.
+# each VM part is skipped (status 77) where no VM boots.  Last, the Python
+# package's PyTorch jobs under kill -9 (tests/torch/faults.sh, skipped
+# without python3-torch).  check-faults-pair runs the two-VM part alone,
+# check-faults-torch the PyTorch part.
 EXTRA_DIST += tests/trainer/faults.sh tests/trainer/faults-vm.sh tests/trainer/faults-pair.sh
 check-faults: all
 	abs_top_srcdir=$(abs_top_srcdir) abs_top_builddir=$(abs_top_builddir) \
@@ -51,8 +53,10 @@ check-faults: all
 	  $(SHELL) $(srcdir)/tests/trainer/faults-vm.sh; vrc=$$?; \
 	abs_top_srcdir=$(abs_top_srcdir) abs_top_builddir=$(abs_top_builddir) \
 	  $(SHELL) $(srcdir)/tests/trainer/faults-pair.sh; prc=$$?; \
+	abs_top_srcdir=$(abs_top_srcdir) abs_top_builddir=$(abs_top_builddir) \
+	  $(SHELL) $(srcdir)/tests/torch/faults.sh; trc=$$?; \
 	test $$rc = 0 && { test $$vrc = 0 || test $$vrc = 77; } && \
-	  { test $$prc = 0 || test $$prc = 77; }
+	  { test $$prc = 0 || test $$prc = 77; } && { test $$trc = 0 || test $$trc = 77; }
 check-faults-pair: all
 	abs_top_srcdir=$(abs_top_srcdir) abs_top_builddir=$(abs_top_builddir) \
 	  $(SHELL) $(srcdir)/tests/trainer/faults-pair.sh; rc=$$?; \

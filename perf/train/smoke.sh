@@ -23,6 +23,19 @@ row() { echo "$out" | grep -E "^$1 +[0-9]+ +([5-9][0-9]|100)\.[0-9]+% " >/dev/nu
 row 'PyTorch DDP \(gloo, 2 proc x 1 thread\)'; check "PyTorch DDP row" $?
 row 'PyTorch single process \(1 thread\)'; check "single-process PyTorch row" $?
 row 'shoal-train BSP \(1 server \+ 2 workers\)'; check "shoal-train row" $?
+row 'PyTorch through shoal, bsp \(1\+2\)'; check "PyTorch through shoal row (MLP)" $?
+row 'PyTorch through shoal, bsp, co-located'; check "PyTorch through shoal co-located row (MLP)" $?
+# The CNN's table: after 40 iterations it is well above chance (10%), not yet at 50%.
+cnn=$(echo "$out" | sed -n '/^Training: CNN/,/^Parameter round/p')
+cnnrow() { echo "$cnn" | grep -E "^$1 +[0-9]+ +([2-9][0-9]|100)\.[0-9]+% " >/dev/null; }
+cnnrow 'PyTorch DDP \(gloo, 2 proc x 1 thread\)'; check "CNN: PyTorch DDP row" $?
+cnnrow 'PyTorch single process \(1 thread\)'; check "CNN: single-process PyTorch row" $?
+cnnrow 'PyTorch through shoal, bsp \(1\+2\)'; check "CNN: PyTorch through shoal row" $?
+cnnrow 'PyTorch through shoal, bsp, co-located'; check "CNN: PyTorch through shoal co-located row" $?
+echo "$out" | grep -E '^  PyTorch through shoal, per step: [0-9]+ us .* 0 gradient copies' >/dev/null
+check "PyTorch through shoal: per-step line, no gradient copied" $?
+echo "$out" | grep -E '^  CNN: PyTorch through shoal >= 1.0x DDP samples/s' >/dev/null
+check "issue 13's targets are stated" $?
 echo "$out" | grep -E '^shoal-train BSP, in training .* [0-9]+ +[0-9]+$' >/dev/null; check "shoal round row (in training)" $?
 echo "$out" | grep -E '^shoal-train BSP, back to back .* [0-9]+ +[0-9]+$' >/dev/null; check "shoal round row (back to back)" $?
 if [ -x "$top_build/perf/train/mpi-allreduce" ] && command -v mpirun >/dev/null; then

@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 # torch-train.py -- the PyTorch side of perf/train-compare: the MLP that
 # shoal-train trains by default (784-256-10, ReLU, cross-entropy, PyTorch's
-# default init), SGD with momentum and a per-iteration cosine learning rate,
-# on Fashion-MNIST read from the same IDX .gz files.
+# default init), or the CNN of examples/torch/cnn.py (--model cnn; both
+# from examples/torch/models.py), SGD with momentum and a per-iteration
+# cosine learning rate, on Fashion-MNIST read from the same IDX .gz files.
 #
 #   torch-train.py --single [--batch 128] ...          one process
 #   torch-train.py --ddp --rank R --world W --store F  one DDP rank (gloo);
@@ -37,6 +38,9 @@ try:
     import torch.distributed as dist
     import torch.nn as nn
     import torch.nn.functional as F
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                                    "examples", "torch"))
+    import models
 except ImportError as e:
     print("torch-train: %s: install the Debian package python3-torch "
           "(tools/install-deps --perf) and run with /usr/bin/python3" % e, file=sys.stderr)
@@ -97,7 +101,8 @@ def main():
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--batch", type=int, default=64, help="per process")
     ap.add_argument("--iters-per-epoch", type=int, default=0, help="cap (short runs)")
-    ap.add_argument("--hidden", type=int, default=256)
+    ap.add_argument("--model", default="mlp", choices=("mlp", "cnn"))
+    ap.add_argument("--hidden", type=int, default=256, help="mlp")
     ap.add_argument("--lr", type=float, default=0.1)
     ap.add_argument("--momentum", type=float, default=0.9)
     ap.add_argument("--seed", type=int, default=1)
@@ -130,7 +135,8 @@ def main():
         fail("a shard of %d samples holds no batch of %d" % (x.shape[0], a.batch))
 
     torch.manual_seed(a.seed)
-    model = nn.Sequential(nn.Linear(x.shape[1], a.hidden), nn.ReLU(), nn.Linear(a.hidden, 10))
+    model = models.mlp(a.hidden) if a.model == "mlp" else models.cnn()
+    to_input = models.to_input(a.model)
     if a.ddp:
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
         dist.init_process_group("gloo", init_method="file://" + a.store, rank=rank,
@@ -160,7 +166,7 @@ def main():
             for g in opt.param_groups:
                 g["lr"] = lr
             opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(model(xb), yb)
+            loss = F.cross_entropy(model(to_input(xb)), yb)
             loss.backward()
             opt.step()
             k += 1
@@ -187,10 +193,11 @@ def main():
         net = model.module if a.ddp else model
         net.eval()
         with torch.no_grad():
-            pred = net(xt).argmax(dim=1)
+            pred = torch.cat([net(to_input(xt[i:i + 1000])).argmax(dim=1)
+                              for i in range(0, xt.shape[0], 1000)])
             acc = float((pred == yt).sum()) / yt.shape[0]
         samples = total * a.batch * world
-        print(json.dumps({"method": method, "workers": world, "batch": a.batch,
+        print(json.dumps({"method": method, "model": a.model, "workers": world, "batch": a.batch,
                           "global_batch": a.batch * world, "epochs": a.epochs,
                           "iterations": total, "samples": samples, "train_s": train_s,
                           "cpu_s": cpu_s,
