@@ -5,7 +5,7 @@
 noinst_LTLIBRARIES += trainer/libtrain.la
 trainer_libtrain_la_SOURCES = trainer/train.h trainer/job.c \
 	trainer/data.h trainer/data.c trainer/batch.h trainer/batch.c \
-	trainer/model.h trainer/model.c trainer/rng.h \
+	trainer/model.h trainer/model.c trainer/rng.h trainer/layout.h trainer/layout.c \
 	trainer/modelfile.h trainer/modelfile.c trainer/report.h trainer/report.c \
 	trainer/psjob.c trainer/worker.c trainer/single.c
 trainer_libtrain_la_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/lib/ps
@@ -27,6 +27,15 @@ tests_trainer_test_trainer_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/trainer -I$
 tests_trainer_test_trainer_CFLAGS = $(AM_CFLAGS) $(CUNIT_CFLAGS) $(OPENBLAS_CFLAGS)
 tests_trainer_test_trainer_LDADD = trainer/libtrain.la lib/ps/libshoal_ps_impl.la $(CUNIT_LIBS)
 TESTS += tests/trainer/test-trainer
+
+# The pipeline's parts: layout, model parts.
+check_PROGRAMS += tests/trainer/test-pipe
+tests_trainer_test_pipe_SOURCES = tests/trainer/test-pipe.c tests/cu.h
+tests_trainer_test_pipe_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/trainer -I$(top_srcdir)/tests \
+	-I$(top_srcdir)/lib/ps
+tests_trainer_test_pipe_CFLAGS = $(AM_CFLAGS) $(CUNIT_CFLAGS) $(OPENBLAS_CFLAGS)
+tests_trainer_test_pipe_LDADD = trainer/libtrain.la $(CUNIT_LIBS)
+TESTS += tests/trainer/test-pipe
 
 # Whole jobs: real processes on loopback (tools/shoal-run, mpirun).
 TRAINER_JOB_TESTS = tests/trainer/bsp-single.sh tests/trainer/modes.sh \
