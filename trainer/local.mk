@@ -7,7 +7,8 @@ trainer_libtrain_la_SOURCES = trainer/train.h trainer/job.c \
 	trainer/data.h trainer/data.c trainer/batch.h trainer/batch.c \
 	trainer/model.h trainer/model.c trainer/rng.h trainer/layout.h trainer/layout.c \
 	trainer/modelfile.h trainer/modelfile.c trainer/report.h trainer/report.c \
-	trainer/psjob.c trainer/worker.c trainer/single.c
+	trainer/psjob.c trainer/shard.h trainer/shard.c trainer/worker.c trainer/single.c \
+	trainer/pipe_proto.h trainer/pipe_proto.c trainer/stage.c
 trainer_libtrain_la_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/lib/ps
 trainer_libtrain_la_CFLAGS = $(AM_CFLAGS) $(VEC_CFLAGS) $(OPENBLAS_CFLAGS) $(ZLIB_CFLAGS)
 trainer_libtrain_la_LIBADD = lib/ps/libshoal-ps.la lib/libshoal.la $(OPENBLAS_LIBS) \
@@ -28,7 +29,7 @@ tests_trainer_test_trainer_CFLAGS = $(AM_CFLAGS) $(CUNIT_CFLAGS) $(OPENBLAS_CFLA
 tests_trainer_test_trainer_LDADD = trainer/libtrain.la lib/ps/libshoal_ps_impl.la $(CUNIT_LIBS)
 TESTS += tests/trainer/test-trainer
 
-# The pipeline's parts: layout, model parts.
+# The pipeline's parts: layout, model parts, the stage-to-stage codec.
 check_PROGRAMS += tests/trainer/test-pipe
 tests_trainer_test_pipe_SOURCES = tests/trainer/test-pipe.c tests/cu.h
 tests_trainer_test_pipe_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/trainer -I$(top_srcdir)/tests \
@@ -40,7 +41,7 @@ TESTS += tests/trainer/test-pipe
 # Whole jobs: real processes on loopback (tools/shoal-run, mpirun).
 TRAINER_JOB_TESTS = tests/trainer/bsp-single.sh tests/trainer/modes.sh \
 	tests/trainer/torn.sh tests/trainer/mpirun.sh tests/trainer/bad-input.sh \
-	tests/trainer/libsvm.sh
+	tests/trainer/libsvm.sh tests/trainer/pipeline.sh
 TESTS += $(TRAINER_JOB_TESTS)
 EXTRA_DIST += $(TRAINER_JOB_TESTS) tests/trainer/lib.sh
 dist_bin_SCRIPTS += tools/shoal-run tools/shoal-plot

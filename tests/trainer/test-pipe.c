@@ -3,9 +3,12 @@
  * layout (bad layouts refused with the problem named; the split of the
  * layers is the best one, checked against every split), model parts (a
  * stage's initial parameters are its slice of the whole model's; K stages
- * running M micro-batches compose to the whole model's gradient).
+ * running M micro-batches compose to the whole model's gradient), and
+ * the stage-to-stage protocol codec (round trips, truncations, bad
+ * values, random bytes).
  */
 #include <CUnit/Basic.h>
+#include <errno.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -15,6 +18,7 @@
 #include "cu.h"
 #include "layout.h"
 #include "model.h"
+#include "pipe_proto.h"
 #include "rng.h"
 
 static void test_layout_check(void)
@@ -232,6 +236,166 @@ static void test_pipeline_gradient(void)
     CU_ASSERT(part.base == 3 * 5 + 5 && part.nparams == 5 * 2 + 2 && part.first == 1);
 }
 
+static struct pipe_msg hello_msg(void)
+{
+    struct pipe_msg m = {.type = PIPE_HELLO, .gen = 3};
+    struct pipe_hello *h = &m.u.hello;
+    h->worker = 5;
+    h->stage = 1;
+    h->replica = 2;
+    h->incarnation = 0x123456789abcull;
+    h->job = (struct pipe_job){.stages = 2, .replicas = 3, .micro = 4, .batch = 64,
+                               .iters_per_epoch = 468, .epochs = 10, .nlayers = 2,
+                               .dims = {784, 256, 10}};
+    h->desc_len = 40;
+    for (int i = 0; i < 40; i++)
+        h->desc[i] = (uint8_t)(i * 7);
+    return m;
+}
+
+/* Encode, decode, compare the fields that matter; every truncation of
+ * the encoding must be refused. */
+static void round_trip(const struct pipe_msg *m)
+{
+    uint8_t buf[SHOAL_MSG_MAX];
+    struct pipe_msg out;
+    char why[256];
+    int n = pipe_encode(m, buf, sizeof(buf));
+    CU_ASSERT_FATAL(n > 0);
+    CU_ASSERT_EQUAL(pipe_decode(buf, (size_t)n, &out, why, sizeof(why)), 0);
+    CU_ASSERT_EQUAL(out.type, m->type);
+    CU_ASSERT_EQUAL(out.gen, m->gen);
+    for (int cut = 0; cut < n; cut++)
+        CU_ASSERT(pipe_decode(buf, (size_t)cut, &out, why, sizeof(why)) == -EBADMSG);
+    buf[n] = 0; /* one byte too many */
+    CU_ASSERT(pipe_decode(buf, (size_t)n + 1, &out, why, sizeof(why)) == -EBADMSG);
+    CU_ASSERT(strstr(why, "after the end") != NULL);
+}
+
+static void test_protocol(void)
+{
+    uint8_t buf[SHOAL_MSG_MAX];
+    struct pipe_msg m = hello_msg(), out;
+    char why[256];
+    round_trip(&m);
+    int n = pipe_encode(&m, buf, sizeof(buf));
+    CU_ASSERT_EQUAL_FATAL(pipe_decode(buf, (size_t)n, &out, why, sizeof(why)), 0);
+    CU_ASSERT(memcmp(&out.u.hello.job, &m.u.hello.job, sizeof(m.u.hello.job)) == 0);
+    CU_ASSERT(out.u.hello.incarnation == m.u.hello.incarnation && out.u.hello.worker == 5);
+    CU_ASSERT(out.u.hello.desc_len == 40 && memcmp(out.u.hello.desc, m.u.hello.desc, 40) == 0);
+
+    struct pipe_msg w = m;
+    w.type = PIPE_WELCOME;
+    round_trip(&w);
+    int simple[] = {PIPE_RESET, PIPE_DONE, PIPE_EXIT};
+    for (int i = 0; i < 3; i++) {
+        struct pipe_msg q = {.type = (uint8_t)simple[i], .gen = 9};
+        round_trip(&q);
+    }
+    struct pipe_msg q = {.type = PIPE_SYNC, .gen = 2, .u.iteration = 4000000};
+    round_trip(&q);
+    n = pipe_encode(&q, buf, sizeof(buf));
+    CU_ASSERT(pipe_decode(buf, (size_t)n, &out, why, sizeof(why)) == 0 &&
+              out.u.iteration == 4000000);
+    q.type = PIPE_GO;
+    round_trip(&q);
+    q = (struct pipe_msg){.type = PIPE_CREDIT, .u.kind = PIPE_EVAL};
+    round_trip(&q);
+    q.u.kind = PIPE_ACT; /* only gradient and evaluation slots have credits */
+    n = pipe_encode(&q, buf, sizeof(buf));
+    CU_ASSERT(pipe_decode(buf, (size_t)n, &out, why, sizeof(why)) == -EBADMSG);
+    q = (struct pipe_msg){.type = PIPE_STATS, .u.stats = {.iteration = 7, .n = 3,
+                                                          .busy = {1.5, 2.25, 0}}};
+    round_trip(&q);
+    n = pipe_encode(&q, buf, sizeof(buf));
+    CU_ASSERT(pipe_decode(buf, (size_t)n, &out, why, sizeof(why)) == 0 &&
+              out.u.stats.busy[1] == 2.25 && out.u.stats.n == 3);
+    q.u.stats.busy[0] = -1; /* a busy time is never negative */
+    n = pipe_encode(&q, buf, sizeof(buf));
+    CU_ASSERT(pipe_decode(buf, (size_t)n, &out, why, sizeof(why)) == -EBADMSG);
+    q.u.stats.n = 0;
+    CU_ASSERT(pipe_encode(&q, buf, sizeof(buf)) < 0);
+    q = (struct pipe_msg){.type = PIPE_EVAL_END, .u.chunks = 625};
+    round_trip(&q);
+    q = (struct pipe_msg){.type = PIPE_GATHER, .u.gather = {.desc_len = 3, .desc = {1, 2, 3}}};
+    round_trip(&q);
+    q = (struct pipe_msg){.type = PIPE_ERROR};
+    snprintf(q.u.text, sizeof(q.u.text), "refused: another job");
+    round_trip(&q);
+    n = pipe_encode(&q, buf, sizeof(buf));
+    CU_ASSERT(pipe_decode(buf, (size_t)n, &out, why, sizeof(why)) == 0 &&
+              strcmp(out.u.text, "refused: another job") == 0);
+    buf[n - 3] = 0; /* a NUL inside the text */
+    CU_ASSERT(pipe_decode(buf, (size_t)n, &out, why, sizeof(why)) == -EBADMSG);
+
+    /* the header: magic, version, type, reserved bytes */
+    n = pipe_encode(&m, buf, sizeof(buf));
+    uint8_t bad[SHOAL_MSG_MAX];
+    const struct { int at; uint8_t v; const char *what; } h[] = {
+        {0, 0x00, "magic"}, {4, 2, "version"}, {5, 0, "type"}, {5, 99, "type"},
+        {6, 1, "reserved"}};
+    for (size_t i = 0; i < sizeof(h) / sizeof(h[0]); i++) {
+        memcpy(bad, buf, (size_t)n);
+        bad[h[i].at] = h[i].v;
+        CU_ASSERT(pipe_decode(bad, (size_t)n, &out, why, sizeof(why)) == -EBADMSG);
+        CU_ASSERT(strstr(why, h[i].what) != NULL);
+    }
+    /* the job: values a stage could not run */
+    struct pipe_msg j1 = hello_msg();
+    j1.u.hello.job.stages = 1;
+    n = pipe_encode(&j1, buf, sizeof(buf));
+    CU_ASSERT(pipe_decode(buf, (size_t)n, &out, why, sizeof(why)) == -EBADMSG);
+    j1 = hello_msg();
+    j1.u.hello.job.micro = 5; /* does not divide 64 */
+    n = pipe_encode(&j1, buf, sizeof(buf));
+    CU_ASSERT(pipe_decode(buf, (size_t)n, &out, why, sizeof(why)) == -EBADMSG);
+    j1 = hello_msg();
+    j1.u.hello.job.dims[1] = 0;
+    n = pipe_encode(&j1, buf, sizeof(buf));
+    CU_ASSERT(pipe_decode(buf, (size_t)n, &out, why, sizeof(why)) == -EBADMSG);
+    j1 = hello_msg();
+    j1.u.hello.stage = 2; /* of 2 stages */
+    n = pipe_encode(&j1, buf, sizeof(buf));
+    CU_ASSERT(pipe_decode(buf, (size_t)n, &out, why, sizeof(why)) == -EBADMSG);
+    j1 = hello_msg();
+    j1.u.hello.desc_len = SHOAL_DESC_MAX + 1;
+    CU_ASSERT(pipe_encode(&j1, buf, sizeof(buf)) < 0);
+
+    /* random bytes, and random damage to a good HELLO: never a crash,
+     * and a message that decodes is well formed */
+    uint64_t st = 99;
+    int accepted = 0;
+    for (int t = 0; t < 20000; t++) {
+        size_t len;
+        if (t & 1) {
+            len = (size_t)(rng_next(&st) % 300);
+            for (size_t i = 0; i < len; i++)
+                bad[i] = (uint8_t)rng_next(&st);
+            if (len >= 8 && t % 4 == 1) { /* a good header, random body */
+                memcpy(bad, buf, 8);
+                bad[5] = (uint8_t)(1 + rng_next(&st) % PIPE_TYPE_MAX);
+            }
+        } else {
+            len = (size_t)n;
+            memcpy(bad, buf, len);
+            bad[rng_next(&st) % len] ^= (uint8_t)(1 + rng_next(&st) % 255);
+        }
+        if (pipe_decode(bad, len, &out, why, sizeof(why)) == 0) {
+            accepted++;
+            CU_ASSERT(out.type >= 1 && out.type <= PIPE_TYPE_MAX);
+            if (out.type == PIPE_HELLO)
+                CU_ASSERT(out.u.hello.job.nlayers >= 1 &&
+                          out.u.hello.job.nlayers <= MODEL_MAX_LAYERS &&
+                          out.u.hello.desc_len <= SHOAL_DESC_MAX);
+        }
+    }
+    CU_ASSERT(accepted < 20000);
+    CU_ASSERT_STRING_EQUAL(pipe_type_name(PIPE_GO), "GO");
+    CU_ASSERT_STRING_EQUAL(pipe_type_name(77), "unknown");
+    CU_ASSERT(pipe_imm_kind(pipe_imm(PIPE_GRAD, 12345)) == PIPE_GRAD &&
+              pipe_imm_index(pipe_imm(PIPE_GRAD, 12345)) == 12345);
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS)
@@ -241,5 +405,7 @@ int main(void)
     CU_add_test(s, "layout: the split is the best of all splits", test_layout_split);
     CU_add_test(s, "model parts: K stages x M micro-batches = the whole gradient",
                 test_pipeline_gradient);
+    CU_add_test(s, "protocol: round trips, truncations, bad values, random bytes",
+                test_protocol);
     return cu_run_all();
 }
