@@ -49,14 +49,19 @@ dist_man_MANS += docs/man/shoal-train.1 docs/man/shoal-run.1
 
 # The fault suite: longer runs (kill -9, SIGSTOP, server restarts, network
 # cuts), so not in `make check`; CI runs it after (tools/run-tests).  Then
+# the hybrid jobs' faults (faults-pipe.sh: a pipeline stage killed and
+# restarted in bsp, async, ssp).  Then
 # a subset on verbs in the soft-RoCE VM (faults-vm.sh), then network cuts
 # and a host crash on verbs across two VMs (faults-pair.sh, about 2 min);
 # each VM part is skipped (status 77) where no VM boots.
 # check-faults-pair runs the two-VM part alone.
-EXTRA_DIST += tests/trainer/faults.sh tests/trainer/faults-vm.sh tests/trainer/faults-pair.sh
+EXTRA_DIST += tests/trainer/faults.sh tests/trainer/faults-vm.sh tests/trainer/faults-pair.sh \
+	tests/trainer/faults-pipe.sh
 check-faults: all
 	abs_top_srcdir=$(abs_top_srcdir) abs_top_builddir=$(abs_top_builddir) \
 	  $(SHELL) $(srcdir)/tests/trainer/faults.sh; rc=$$?; \
+	abs_top_srcdir=$(abs_top_srcdir) abs_top_builddir=$(abs_top_builddir) \
+	  $(SHELL) $(srcdir)/tests/trainer/faults-pipe.sh || rc=1; \
 	abs_top_srcdir=$(abs_top_srcdir) abs_top_builddir=$(abs_top_builddir) \
 	  $(SHELL) $(srcdir)/tests/trainer/faults-vm.sh; vrc=$$?; \
 	abs_top_srcdir=$(abs_top_srcdir) abs_top_builddir=$(abs_top_builddir) \
