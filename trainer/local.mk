@@ -41,7 +41,7 @@ TESTS += tests/trainer/test-pipe
 # Whole jobs: real processes on loopback (tools/shoal-run, mpirun).
 TRAINER_JOB_TESTS = tests/trainer/bsp-single.sh tests/trainer/modes.sh \
 	tests/trainer/torn.sh tests/trainer/mpirun.sh tests/trainer/bad-input.sh \
-	tests/trainer/libsvm.sh tests/trainer/pipeline.sh
+	tests/trainer/libsvm.sh tests/trainer/pipeline.sh tests/trainer/pipe-memory.sh
 TESTS += $(TRAINER_JOB_TESTS)
 EXTRA_DIST += $(TRAINER_JOB_TESTS) tests/trainer/lib.sh
 dist_bin_SCRIPTS += tools/shoal-run tools/shoal-plot

@@ -163,7 +163,7 @@ struct stage {
     /* reports */
     double busy;              /* seconds spent computing */
     double busy_all[MODEL_MAX_LAYERS];
-    uint64_t bytes_sent;      /* to the neighbours, over the run */
+    uint64_t bytes_sent;      /* to the neighbours in training steps */
     uint32_t steps_run;
     int reported_epoch;
     double acc, tloss;
@@ -818,7 +818,8 @@ static int put(struct stage *st, struct link *L, shoal_mr_t *mr, size_t loff, sh
         int rc = shoal_put(L->ep, mr, loff, rmr, roff, len, SHOAL_PUT_IMM, imm, wr_id);
         if (rc == 0) {
             L->puts++;
-            st->bytes_sent += len;
+            if (pipe_imm_kind(imm) == PIPE_ACT || pipe_imm_kind(imm) == PIPE_GRAD)
+                st->bytes_sent += len; /* training traffic (not evaluation, --save) */
             return 0;
         }
         if (rc != -EAGAIN) {

@@ -20,6 +20,10 @@
 #     85%; async/ssp SHOAL_FAULT_BAR_ASYNC, 84%; 3 epochs undisturbed reach
 #     about 86.5% bsp here).
 # For each fault the log gives the time to detect it and to recover.
+# And one long run without a fault, "accuracy": 2 replicas x 2 stages,
+# MLP-256, 10 epochs, bsp, so the global batches of faults.sh's 2-worker
+# runs (88.6% data parallel): at least 88.0% (SHOAL_PIPE_ACC_BAR).  (One
+# replica, batch 64: 87.82%.)
 #   tests/trainer/faults-pipe.sh [SCENARIO...]     (default: all below)
 # Environment, as faults.sh: SHOAL_FAULT_ARGS (more shoal-train options),
 # SHOAL_FAULT_EPOCHS (3), SHOAL_FAULT_SEED, SHOAL_FAULT_GAP (seconds the
@@ -192,7 +196,25 @@ undisturbed() { # MODE
     if wait_all "${pids[@]}"; then judge "$name" "$bar"; else tail -n 5 "$dir"/*.log; bad "$name: a process failed"; fi
 }
 
-all="stage_kill:bsp:1:0 stage_kill:bsp:0:1 stage_kill:async:1:1 stage_kill:ssp:1:0"
+# 2 replicas of 2 stages, 10 epochs: the accuracy of MLP-256.
+accuracy() {
+    local name="2 replicas x 2 stages, MLP-256, 10 epochs (bsp)" bar=${SHOAL_PIPE_ACC_BAR:-8800} a
+    new_dir accuracy
+    if timeout "$limit" "$run" -n 4 -s 1 --timeout $((limit - 10)) -- "$train" --data "$data" \
+        -q --epochs 10 --stages 2 --micro-batches 4 >"$dir/w1.log" 2>&1; then
+        a=$(accuracy_of "$dir/w1.log")
+        [ "${a:-0}" -ge "$bar" ] && ok "$name: $(awk "BEGIN{print $a/100}")%" ||
+            bad "$name: ${a:-no} accuracy, below $(awk "BEGIN{print $bar/100}")%"
+        grep "^epoch .* done\|busy time" "$dir/w1.log" | tail -3 | sed 's/^/    /'
+    else
+        tail -5 "$dir/w1.log"; bad "$name: the job failed"
+    fi
+}
+accuracy_of() {
+    sed -n 's/^final test accuracy: \([0-9.]*\)%.*/\1/p' "$1" | tail -1 | awk '{printf "%d", $1 * 100}'
+}
+
+all="stage_kill:bsp:1:0 stage_kill:bsp:0:1 stage_kill:async:1:1 stage_kill:ssp:1:0 accuracy"
 for sc in ${*:-$all}; do
     IFS=: read -r fn a b c <<<"$sc"
     echo "== $fn $a $b $c"
