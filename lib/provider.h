@@ -3,21 +3,28 @@
  * (lib/core/) and one transport provider (lib/ucx/, lib/verbs/).
  *
  * The core owns every public object (ctx, mr, rmr, listener, ep), the
- * descriptor format, range and access checks, per-endpoint queue depth, and
- * the event queue.  A provider owns only its private state (the `prov`
- * pointer in each object) and moves bytes.  It reports back through the
- * shoal__* functions at the bottom of this file and never touches the event
- * queue or the public structs' core fields directly.
+ * descriptor format, range and access checks, per-endpoint queue depth,
+ * the event queue and the endpoint state machine.  A provider owns only
+ * its private state (the fields marked "prov") and moves bytes.  It may
+ * read core fields (an endpoint's state, its handshake state) but never
+ * writes them, and never touches the event queue: it reports through the
+ * shoal__* functions at the bottom of this file (shoal__ep_connected,
+ * shoal__ep_failed, ...), and the core changes the state.
  *
- * Adding a provider = one folder with one `const struct shoal_provider`
- * and a line in lib/core/ctx.c's provider table.  Nothing else changes.
+ * What adding a provider takes is listed in docs/ARCHITECTURE.md ("The
+ * provider interface"): a folder and build fragment, a configure check,
+ * this table's declaration and a line in lib/core/ctx.c, a
+ * shoal_transport_t value and its name, and the test suites' lists.
  *
  * Not for applications: this header is not installed.
  */
 #ifndef SHOAL_PROVIDER_H
 #define SHOAL_PROVIDER_H
 
+#include <poll.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -26,7 +33,7 @@
 
 /* The connection handshake every provider carries in its own way (active
  * messages on UCX, rdma_cm private data plus one first SEND on verbs).
- * Layout (version 2 and 3: 3 changed only UCX's PUT/GET_REQ), little-endian:
+ * Layout (version 3), little-endian:
  *    0 u32 magic "SOAL"   4 u16 version   6 u8 transport   7 u8 flags
  *    8 u32 ep_id          12 u32 peer_id
  *   16 what the flags announce, in this order:
@@ -75,7 +82,7 @@ int shoal__hello_decode(const void *buf, size_t len, shoal_transport_t transport
  *   HELLO [AUTH nonce_c]      ->    shoal__hs_accept
  *   shoal__hs_ack             <-    HELLO_ACK [AUTH nonce_s, PROOF proof_s] or REFUSE
  *   proof [PROOF proof_c]     ->    shoal__hs_proof (only with a secret)
- * Without a secret on either side it is the two messages of version 1.
+ * Without a secret on either side it is the first two messages alone.
  * On the server the endpoint is handed to the listener only once
  * ep->hs.need_proof is false.
  */
@@ -138,7 +145,20 @@ struct shoal_ctx {
                                             netdev), which placement follows */
     struct shoal_plan *plan;             /* core: placement (core/topo.c) */
     long spin_ns;                        /* core: shoal_wait polls this long, then sleeps */
-    char errmsg[512];                    /* core: last error text */
+    char errmsg[512];                    /* core: last call's error text (shoal_ctx_errmsg) */
+    char *err_out;                       /* core: where shoal__fail writes: errmsg, or
+                                            pt_err while the progress thread works */
+    char pt_err[512];                    /* core: the progress thread's scratch errmsg */
+    /* core: SHOAL_PROGRESS=thread (core/progress.c).  Every public call
+     * holds `lock` (shoal__lock); the thread takes it only with trylock,
+     * and only while the application is neither in a call nor progressing. */
+    bool threaded;                       /* the thread runs: calls take the lock */
+    pthread_mutex_t lock;
+    atomic_uint app_want;                /* application calls waiting for the lock */
+    atomic_ulong app_progress;           /* progress passes the application made */
+    pthread_t thread;
+    int wake_fd;                         /* eventfd: wakes the thread to stop */
+    bool stop;                           /* under lock: the thread must exit */
     struct shoal_evq evq;                /* core */
     struct shoal_list eps;               /* core: every endpoint */
     struct shoal_list listeners;         /* core */
@@ -273,10 +293,20 @@ struct shoal_provider {
     /* Make progress without blocking; return how much work was done. */
     int (*progress)(shoal_ctx_t *ctx);
 
-    /* Sleep until the provider may have work or @timeout_ms passes.  May
-     * return early (spurious wake-ups are fine). */
-    int (*wait)(shoal_ctx_t *ctx, int timeout_ms);
+    /* Prepare to sleep until the provider may have work: arm its
+     * notifications, fill @fds (at most SHOAL_WAIT_FDS) with what poll()
+     * should wait on, and lower *@timeout_ms if something is due sooner
+     * (a handshake deadline).  Returns the number of fds, 0 if work is
+     * already pending (progress instead of sleeping), or a negative errno
+     * (with errmsg).  The core does the poll() (shoal__sleep; the progress
+     * thread polls without holding the context's lock, so a provider's
+     * state must not change between this and wait_done except through its
+     * own calls), then calls wait_done (may be NULL) with the results.
+     * Spurious wake-ups are fine. */
+    int (*wait_fds)(shoal_ctx_t *ctx, struct pollfd *fds, int *timeout_ms);
+    void (*wait_done)(shoal_ctx_t *ctx, const struct pollfd *fds, int nfds);
 };
+#define SHOAL_WAIT_FDS 4
 
 extern const struct shoal_provider shoal_ucx_provider;
 #ifdef HAVE_VERBS
@@ -299,6 +329,15 @@ void shoal__log(const shoal_ctx_t *ctx, shoal_log_level_t lvl,
  * log it at debug level, and return @err so callers can `return`. */
 int shoal__fail(shoal_ctx_t *ctx, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* The message shoal__fail recorded last, for a provider that passes it on
+ * (e.g. into a connect's reason): inside the progress thread it is not
+ * the application's errmsg. */
+const char *shoal__last_error(const shoal_ctx_t *ctx);
+
+/* Sleep until @ctx's provider may have work or @timeout_ms passes (-1:
+ * no limit): wait_fds, poll(), wait_done.  0, or a negative errno with
+ * errmsg if poll() fails.  For blocking loops (connect, accept, wait). */
+int shoal__sleep(shoal_ctx_t *ctx, int timeout_ms);
 
 /* An operation reference finished with @status (0 or negative errno).
  * When the last reference finishes the core queues the completion event
@@ -311,11 +350,15 @@ void shoal__ep_imm(shoal_ep_t *ep, uint32_t imm);
 /* A control message arrived on @ep; the core copies @buf. */
 void shoal__ep_recv(shoal_ep_t *ep, const void *buf, size_t len);
 
-/* The handshake of @ep is complete. */
+/* The handshake of @ep is complete: CONNECTING -> CONNECTED. */
 void shoal__ep_connected(shoal_ep_t *ep);
 
-/* The connection of @ep broke.  Queues SHOAL_EV_EP_FAILED once; later
- * calls are ignored.  Safe to call from any provider callback. */
+/* The connection of @ep broke, or its handshake was refused or timed out:
+ * the endpoint becomes FAILED.  Queues SHOAL_EV_EP_FAILED once, and only
+ * for an endpoint the application holds (one still in handshake is
+ * reported by the blocking call waiting for it, or discarded by the
+ * provider with shoal__ep_discard); later calls, and calls on a CLOSING
+ * endpoint, are ignored.  Safe to call from any provider callback. */
 void shoal__ep_failed(shoal_ep_t *ep, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -327,7 +370,9 @@ void shoal__listener_ready(shoal_listener_t *l, shoal_ep_t *ep);
 shoal_ep_t *shoal__ep_new(shoal_ctx_t *ctx);
 
 /* Free an endpoint that never became visible to the application (a
- * handshake that failed on the server side).  Calls prov->ep_close. */
+ * handshake that failed on the server side, or one the provider could
+ * not set up).  Calls prov->ep_close (with ep->priv NULL if the provider
+ * never attached its state). */
 void shoal__ep_discard(shoal_ep_t *ep);
 
 /* Resolve @host:@port (host NULL with @passive = all IPv4 addresses) into

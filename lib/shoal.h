@@ -47,13 +47,31 @@
  *              delivered in the order they were issued.  Plain puts to
  *              overlapping bytes have no defined order unless an immediate
  *              put separates them.  Nothing is ordered across endpoints.
- *   Progress   All progress happens inside shoal_poll()/shoal_wait() (and
- *              the blocking calls connect/accept).  A target must keep
- *              polling for puts and gets aimed at it to complete on
- *              transports that need target-side progress (UCX over TCP).
+ *   Progress   By default (SHOAL_PROGRESS=off) all progress happens inside
+ *              shoal_poll()/shoal_wait() (and the blocking calls
+ *              connect/accept): a target must keep polling for puts and
+ *              gets aimed at it to complete on transports that need
+ *              target-side progress (UCX over TCP), and for its peers'
+ *              messages to be read.  With SHOAL_PROGRESS=thread the context
+ *              also has a progress thread of its own, which progresses it
+ *              whenever the application has made no progress call for a
+ *              millisecond or more (it computes): puts aimed at it
+ *              complete, messages and immediates are received and queued,
+ *              in order, for the application's next shoal_poll/wait.  It
+ *              sleeps in the transport's fds when there is nothing to do,
+ *              stands aside while the application polls or waits (no
+ *              handoff on that path), runs on the CPUs of the placement
+ *              plan, takes no signals, and is joined by
+ *              shoal_ctx_destroy().  Nothing the application sees changes
+ *              but when things complete: events still come only from
+ *              shoal_poll/wait.
  *   Threads    A context and everything made from it may be used by one
- *              thread at a time; different contexts are independent.  Use
- *              one context per communicating thread.
+ *              application thread at a time; different contexts are
+ *              independent.  Use one context per communicating thread.
+ *              The progress thread does not change this: every call
+ *              holds the context's lock against it (SHOAL_PROGRESS=thread
+ *              only), including while shoal_wait, accept and connect
+ *              sleep; shoal_ctx_errmsg() is never written by it.
  *   Failure    When a connection breaks (peer died, network lost, protocol
  *              violation) the endpoint raises exactly one SHOAL_EV_EP_FAILED
  *              event with a reason; its outstanding operations complete
@@ -86,6 +104,12 @@ typedef enum shoal_transport {
     SHOAL_TRANSPORT_UCX       /**< UCX UCP (TCP unless UCX_TLS says otherwise) */
 } shoal_transport_t;
 
+/** Who progresses a context while the application computes. */
+typedef enum shoal_progress {
+    SHOAL_PROGRESS_OFF = 0, /**< only the application's calls (see Progress) */
+    SHOAL_PROGRESS_THREAD   /**< also a thread of the context's own */
+} shoal_progress_t;
+
 /** Log levels, from quiet to chatty. */
 typedef enum shoal_log_level {
     SHOAL_LOG_ERROR = 0,
@@ -116,6 +140,7 @@ typedef struct shoal_config {
     int spin_us;                    /**< SHOAL_SPIN_US: how long shoal_wait() polls before
                                          it sleeps; -1 = auto (100, or 5 when more local
                                          processes than CPUs share the node) */
+    shoal_progress_t progress;      /**< SHOAL_PROGRESS=off|thread; see Progress */
 } shoal_config_t;
 
 /** Set every field to its built-in default. */
@@ -170,7 +195,15 @@ shoal_transport_t shoal_ctx_transport(const shoal_ctx_t *ctx);
 /** A one-line human description of the transport and device in use. */
 const char *shoal_ctx_describe(const shoal_ctx_t *ctx);
 
-/** The detailed message of the last failed call on @ctx ("" if none). */
+/**
+ * The detailed message of the last call on @ctx, as sqlite3_errmsg() has
+ * it: every call that can fail clears it on entry and sets it on every
+ * failure (naming the input or peer at fault), so after a success it is
+ * "".  Valid until the next call on @ctx.  Not written by: calls whose
+ * handle is NULL (-EINVAL, no context to hold it), shoal_ctx_create()
+ * (logs its failures at error level: no context exists then), and
+ * shoal_bind_thread() (may run in several threads at once; logs instead).
+ */
 const char *shoal_ctx_errmsg(const shoal_ctx_t *ctx);
 
 /* ------------------------------------------------------------------ */
@@ -182,8 +215,10 @@ const char *shoal_ctx_errmsg(const shoal_ctx_t *ctx);
  * device sits (the RDMA device's PCI locality; for UCX the netdev named by
  * UCX_NET_DEVICES or SHOAL_DEVICE when it has one; else the whole machine)
  * and makes a plan: the CPUs the application's compute threads should run
- * on.  libshoal binds nothing by itself (it has no threads of its own):
- * the application asks for each thread with shoal_bind_thread().
+ * on.  libshoal binds none of the application's threads by itself: the
+ * application asks for each thread with shoal_bind_thread().  (The
+ * progress thread of SHOAL_PROGRESS=thread binds itself to all of the
+ * plan's CPUs: near the device, within this process's share.)
  *   SHOAL_BIND=auto   one CPU per physical core near the device; several
  *                     processes on one node (local rank/size from
  *                     SHOAL_LOCAL_RANK/SIZE, Open MPI, MPICH or Slurm) split
@@ -226,7 +261,8 @@ const shoal_placement_t *shoal_ctx_placement(const shoal_ctx_t *ctx);
  * ncpus, since threads then share cores).  With SHOAL_BIND=none it does
  * nothing and returns 0.  -EINVAL for a bad @i/@n; another negative errno
  * (the reason is logged) if the kernel refuses the binding.  Unlike other
- * calls, several threads may call this on one context at the same time.
+ * calls, several threads may call this on one context at the same time,
+ * so it leaves shoal_ctx_errmsg() alone and logs its failures.
  */
 int shoal_bind_thread(shoal_ctx_t *ctx, int i, int n);
 

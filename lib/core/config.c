@@ -229,6 +229,24 @@ static void show_spin(const shoal_config_t *cfg, char *out, size_t n)
     snprintf(out, n, cfg->spin_us < 0 ? "auto" : "%d", cfg->spin_us);
 }
 
+static const char *const progress_names[] = {"off", "thread"};
+
+static int parse_progress(shoal_config_t *cfg, const char *val, char *err, size_t errlen)
+{
+    int i = lookup(val, progress_names, 2);
+    if (i < 0) {
+        snprintf(err, errlen, "SHOAL_PROGRESS='%s': expected off or thread", val);
+        return -EINVAL;
+    }
+    cfg->progress = (shoal_progress_t)i;
+    return 0;
+}
+
+static void show_progress(const shoal_config_t *cfg, char *out, size_t n)
+{
+    snprintf(out, n, "%s", (unsigned)cfg->progress < 2 ? progress_names[cfg->progress] : "?");
+}
+
 static const struct option_row options[] = {
     {"TRANSPORT", "auto",
      "transport: auto (verbs when an active RDMA port exists, else ucx), verbs, ucx",
@@ -258,6 +276,11 @@ static const struct option_row options[] = {
      "than CPUs share the node, where a polling process takes the CPU its peers need) or a "
      "number",
      parse_spin, show_spin},
+    {"PROGRESS", "off",
+     "who progresses a context while the application computes: off (only its own calls: "
+     "a target must poll for puts aimed at it to complete on UCX over TCP) or thread (a "
+     "thread of the context's own, asleep in the transport's fd when there is nothing to do)",
+     parse_progress, show_progress},
 };
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))
 

@@ -7,6 +7,52 @@
 
 #include "provider.h"
 
+/* With the progress thread on (SHOAL_PROGRESS=thread), every public call
+ * that touches a context holds its lock: shoal__lock at the start,
+ * shoal__unlock at the end (shoal__enter/leave do it for calls that can
+ * fail).  Without it, both are a test of one flag.  app_want tells the
+ * thread that the application is waiting, so it hands the lock over at
+ * once (progress.c). */
+static inline void shoal__lock(shoal_ctx_t *ctx)
+{
+    if (!ctx->threaded)
+        return;
+    atomic_fetch_add_explicit(&ctx->app_want, 1, memory_order_relaxed);
+    pthread_mutex_lock(&ctx->lock);
+    atomic_fetch_sub_explicit(&ctx->app_want, 1, memory_order_relaxed);
+}
+
+static inline void shoal__unlock(shoal_ctx_t *ctx)
+{
+    if (ctx->threaded)
+        pthread_mutex_unlock(&ctx->lock);
+}
+
+/* The frame of every public call that can fail and has a context:
+ *     shoal__enter(ctx);  ...  return shoal__leave(ctx, "put", rc);
+ * enter takes the lock (above) and clears the context's errmsg; leave
+ * makes sure a failure has a message (one naming @call and the code, if no
+ * step set a better one) and a success none (an internal step may have
+ * failed and been recovered from), releases the lock and returns @rc.  So
+ * shoal_ctx_errmsg() always describes the last call, as sqlite3_errmsg()
+ * does. */
+void shoal__enter(shoal_ctx_t *ctx);
+int shoal__leave(shoal_ctx_t *ctx, const char *call, int rc);
+
+/* The application made a progress pass (poll, wait, accept, connect): the
+ * progress thread stands aside while this keeps changing. */
+static inline void shoal__app_progressed(shoal_ctx_t *ctx)
+{
+    atomic_fetch_add_explicit(&ctx->app_progress, 1, memory_order_relaxed);
+}
+
+/* The progress thread (progress.c): start it at the end of
+ * shoal_ctx_create (0, or a negative errno with errmsg), stop and join it
+ * at the start of shoal_ctx_destroy.  Both no-ops unless
+ * cfg.progress == SHOAL_PROGRESS_THREAD. */
+int shoal__progress_start(shoal_ctx_t *ctx);
+void shoal__progress_stop(shoal_ctx_t *ctx);
+
 void shoal__evq_fini(struct shoal_evq *q);
 void shoal__evq_drop_ep(shoal_ctx_t *ctx, shoal_ep_t *ep);
 /* Drop only @ep's queued events of @type. */

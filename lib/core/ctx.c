@@ -65,8 +65,7 @@ static int choose_provider(shoal_ctx_t *ctx)
  * within microseconds, and a sleep and wake-up cost tens of them: 100 us.
  * But where more processes of the job share the node than there are CPUs
  * (3 ranks of a local job on 2 cores), a process that polls holds the CPU
- * a peer needs to compute the answer: 5 us.  (shoal-train, 1 server + 2
- * workers on 2 CPUs under load: 28-50K samples/s at 100 us, 44-70K at 5.)
+ * a peer needs to compute the answer: 5 us (docs/PERFORMANCE.md).
  */
 static long spin_ns(const shoal_ctx_t *ctx)
 {
@@ -83,13 +82,39 @@ static long spin_ns(const shoal_ctx_t *ctx)
     return crowded ? 5000L : 100000L;
 }
 
+/* A configuration filled by hand: which field is out of range, or NULL. */
+static const char *bad_field(const shoal_config_t *c)
+{
+    if ((unsigned)c->log_level > SHOAL_LOG_TRACE)
+        return "log_level (not a shoal_log_level_t)";
+    if ((unsigned)c->transport > SHOAL_TRANSPORT_UCX)
+        return "transport (not a shoal_transport_t)";
+    if (c->connect_timeout_ms <= 0)
+        return "connect_timeout_ms (must be positive)";
+    if (c->queue_depth <= 0)
+        return "queue_depth (must be positive)";
+    if (!memchr(c->device, '\0', sizeof(c->device)))
+        return "device (not NUL-terminated)";
+    if (!memchr(c->auth_file, '\0', sizeof(c->auth_file)))
+        return "auth_file (not NUL-terminated)";
+    if ((unsigned)c->progress > SHOAL_PROGRESS_THREAD)
+        return "progress (not a shoal_progress_t)";
+    return NULL;
+}
+
+/* shoal_ctx_create() can leave no message in a context (there is none on
+ * failure): its failures are logged at error level instead. */
 int shoal_ctx_create(const shoal_config_t *cfg, shoal_ctx_t **ctx_p)
 {
-    if (!ctx_p)
+    if (!ctx_p) {
+        shoal__error(NULL, "shoal_ctx_create: the context pointer (ctx_p) is NULL");
         return -EINVAL;
+    }
     shoal_ctx_t *ctx = calloc(1, sizeof(*ctx));
-    if (!ctx)
+    if (!ctx) {
+        shoal__error(NULL, "shoal_ctx_create: out of memory");
         return -ENOMEM;
+    }
     if (cfg) {
         ctx->cfg = *cfg;
     } else {
@@ -102,17 +127,17 @@ int shoal_ctx_create(const shoal_config_t *cfg, shoal_ctx_t **ctx_p)
             return rc;
         }
     }
-    if ((unsigned)ctx->cfg.log_level > SHOAL_LOG_TRACE ||
-        (unsigned)ctx->cfg.transport > SHOAL_TRANSPORT_UCX ||
-        ctx->cfg.connect_timeout_ms <= 0 || ctx->cfg.queue_depth <= 0 ||
-        memchr(ctx->cfg.device, '\0', sizeof(ctx->cfg.device)) == NULL ||
-        memchr(ctx->cfg.auth_file, '\0', sizeof(ctx->cfg.auth_file)) == NULL) {
+    const char *bad = bad_field(&ctx->cfg);
+    if (bad) {
+        shoal__error(NULL, "shoal_ctx_create: bad configuration field %s", bad);
         free(ctx);
         return -EINVAL;
     }
     shoal__list_init(&ctx->eps);
     shoal__list_init(&ctx->listeners);
     ctx->next_ep_id = 1;
+    ctx->err_out = ctx->errmsg;
+    ctx->wake_fd = -1;
     int rc = shoal__auth_load(ctx);
     if (rc == 0)
         rc = choose_provider(ctx);
@@ -120,6 +145,13 @@ int shoal_ctx_create(const shoal_config_t *cfg, shoal_ctx_t **ctx_p)
         rc = ctx->prov->ctx_init(ctx);
     if (rc == 0 && (rc = shoal__topo_ctx_init(ctx)) != 0)
         ctx->prov->ctx_fini(ctx);
+    if (rc == 0) {
+        ctx->spin_ns = spin_ns(ctx);
+        if ((rc = shoal__progress_start(ctx)) != 0) {
+            shoal__topo_ctx_fini(ctx);
+            ctx->prov->ctx_fini(ctx);
+        }
+    }
     if (rc) {
         /* Keep the reason visible: the ctx that held it is going away. */
         if (ctx->errmsg[0])
@@ -130,7 +162,6 @@ int shoal_ctx_create(const shoal_config_t *cfg, shoal_ctx_t **ctx_p)
     }
     if (!ctx->describe[0])
         snprintf(ctx->describe, sizeof(ctx->describe), "%s", ctx->prov->name);
-    ctx->spin_ns = spin_ns(ctx);
     *ctx_p = ctx;
     return 0;
 }
@@ -139,6 +170,8 @@ void shoal_ctx_destroy(shoal_ctx_t *ctx)
 {
     if (!ctx)
         return;
+    /* First the thread: what follows runs with nobody else in the ctx. */
+    shoal__progress_stop(ctx);
     while (!shoal__list_empty(&ctx->listeners))
         shoal_listener_close(shoal__container_of(ctx->listeners.next,
                                                  shoal_listener_t, node));

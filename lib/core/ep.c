@@ -59,30 +59,38 @@ void shoal__ep_discard(shoal_ep_t *ep)
 
 void shoal_ep_close(shoal_ep_t *ep)
 {
-    if (ep)
-        ep_free(ep);
+    if (!ep)
+        return;
+    shoal_ctx_t *ctx = ep->ctx;
+    shoal__lock(ctx);
+    ep_free(ep);
+    shoal__unlock(ctx);
 }
 
 void shoal_ep_abort(shoal_ep_t *ep)
 {
     if (!ep)
         return;
+    shoal_ctx_t *ctx = ep->ctx;
+    shoal__lock(ctx);
     ep->abort = true;
     ep_free(ep);
+    shoal__unlock(ctx);
 }
 
 const char *shoal_ep_peer(const shoal_ep_t *ep) { return ep->peer; }
 void shoal_ep_set_user(shoal_ep_t *ep, void *user) { ep->user = user; }
 void *shoal_ep_user(const shoal_ep_t *ep) { return ep->user; }
 
-int shoal_listen(shoal_ctx_t *ctx, const char *host, uint16_t port,
-                 shoal_listener_t **l_p)
+static int listen_on(shoal_ctx_t *ctx, const char *host, uint16_t port,
+                     shoal_listener_t **l_p)
 {
-    if (!ctx || !l_p)
-        return -EINVAL;
+    if (!l_p)
+        return shoal__fail(ctx, -EINVAL, "listen: the listener pointer (l_p) is NULL");
     shoal_listener_t *l = calloc(1, sizeof(*l));
     if (!l)
-        return -ENOMEM;
+        return shoal__fail(ctx, -ENOMEM, "listen on %s:%u: out of memory", host ? host : "*",
+                           port);
     l->ctx = ctx;
     shoal__list_init(&l->ready);
     int rc = ctx->prov->listen(l, host, port);
@@ -95,6 +103,15 @@ int shoal_listen(shoal_ctx_t *ctx, const char *host, uint16_t port,
                 ctx->prov->name);
     *l_p = l;
     return 0;
+}
+
+int shoal_listen(shoal_ctx_t *ctx, const char *host, uint16_t port,
+                 shoal_listener_t **l_p)
+{
+    if (!ctx)
+        return -EINVAL;
+    shoal__enter(ctx);
+    return shoal__leave(ctx, "listen", listen_on(ctx, host, port, l_p));
 }
 
 uint16_t shoal_listener_port(const shoal_listener_t *l) { return l->port; }
@@ -112,6 +129,7 @@ void shoal_listener_close(shoal_listener_t *l)
     if (!l)
         return;
     shoal_ctx_t *ctx = l->ctx;
+    shoal__lock(ctx);
     /* Handshaken but unaccepted peers are closed with the listener. */
     while (!shoal__list_empty(&l->ready)) {
         shoal_ep_t *ep = shoal__container_of(l->ready.next, shoal_ep_t, node);
@@ -122,15 +140,17 @@ void shoal_listener_close(shoal_listener_t *l)
     ctx->prov->listener_close(l);
     shoal__list_del(&l->node);
     free(l);
+    shoal__unlock(ctx);
 }
 
-int shoal_accept(shoal_listener_t *l, int timeout_ms, shoal_ep_t **ep_p)
+static int accept_one(shoal_listener_t *l, int timeout_ms, shoal_ep_t **ep_p)
 {
-    if (!l || !ep_p)
-        return -EINVAL;
     shoal_ctx_t *ctx = l->ctx;
+    if (!ep_p)
+        return shoal__fail(ctx, -EINVAL, "accept: the endpoint pointer (ep_p) is NULL");
     uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : shoal__now_ms() + (uint64_t)timeout_ms;
     for (;;) {
+        shoal__app_progressed(ctx);
         int rc = ctx->prov->progress(ctx);
         if (rc < 0)
             return rc;
@@ -149,15 +169,23 @@ int shoal_accept(shoal_listener_t *l, int timeout_ms, shoal_ep_t **ep_p)
             return 0;
         }
         uint64_t now = shoal__now_ms();
-        if (timeout_ms == 0)
-            return -EAGAIN; /* a poll, not a failure: nothing logged */
+        if (timeout_ms == 0) /* a poll, not a failure: nothing logged */
+            return shoal__fail(ctx, -EAGAIN, "accept: no peer is waiting");
         if (now >= deadline)
             return shoal__fail(ctx, -ETIMEDOUT, "accept: no peer within %d ms", timeout_ms);
         uint64_t left = deadline - now;
-        rc = ctx->prov->wait(ctx, left > 1000000 ? 1000000 : (int)left);
+        rc = shoal__sleep(ctx, left > 1000000 ? 1000000 : (int)left);
         if (rc < 0)
             return rc;
     }
+}
+
+int shoal_accept(shoal_listener_t *l, int timeout_ms, shoal_ep_t **ep_p)
+{
+    if (!l)
+        return -EINVAL;
+    shoal__enter(l->ctx);
+    return shoal__leave(l->ctx, "accept", accept_one(l, timeout_ms, ep_p));
 }
 
 /* Make @ep's connection to @host:@port (the provider's connect, then the
@@ -167,6 +195,7 @@ static int dial(shoal_ep_t *ep, const char *host, uint16_t port)
 {
     shoal_ctx_t *ctx = ep->ctx;
     snprintf(ep->peer, sizeof(ep->peer), "%s:%u", host, port);
+    shoal__app_progressed(ctx);
     int rc = ctx->prov->connect(ep, host, port);
     if (rc == 0 && ep->state != SHOAL_EP_CONNECTED)
         rc = shoal__fail(ctx, -ECONNRESET, "connect to %s:%u: connection lost in handshake",
@@ -174,16 +203,27 @@ static int dial(shoal_ep_t *ep, const char *host, uint16_t port)
     return rc;
 }
 
-int shoal_connect(shoal_ctx_t *ctx, const char *host, uint16_t port,
-                  shoal_ep_t **ep_p)
+/* Check shoal_connect*()'s arguments. */
+static int check_dial_args(shoal_ctx_t *ctx, const char *host, uint16_t port,
+                           shoal_ep_t **ep_p)
 {
-    if (!ctx || !host || !ep_p)
-        return -EINVAL;
+    if (!host)
+        return shoal__fail(ctx, -EINVAL, "connect: the host is NULL");
+    if (!ep_p)
+        return shoal__fail(ctx, -EINVAL, "connect to %s:%u: the endpoint pointer (ep_p) is "
+                           "NULL", host, port);
     if (port == 0)
-        return shoal__fail(ctx, -EINVAL, "connect: port 0 is not a destination");
+        return shoal__fail(ctx, -EINVAL, "connect to %s: port 0 is not a destination", host);
+    return 0;
+}
+
+/* shoal_connect() with its arguments checked. */
+static int connect_once(shoal_ctx_t *ctx, const char *host, uint16_t port,
+                        shoal_ep_t **ep_p)
+{
     shoal_ep_t *ep = shoal__ep_new(ctx);
     if (!ep)
-        return -ENOMEM;
+        return shoal__fail(ctx, -ENOMEM, "connect to %s:%u: out of memory", host, port);
     if (strlen(host) < sizeof(ep->dial_host)) {
         strcpy(ep->dial_host, host);
         ep->dial_port = port; /* shoal_ep_reconnect() may dial it again */
@@ -196,6 +236,18 @@ int shoal_connect(shoal_ctx_t *ctx, const char *host, uint16_t port,
     shoal__info(ctx, "connected to %s", ep->peer);
     *ep_p = ep;
     return 0;
+}
+
+int shoal_connect(shoal_ctx_t *ctx, const char *host, uint16_t port,
+                  shoal_ep_t **ep_p)
+{
+    if (!ctx)
+        return -EINVAL;
+    shoal__enter(ctx);
+    int rc = check_dial_args(ctx, host, port, ep_p);
+    if (rc == 0)
+        rc = connect_once(ctx, host, port, ep_p);
+    return shoal__leave(ctx, "connect", rc);
 }
 
 /* A connect failure that may pass if we wait and try again. */
@@ -225,22 +277,23 @@ static bool try_again(shoal_ctx_t *ctx, const char *to, int rc, uint64_t deadlin
     if (!may_pass(rc) || shoal__now_ms() + (uint64_t)*wait > deadline)
         return false;
     shoal__debug(ctx, "connect to %s: %s; again in %d ms", to, shoal_strerror(rc), *wait);
+    /* The progress thread, if any, may progress the context meanwhile. */
+    shoal__unlock(ctx);
     sleep_ms(*wait);
+    shoal__lock(ctx);
     *wait = *wait * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : *wait * 2;
     return true;
 }
 
-int shoal_connect_retry(shoal_ctx_t *ctx, const char *host, uint16_t port, int timeout_ms,
-                        shoal_ep_t **ep_p)
+static int connect_retry(shoal_ctx_t *ctx, const char *host, uint16_t port, int timeout_ms,
+                         shoal_ep_t **ep_p)
 {
-    if (!ctx || !host || !ep_p)
-        return -EINVAL;
     uint64_t deadline = shoal__now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
     char to[128];
     snprintf(to, sizeof(to), "%s:%u", host, port);
     int wait = BACKOFF_FIRST_MS, tries = 0;
     for (;;) {
-        int rc = shoal_connect(ctx, host, port, ep_p);
+        int rc = connect_once(ctx, host, port, ep_p);
         tries++;
         if (rc == 0)
             return 0;
@@ -250,6 +303,18 @@ int shoal_connect_retry(shoal_ctx_t *ctx, const char *host, uint16_t port, int t
             return rc;
         }
     }
+}
+
+int shoal_connect_retry(shoal_ctx_t *ctx, const char *host, uint16_t port, int timeout_ms,
+                        shoal_ep_t **ep_p)
+{
+    if (!ctx)
+        return -EINVAL;
+    shoal__enter(ctx);
+    int rc = check_dial_args(ctx, host, port, ep_p);
+    if (rc == 0)
+        rc = connect_retry(ctx, host, port, timeout_ms, ep_p);
+    return shoal__leave(ctx, "connect", rc);
 }
 
 /* Drop @ep's connection as shoal_ep_abort() would, but keep the handle:
@@ -276,10 +341,8 @@ static void drop_connection(shoal_ep_t *ep)
     ep->state = SHOAL_EP_CONNECTING;
 }
 
-int shoal_ep_reconnect(shoal_ep_t *ep, int timeout_ms)
+static int reconnect(shoal_ep_t *ep, int timeout_ms)
 {
-    if (!ep)
-        return -EINVAL;
     shoal_ctx_t *ctx = ep->ctx;
     if (!ep->dial_port || ep->listener)
         return shoal__fail(ctx, -EINVAL, "reconnect %s: only an endpoint this side connected "
@@ -301,6 +364,25 @@ int shoal_ep_reconnect(shoal_ep_t *ep, int timeout_ms)
     }
     ep->state = SHOAL_EP_FAILED;
     return rc;
+}
+
+int shoal_ep_reconnect(shoal_ep_t *ep, int timeout_ms)
+{
+    if (!ep)
+        return -EINVAL;
+    shoal__enter(ep->ctx);
+    return shoal__leave(ep->ctx, "reconnect", reconnect(ep, timeout_ms));
+}
+
+/* Room for one more operation on @ep?  -EAGAIN (back-pressure: poll and
+ * retry) at SHOAL_QUEUE_DEPTH outstanding. */
+static int queue_room(shoal_ep_t *ep, const char *what)
+{
+    shoal_ctx_t *ctx = ep->ctx;
+    if (ep->outstanding < (unsigned)ctx->cfg.queue_depth)
+        return 0;
+    return shoal__fail(ctx, -EAGAIN, "%s: %u operations outstanding on %s (SHOAL_QUEUE_DEPTH); "
+                       "poll for completions and retry", what, ep->outstanding, ep->peer);
 }
 
 /* Checks common to put and get; returns 0 or a negative errno. */
@@ -327,9 +409,7 @@ static int check_rma(shoal_ep_t *ep, const shoal_mr_t *lmr, size_t loff,
     if ((rmr->access & need) != need)
         return shoal__fail(ctx, -EACCES, "%s: remote region not registered for remote %s",
                            what, need == SHOAL_ACCESS_REMOTE_WRITE ? "write" : "read");
-    if (ep->outstanding >= (unsigned)ctx->cfg.queue_depth)
-        return -EAGAIN;
-    return 0;
+    return queue_room(ep, what);
 }
 
 static struct shoal_op *start_op(shoal_ep_t *ep, enum shoal_op_kind kind,
@@ -355,12 +435,12 @@ static int abort_op(shoal_ep_t *ep, struct shoal_op *op, int rc)
     return rc;
 }
 
-int shoal_put(shoal_ep_t *ep, shoal_mr_t *lmr, size_t loff, shoal_rmr_t *rmr,
-              size_t roff, size_t len, unsigned flags, uint32_t imm,
-              uint64_t wr_id)
+static int put(shoal_ep_t *ep, shoal_mr_t *lmr, size_t loff, shoal_rmr_t *rmr, size_t roff,
+               size_t len, unsigned flags, uint32_t imm, uint64_t wr_id)
 {
-    if (!ep || !lmr || !rmr)
-        return -EINVAL;
+    if (!lmr || !rmr)
+        return shoal__fail(ep->ctx, -EINVAL, "put: the %s region is NULL",
+                           lmr ? "remote" : "local");
     if (flags & ~(unsigned)SHOAL_PUT_IMM)
         return shoal__fail(ep->ctx, -EINVAL, "put: unknown flags 0x%x", flags);
     int rc = check_rma(ep, lmr, loff, rmr, roff, len, SHOAL_ACCESS_REMOTE_WRITE, "put");
@@ -368,40 +448,69 @@ int shoal_put(shoal_ep_t *ep, shoal_mr_t *lmr, size_t loff, shoal_rmr_t *rmr,
         return rc;
     struct shoal_op *op = start_op(ep, SHOAL_OP_PUT, len, wr_id);
     if (!op)
-        return -ENOMEM;
+        return shoal__fail(ep->ctx, -ENOMEM, "put: out of memory");
     rc = ep->ctx->prov->put(ep, op, lmr, loff, rmr, roff, len, flags, imm);
+    return rc ? abort_op(ep, op, rc) : 0;
+}
+
+int shoal_put(shoal_ep_t *ep, shoal_mr_t *lmr, size_t loff, shoal_rmr_t *rmr,
+              size_t roff, size_t len, unsigned flags, uint32_t imm,
+              uint64_t wr_id)
+{
+    if (!ep)
+        return -EINVAL;
+    shoal__enter(ep->ctx);
+    return shoal__leave(ep->ctx, "put", put(ep, lmr, loff, rmr, roff, len, flags, imm, wr_id));
+}
+
+static int get(shoal_ep_t *ep, shoal_mr_t *lmr, size_t loff, shoal_rmr_t *rmr, size_t roff,
+               size_t len, uint64_t wr_id)
+{
+    if (!lmr || !rmr)
+        return shoal__fail(ep->ctx, -EINVAL, "get: the %s region is NULL",
+                           lmr ? "remote" : "local");
+    int rc = check_rma(ep, lmr, loff, rmr, roff, len, SHOAL_ACCESS_REMOTE_READ, "get");
+    if (rc)
+        return rc;
+    struct shoal_op *op = start_op(ep, SHOAL_OP_GET, len, wr_id);
+    if (!op)
+        return shoal__fail(ep->ctx, -ENOMEM, "get: out of memory");
+    rc = ep->ctx->prov->get(ep, op, lmr, loff, rmr, roff, len);
     return rc ? abort_op(ep, op, rc) : 0;
 }
 
 int shoal_get(shoal_ep_t *ep, shoal_mr_t *lmr, size_t loff, shoal_rmr_t *rmr,
               size_t roff, size_t len, uint64_t wr_id)
 {
-    if (!ep || !lmr || !rmr)
+    if (!ep)
         return -EINVAL;
-    int rc = check_rma(ep, lmr, loff, rmr, roff, len, SHOAL_ACCESS_REMOTE_READ, "get");
+    shoal__enter(ep->ctx);
+    return shoal__leave(ep->ctx, "get", get(ep, lmr, loff, rmr, roff, len, wr_id));
+}
+
+static int send_msg(shoal_ep_t *ep, const void *buf, size_t len, uint64_t wr_id)
+{
+    shoal_ctx_t *ctx = ep->ctx;
+    if (!buf && len)
+        return shoal__fail(ctx, -EINVAL, "send: the buffer is NULL (length %zu)", len);
+    if (len > SHOAL_MSG_MAX)
+        return shoal__fail(ctx, -EMSGSIZE, "send: %zu bytes, at most %d", len, SHOAL_MSG_MAX);
+    if (ep->state != SHOAL_EP_CONNECTED)
+        return shoal__fail(ctx, -ENOTCONN, "send: endpoint %s is not connected", ep->peer);
+    int rc = queue_room(ep, "send");
     if (rc)
         return rc;
-    struct shoal_op *op = start_op(ep, SHOAL_OP_GET, len, wr_id);
+    struct shoal_op *op = start_op(ep, SHOAL_OP_SEND, len, wr_id);
     if (!op)
-        return -ENOMEM;
-    rc = ep->ctx->prov->get(ep, op, lmr, loff, rmr, roff, len);
+        return shoal__fail(ctx, -ENOMEM, "send: out of memory");
+    rc = ctx->prov->send(ep, op, buf, len);
     return rc ? abort_op(ep, op, rc) : 0;
 }
 
 int shoal_send(shoal_ep_t *ep, const void *buf, size_t len, uint64_t wr_id)
 {
-    if (!ep || (!buf && len))
+    if (!ep)
         return -EINVAL;
-    shoal_ctx_t *ctx = ep->ctx;
-    if (len > SHOAL_MSG_MAX)
-        return shoal__fail(ctx, -EMSGSIZE, "send: %zu bytes, at most %d", len, SHOAL_MSG_MAX);
-    if (ep->state != SHOAL_EP_CONNECTED)
-        return shoal__fail(ctx, -ENOTCONN, "send: endpoint %s is not connected", ep->peer);
-    if (ep->outstanding >= (unsigned)ctx->cfg.queue_depth)
-        return -EAGAIN;
-    struct shoal_op *op = start_op(ep, SHOAL_OP_SEND, len, wr_id);
-    if (!op)
-        return -ENOMEM;
-    int rc = ctx->prov->send(ep, op, buf, len);
-    return rc ? abort_op(ep, op, rc) : 0;
+    shoal__enter(ep->ctx);
+    return shoal__leave(ep->ctx, "send", send_msg(ep, buf, len, wr_id));
 }

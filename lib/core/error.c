@@ -4,7 +4,10 @@
  * Errors are negative errno values everywhere.  shoal_strerror() gives the
  * meaning in libshoal's terms for the codes the library uses on purpose
  * and falls back to the C library's text for the rest.  The detailed text
- * of a failure (which host, which descriptor field) is kept per context.
+ * of a failure (which host, which descriptor field) is kept per context,
+ * like sqlite3_errmsg(): it describes the last public call on the context
+ * and only that one (shoal__enter clears it, shoal__leave makes sure a
+ * failure has one and a success none).
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -77,14 +80,46 @@ void shoal__log(const shoal_ctx_t *ctx, shoal_log_level_t lvl,
     va_end(ap);
 }
 
+/* errmsg, unless the progress thread is working: then its scratch copy,
+ * so the application's last message stays as its last call left it.
+ * (err_out is NULL in a context the fuzz targets build by hand.) */
+static char *err_out(shoal_ctx_t *ctx)
+{
+    return ctx->err_out ? ctx->err_out : ctx->errmsg;
+}
+
 int shoal__fail(shoal_ctx_t *ctx, int err, const char *fmt, ...)
 {
     va_list ap;
     if (ctx) {
+        char *out = err_out(ctx);
         va_start(ap, fmt);
-        vsnprintf(ctx->errmsg, sizeof(ctx->errmsg), fmt, ap);
+        vsnprintf(out, sizeof(ctx->errmsg), fmt, ap);
         va_end(ap);
-        shoal__debug(ctx, "%s (%s)", ctx->errmsg, shoal_strerror(err));
+        /* -EAGAIN is back-pressure in a retry loop, not news. */
+        if (err != -EAGAIN)
+            shoal__debug(ctx, "%s (%s)", out, shoal_strerror(err));
     }
     return err;
+}
+
+const char *shoal__last_error(const shoal_ctx_t *ctx)
+{
+    return err_out((shoal_ctx_t *)ctx);
+}
+
+void shoal__enter(shoal_ctx_t *ctx)
+{
+    shoal__lock(ctx);
+    ctx->errmsg[0] = '\0';
+}
+
+int shoal__leave(shoal_ctx_t *ctx, const char *call, int rc)
+{
+    if (rc >= 0)
+        ctx->errmsg[0] = '\0';
+    else if (!ctx->errmsg[0])
+        snprintf(ctx->errmsg, sizeof(ctx->errmsg), "%s: %s", call, shoal_strerror(rc));
+    shoal__unlock(ctx);
+    return rc;
 }

@@ -6,9 +6,11 @@
  * and shoal__ep_failed(), which queue them here.  The queue is a growable
  * power-of-two ring; a poll moves up to `max` entries into the "batch",
  * whose storage (message copies, reason strings) stays valid until the
- * next poll, which is what the public contract promises.
+ * next poll, which is what the public contract promises.  shoal__sleep is
+ * the one place a blocking call sleeps: on the fds the provider names.
  */
 #include <errno.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -180,7 +182,8 @@ void shoal__ep_failed(shoal_ep_t *ep, int status, const char *fmt, ...)
  * server's QP receives as soon as it is accepted by rdma_cm, and its CQ
  * (polled on every pass) can show a client's first message before the
  * rdma_cm ESTABLISHED event (read on every 32nd pass) has put the endpoint
- * on the listener's ready list; handed out then, the message was lost.
+ * on the listener's ready list; handed out then, the message would name
+ * an endpoint the application has never seen.
  */
 static int evq_take(shoal_ctx_t *ctx, shoal_event_t *evs, int max)
 {
@@ -194,7 +197,7 @@ static int evq_take(shoal_ctx_t *ctx, shoal_event_t *evs, int max)
     if (n > q->batch_cap) {
         struct shoal_qev *b = realloc(q->batch, sizeof(*b) * n);
         if (!b)
-            return -ENOMEM;
+            return shoal__fail(ctx, -ENOMEM, "poll: out of memory for %u events", n);
         q->batch = b;
         q->batch_cap = n;
     }
@@ -220,16 +223,26 @@ static int evq_take(shoal_ctx_t *ctx, shoal_event_t *evs, int max)
     return (int)taken;
 }
 
-int shoal_poll(shoal_ctx_t *ctx, shoal_event_t *evs, int max)
+/* shoal_poll() once its arguments are known good. */
+static int poll_once(shoal_ctx_t *ctx, shoal_event_t *evs, int max)
 {
-    if (!ctx || (!evs && max > 0))
-        return -EINVAL;
+    shoal__app_progressed(ctx);
     if (ctx->evq.count < (unsigned)max) {
         int rc = ctx->prov->progress(ctx);
         if (rc < 0)
             return rc;
     }
     return evq_take(ctx, evs, max);
+}
+
+int shoal_poll(shoal_ctx_t *ctx, shoal_event_t *evs, int max)
+{
+    if (!ctx)
+        return -EINVAL;
+    shoal__enter(ctx);
+    int rc = !evs && max > 0 ? shoal__fail(ctx, -EINVAL, "poll: the event array is NULL")
+                             : poll_once(ctx, evs, max);
+    return shoal__leave(ctx, "poll", rc);
 }
 
 static long elapsed_ns(const struct timespec *t0)
@@ -239,15 +252,13 @@ static long elapsed_ns(const struct timespec *t0)
     return (t.tv_sec - t0->tv_sec) * 1000000000L + (t.tv_nsec - t0->tv_nsec);
 }
 
-int shoal_wait(shoal_ctx_t *ctx, shoal_event_t *evs, int max, int timeout_ms)
+static int wait_events(shoal_ctx_t *ctx, shoal_event_t *evs, int max, int timeout_ms)
 {
-    if (!ctx || !evs || max <= 0)
-        return -EINVAL;
     uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : shoal__now_ms() + (uint64_t)timeout_ms;
     struct timespec spin_start;
     clock_gettime(CLOCK_MONOTONIC, &spin_start);
     for (;;) {
-        int n = shoal_poll(ctx, evs, max);
+        int n = poll_once(ctx, evs, max);
         if (n != 0)
             return n;
         uint64_t now = shoal__now_ms();
@@ -256,8 +267,34 @@ int shoal_wait(shoal_ctx_t *ctx, shoal_event_t *evs, int max, int timeout_ms)
         if (elapsed_ns(&spin_start) < ctx->spin_ns)
             continue;
         uint64_t left = deadline - now;
-        int rc = ctx->prov->wait(ctx, left > 1000000 ? 1000000 : (int)left);
+        int rc = shoal__sleep(ctx, left > 1000000 ? 1000000 : (int)left);
         if (rc < 0)
             return rc;
     }
+}
+
+int shoal__sleep(shoal_ctx_t *ctx, int timeout_ms)
+{
+    struct pollfd fds[SHOAL_WAIT_FDS];
+    int n = ctx->prov->wait_fds(ctx, fds, &timeout_ms);
+    if (n <= 0)
+        return n; /* work is pending, or an error */
+    if (poll(fds, (nfds_t)n, timeout_ms) < 0 && errno != EINTR)
+        return shoal__fail(ctx, -errno, "poll on the %s provider's fds: %s", ctx->prov->name,
+                           strerror(errno));
+    if (ctx->prov->wait_done)
+        ctx->prov->wait_done(ctx, fds, n);
+    return 0;
+}
+
+int shoal_wait(shoal_ctx_t *ctx, shoal_event_t *evs, int max, int timeout_ms)
+{
+    if (!ctx)
+        return -EINVAL;
+    shoal__enter(ctx);
+    int rc = !evs || max <= 0
+                 ? shoal__fail(ctx, -EINVAL, "wait: %s", !evs ? "the event array is NULL"
+                                                             : "max must be at least 1")
+                 : wait_events(ctx, evs, max, timeout_ms);
+    return shoal__leave(ctx, "wait", rc);
 }

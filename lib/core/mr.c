@@ -13,11 +13,11 @@
 
 #include "core.h"
 
-int shoal_mr_reg(shoal_ctx_t *ctx, void *addr, size_t len, unsigned access,
-                 shoal_mr_t **mr_p)
+static int mr_reg(shoal_ctx_t *ctx, void *addr, size_t len, unsigned access,
+                  shoal_mr_t **mr_p)
 {
-    if (!ctx || !mr_p)
-        return -EINVAL;
+    if (!mr_p)
+        return shoal__fail(ctx, -EINVAL, "mr_reg: the region pointer (mr_p) is NULL");
     if (!addr || len == 0)
         return shoal__fail(ctx, -EINVAL, "mr_reg: empty region (addr %p, length %zu)",
                            addr, len);
@@ -25,7 +25,7 @@ int shoal_mr_reg(shoal_ctx_t *ctx, void *addr, size_t len, unsigned access,
         return shoal__fail(ctx, -EINVAL, "mr_reg: unknown access bits 0x%x", access);
     shoal_mr_t *mr = calloc(1, sizeof(*mr));
     if (!mr)
-        return -ENOMEM;
+        return shoal__fail(ctx, -ENOMEM, "mr_reg: out of memory");
     mr->ctx = ctx;
     mr->addr = addr;
     mr->len = len;
@@ -40,25 +40,40 @@ int shoal_mr_reg(shoal_ctx_t *ctx, void *addr, size_t len, unsigned access,
     return 0;
 }
 
+int shoal_mr_reg(shoal_ctx_t *ctx, void *addr, size_t len, unsigned access,
+                 shoal_mr_t **mr_p)
+{
+    if (!ctx)
+        return -EINVAL;
+    shoal__enter(ctx);
+    return shoal__leave(ctx, "mr_reg", mr_reg(ctx, addr, len, access, mr_p));
+}
+
 void shoal_mr_dereg(shoal_mr_t *mr)
 {
     if (!mr)
         return;
-    mr->ctx->prov->mr_dereg(mr);
-    mr->ctx->n_mrs--;
+    shoal_ctx_t *ctx = mr->ctx;
+    shoal__lock(ctx);
+    ctx->prov->mr_dereg(mr);
+    ctx->n_mrs--;
+    shoal__unlock(ctx);
     free(mr);
 }
 
 void *shoal_mr_addr(const shoal_mr_t *mr) { return mr->addr; }
 size_t shoal_mr_length(const shoal_mr_t *mr) { return mr->len; }
 
-int shoal_mr_pack(const shoal_mr_t *mr, void *buf, size_t buflen, size_t *len_p)
+static int mr_pack(const shoal_mr_t *mr, void *buf, size_t buflen, size_t *len_p)
 {
-    if (!mr || !buf || !len_p)
-        return -EINVAL;
+    shoal_ctx_t *ctx = mr->ctx;
+    if (!buf || !len_p)
+        return shoal__fail(ctx, -EINVAL, "mr_pack: the %s is NULL",
+                           buf ? "length pointer (len_p)" : "buffer");
     size_t need = SHOAL_DESC_HDR + mr->keylen + 4;
     if (buflen < need)
-        return -ENOBUFS;
+        return shoal__fail(ctx, -ENOBUFS, "mr_pack: a buffer of %zu bytes, the descriptor "
+                           "needs %zu (SHOAL_DESC_MAX always fits)", buflen, need);
     uint8_t *p = buf;
     shoal__put_le32(p, SHOAL_DESC_MAGIC);
     shoal__put_le16(p + 4, SHOAL_DESC_VERSION);
@@ -71,6 +86,14 @@ int shoal_mr_pack(const shoal_mr_t *mr, void *buf, size_t buflen, size_t *len_p)
     shoal__put_le32(p + need - 4, shoal__crc32(0, p, need - 4));
     *len_p = need;
     return 0;
+}
+
+int shoal_mr_pack(const shoal_mr_t *mr, void *buf, size_t buflen, size_t *len_p)
+{
+    if (!mr)
+        return -EINVAL;
+    shoal__enter(mr->ctx);
+    return shoal__leave(mr->ctx, "mr_pack", mr_pack(mr, buf, buflen, len_p));
 }
 
 int shoal__desc_parse(shoal_ctx_t *ctx, const void *buf, size_t len,
@@ -114,12 +137,13 @@ int shoal__desc_parse(shoal_ctx_t *ctx, const void *buf, size_t len,
     return 0;
 }
 
-int shoal_rmr_unpack(shoal_ep_t *ep, const void *buf, size_t len,
-                     shoal_rmr_t **rmr_p)
+static int rmr_unpack(shoal_ep_t *ep, const void *buf, size_t len, shoal_rmr_t **rmr_p)
 {
-    if (!ep || !buf || !rmr_p)
-        return -EINVAL;
     shoal_ctx_t *ctx = ep->ctx;
+    if (!rmr_p)
+        return shoal__fail(ctx, -EINVAL, "rmr_unpack: the region pointer (rmr_p) is NULL");
+    if (!buf)
+        return shoal__fail(ctx, -EINVAL, "rmr_unpack: the descriptor is NULL");
     struct shoal_desc d;
     int rc = shoal__desc_parse(ctx, buf, len, &d);
     if (rc)
@@ -130,7 +154,7 @@ int shoal_rmr_unpack(shoal_ep_t *ep, const void *buf, size_t len,
     uint32_t keylen = d.keylen;
     shoal_rmr_t *rmr = calloc(1, sizeof(*rmr) + keylen);
     if (!rmr)
-        return -ENOMEM;
+        return shoal__fail(ctx, -ENOMEM, "rmr_unpack: out of memory");
     rmr->ep = ep;
     rmr->addr = d.addr;
     rmr->len = d.len;
@@ -147,6 +171,15 @@ int shoal_rmr_unpack(shoal_ep_t *ep, const void *buf, size_t len,
     return 0;
 }
 
+int shoal_rmr_unpack(shoal_ep_t *ep, const void *buf, size_t len,
+                     shoal_rmr_t **rmr_p)
+{
+    if (!ep)
+        return -EINVAL;
+    shoal__enter(ep->ctx);
+    return shoal__leave(ep->ctx, "rmr_unpack", rmr_unpack(ep, buf, len, rmr_p));
+}
+
 /* Called by ep close: release the provider part, keep the struct for the
  * application's shoal_rmr_destroy(). */
 void shoal__rmr_detach(shoal_rmr_t *rmr)
@@ -160,8 +193,12 @@ void shoal_rmr_destroy(shoal_rmr_t *rmr)
 {
     if (!rmr)
         return;
-    if (rmr->ep)
+    if (rmr->ep) {
+        shoal_ctx_t *ctx = rmr->ep->ctx;
+        shoal__lock(ctx);
         shoal__rmr_detach(rmr);
+        shoal__unlock(ctx);
+    }
     free(rmr);
 }
 

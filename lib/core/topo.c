@@ -4,9 +4,9 @@
  * threads to the plan, and buffers allocated on the device's NUMA node.
  *
  * Not for: choosing the transport or the device (ctx.c and the providers
- * do), or starting threads (libshoal has none; the application binds its
- * own compute threads with shoal_bind_thread()).  Should libshoal grow a
- * progress thread, it would take a slot of the same plan.
+ * do), or starting threads (the application binds its own compute threads
+ * with shoal_bind_thread(); the progress thread, progress.c, binds itself
+ * to the whole plan with shoal__topo_bind_near()).
  *
  * The plan (SHOAL_BIND=auto):
  *   1. near = the CPUs of the device's non-I/O hwloc ancestor (its package
@@ -682,6 +682,25 @@ int shoal__plan_bind(struct shoal_plan *p, int slot, char *err, size_t errlen)
     return rc;
 }
 
+void shoal__topo_bind_near(shoal_ctx_t *ctx)
+{
+    struct shoal_plan *p = ctx->plan;
+    if (!p || p->pub.policy == SHOAL_BIND_NONE || p->pub.ncpus < 1 ||
+        !hwloc_topology_is_thissystem(p->topo))
+        return;
+    hwloc_bitmap_t set = hwloc_bitmap_alloc();
+    if (!set)
+        return;
+    for (int i = 0; i < p->pub.ncpus; i++)
+        hwloc_bitmap_set(set, (unsigned)p->cpu[i]);
+    if (hwloc_set_cpubind(p->topo, set, HWLOC_CPUBIND_THREAD))
+        shoal__warn(ctx, "progress thread: binding to CPUs %s: %s", p->pub.cpus,
+                    strerror(errno));
+    else
+        shoal__debug(ctx, "progress thread bound to CPUs %s", p->pub.cpus);
+    hwloc_bitmap_free(set);
+}
+
 /* ---- the context's plan and the public calls ------------------------------------- */
 
 int shoal__topo_ctx_init(shoal_ctx_t *ctx)
@@ -726,8 +745,12 @@ const shoal_placement_t *shoal_ctx_placement(const shoal_ctx_t *ctx)
  * writing the context's errmsg. */
 int shoal_bind_thread(shoal_ctx_t *ctx, int i, int n)
 {
-    if (!ctx || n < 1 || i < 0 || i >= n)
+    if (!ctx)
         return -EINVAL;
+    if (n < 1 || i < 0 || i >= n) {
+        shoal__error(ctx, "shoal_bind_thread(%d of %d): needs 0 <= i < n", i, n);
+        return -EINVAL;
+    }
     struct shoal_plan *p = ctx->plan;
     if (p->pub.policy == SHOAL_BIND_NONE)
         return 0;
@@ -744,10 +767,11 @@ int shoal_bind_thread(shoal_ctx_t *ctx, int i, int n)
     return rc;
 }
 
-int shoal_alloc(shoal_ctx_t *ctx, size_t len, void **addr_p)
+static int alloc_near(shoal_ctx_t *ctx, size_t len, void **addr_p)
 {
-    if (!ctx || !len || !addr_p)
-        return -EINVAL;
+    if (!len || !addr_p)
+        return shoal__fail(ctx, -EINVAL, "shoal_alloc: %s", !len ? "length 0"
+                           : "the address pointer (addr_p) is NULL");
     struct shoal_plan *p = ctx->plan;
     void *a = NULL;
     if (p->topo && p->nodes) {
@@ -768,6 +792,14 @@ int shoal_alloc(shoal_ctx_t *ctx, size_t len, void **addr_p)
         return shoal__fail(ctx, -ENOMEM, "shoal_alloc: %zu bytes: %s", len, strerror(errno));
     *addr_p = a;
     return 0;
+}
+
+int shoal_alloc(shoal_ctx_t *ctx, size_t len, void **addr_p)
+{
+    if (!ctx)
+        return -EINVAL;
+    shoal__enter(ctx);
+    return shoal__leave(ctx, "shoal_alloc", alloc_near(ctx, len, addr_p));
 }
 
 void shoal_free(shoal_ctx_t *ctx, void *addr, size_t len)

@@ -28,7 +28,7 @@ struct shoal_plan {
 
 /* Load a topology: this machine (@xml NULL) or an hwloc XML file.  @io
  * keeps PCI devices and OS devices (network, OpenFabrics), which device
- * locality needs (~10 ms instead of ~2 ms here).  0 or -errno with @err. */
+ * locality needs (several times slower to load).  0 or -errno with @err. */
 int shoal__topo_load(const char *xml, bool io, hwloc_topology_t *tp,
                      char *err, size_t errlen);
 
@@ -62,5 +62,10 @@ void shoal__plan_fini(struct shoal_plan *p);
 
 /* Bind the calling thread to slot @slot of @p (modulo ncpus). */
 int shoal__plan_bind(struct shoal_plan *p, int slot, char *err, size_t errlen);
+
+/* Bind the calling thread to every CPU of @ctx's plan (none with
+ * SHOAL_BIND=none): where the progress thread runs.  Failures are logged;
+ * the thread then runs unbound. */
+void shoal__topo_bind_near(shoal_ctx_t *ctx);
 
 #endif

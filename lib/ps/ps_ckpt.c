@@ -19,7 +19,7 @@
 
 #define MAGIC "SHOALCKP"
 #define FORMAT 2
-#define KEEP 2
+#define KEEP 3
 
 struct buf {
     uint8_t *p;
@@ -387,6 +387,29 @@ int ckpt_load(const char *dir, uint32_t server, uint32_t group, struct ckpt *c, 
     }
     snprintf(err, errlen, "%s: no valid checkpoint of server %u", dir, server);
     return -ENOENT;
+}
+
+int ckpt_load_version(const char *dir, uint32_t server, uint32_t group, uint32_t version,
+                      struct ckpt *c, char *path, size_t pathlen, char *err, size_t errlen)
+{
+    file_name(path, pathlen, dir, server, group, version);
+    int rc = load_one(path, server, c, err, errlen);
+    if (rc == 0) {
+        c->group = group;
+        if (c->version != version) {
+            snprintf(err, errlen, "%s holds update %u", path, c->version);
+            ckpt_free(c);
+            return -ENOENT;
+        }
+        return 0;
+    }
+    return -ENOENT;
+}
+
+void ckpt_path(char *out, size_t len, const char *dir, uint32_t server, uint32_t group,
+               uint32_t version)
+{
+    file_name(out, len, dir, server, group, version);
 }
 
 void ckpt_free(struct ckpt *c)

@@ -5,7 +5,8 @@
  * One file per checkpoint, DIR/server-<s>.ckpt.<version> (parameter
  * group 0) or DIR/server-<s>-g<group>.ckpt.<version>, written
  * atomically (temporary file, fsync, rename, fsync of the directory);
- * the newest two are kept.  Format 2 (little-endian): "SHOALCKP", u32
+ * the newest three are kept (a rollback of several servers to the newest
+ * update they all have needs one behind the newest).  Format 2 (little-endian): "SHOALCKP", u32
  * format, the server and server count, the job (every field of
  * shoal_ps_job_t), the parameter count and layout digest, the shard, the
  * update counters, each worker's clock and whether it finished, the
@@ -58,6 +59,15 @@ int ckpt_save(const char *dir, const struct ckpt *c, char *err, size_t errlen);
 int ckpt_load(const char *dir, uint32_t server, uint32_t group, struct ckpt *c, FILE *log,
               char *path, size_t pathlen, char *err, size_t errlen);
 
+/* Load the checkpoint of exactly update @version (a rollback); -ENOENT
+ * when there is none, or it does not pass its checks. */
+int ckpt_load_version(const char *dir, uint32_t server, uint32_t group, uint32_t version,
+                      struct ckpt *c, char *path, size_t pathlen, char *err, size_t errlen);
+
 void ckpt_free(struct ckpt *c);
+
+/* The file name of a checkpoint. */
+void ckpt_path(char *out, size_t len, const char *dir, uint32_t server, uint32_t group,
+               uint32_t version);
 
 #endif

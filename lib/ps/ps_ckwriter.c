@@ -8,12 +8,34 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static double mono_s(void)
 {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+/*
+ * Tests only (SHOAL_TEST_CKPT_STALL=UPDATE:MS): leave half of the
+ * checkpoint of that update in its temporary file and wait MS, so a test
+ * can kill the server in the middle of a write.
+ */
+static void stall(struct ckwriter *w)
+{
+    char path[sizeof(w->dir) + 96], tmp[sizeof(path) + 32];
+    ckpt_path(path, sizeof(path), w->dir, w->snap.server, w->snap.group, w->snap.version);
+    snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid());
+    FILE *f = fopen(tmp, "wb");
+    if (f) {
+        fwrite(w->snap.params, sizeof(float), w->snap.len / 2, f);
+        fclose(f);
+    }
+    fprintf(stderr, "shoal-ps: server %u: writing checkpoint at update %u (stalled %d ms for a "
+            "test)\n", w->snap.server, w->snap.version, w->stall_ms);
+    struct timespec ts = {w->stall_ms / 1000, (long)(w->stall_ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
 }
 
 static void *writer(void *arg)
@@ -29,6 +51,8 @@ static void *writer(void *arg)
         pthread_mutex_unlock(&w->lock);
         char err[512];
         double t0 = mono_s();
+        if (w->stall_ms > 0 && w->snap.version == w->stall_at)
+            stall(w);
         if (ckpt_save(w->dir, &w->snap, err, sizeof(err)))
             fprintf(stderr, "shoal-ps: server %u: checkpoint at update %u failed: %s "
                     "(the previous checkpoint is intact)\n", w->snap.server, w->snap.version,
@@ -51,6 +75,9 @@ int ckw_start(struct ckwriter *w, const char *dir, bool quiet)
         return -ENAMETOOLONG;
     strcpy(w->dir, dir);
     w->quiet = quiet;
+    const char *st = getenv("SHOAL_TEST_CKPT_STALL");
+    if (st && sscanf(st, "%u:%d", &w->stall_at, &w->stall_ms) != 2)
+        w->stall_ms = 0;
     pthread_mutex_init(&w->lock, NULL);
     pthread_cond_init(&w->cond, NULL);
     int rc = pthread_create(&w->thread, NULL, writer, w);

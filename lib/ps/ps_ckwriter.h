@@ -23,6 +23,8 @@ struct ckwriter {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     bool started, busy, stop, quiet;
+    int stall_ms;              /* tests: SHOAL_TEST_CKPT_STALL=UPDATE:MS */
+    unsigned stall_at;
     char dir[4096];
     struct ckpt snap;          /* an owned copy of the state being written */
 };

@@ -225,6 +225,10 @@ int ps_encode(const struct ps_msg *m, uint8_t *buf, size_t cap)
         put_u32(&w, m->u.check.version);
         put_u32(&w, m->u.check.crc);
         break;
+    case PS_ROLLBACK:
+        put_u32(&w, m->u.rollback.from);
+        put_u32(&w, m->u.rollback.to);
+        break;
     case PS_MEMBERS:
         if (m->u.members.workers == 0 || m->u.members.workers > PS_MAX_WORKERS)
             return -EINVAL;
@@ -376,6 +380,12 @@ int ps_decode(const void *buf, size_t len, struct ps_msg *m, char *why, size_t w
         m->u.check.version = get_u32(&r, "version");
         m->u.check.crc = get_u32(&r, "crc");
         break;
+    case PS_ROLLBACK:
+        m->u.rollback.from = get_u32(&r, "from");
+        m->u.rollback.to = get_u32(&r, "to");
+        if (!r.err && m->u.rollback.to >= m->u.rollback.from)
+            r.err = "to";
+        break;
     case PS_MEMBERS: {
         struct ps_members *h = &m->u.members;
         h->epoch = get_u32(&r, "epoch");
@@ -415,6 +425,6 @@ const char *ps_type_name(enum ps_type t)
         [PS_SERVER_REG] = "SERVER_REG", [PS_TABLE_REQ] = "TABLE_REQ", [PS_TABLE] = "TABLE",
         [PS_HELLO] = "HELLO", [PS_WELCOME] = "WELCOME", [PS_BYE] = "BYE",
         [PS_ERROR] = "ERROR", [PS_CHECK] = "CHECK", [PS_PING] = "PING",
-        [PS_MEMBERS] = "MEMBERS"};
+        [PS_MEMBERS] = "MEMBERS", [PS_ROLLBACK] = "ROLLBACK"};
     return (unsigned)t < sizeof(names) / sizeof(names[0]) && names[t] ? names[t] : "unknown";
 }

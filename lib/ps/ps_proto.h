@@ -48,6 +48,9 @@ enum ps_type {
     PS_PING,           /* either way: heartbeat when nothing else was sent */
     PS_MEMBERS,        /* server 0 -> worker: the workers whose data shards
                           partition the training set in an epoch */
+    PS_ROLLBACK,       /* worker -> server (bsp): servers continue at different
+                          updates; go back from update `from` to the checkpoint
+                          at update `to` */
 };
 
 enum ps_mode { PS_BSP = SHOAL_PS_BSP, PS_ASYNC = SHOAL_PS_ASYNC, PS_SSP = SHOAL_PS_SSP };
@@ -108,6 +111,7 @@ struct ps_msg {
         struct ps_welcome welcome;
         struct { char text[512]; } error;
         struct { uint32_t version, crc; } check;
+        struct { uint32_t from, to; } rollback;
         struct ps_members members;
     } u;
 };

@@ -91,7 +91,8 @@ struct server {
     shoal_ctx_t *ctx;
     shoal_listener_t *l;
     struct speer *peers;
-    shoal_ep_t *coord;
+    struct speer *coord;      /* servers > 0: the connection to server 0 (NULL: lost) */
+    double next_reg;          /* when to try to register with server 0 again */
     char host[PS_HOST_MAX];
     uint16_t port;
 
@@ -325,6 +326,11 @@ static int setup_job(struct server *s, struct sgroup *G, const struct ps_hello *
         G->opt.job.momentum != h->job.momentum && !c->quiet)
         slog(s, "%s with %d workers: momentum %.2f", shoal_ps_mode_name(h->job.mode), G->W,
              (double)G->opt.job.momentum);
+    if (c->servers > 1 && h->job.mode == SHOAL_PS_BSP && c->checkpoint_secs > 0 &&
+        c->checkpoint_dir[0] && G->id == 0)
+        slog(s, "warning: with %d servers, checkpoints by time fall on different updates on "
+             "each server, and a restarted server may find no update the others also have: "
+             "prefer checkpoints by count", c->servers);
     G->npool = G->core.npool;
     G->w = calloc((size_t)G->W, sizeof(*G->w));
     G->pool = calloc((size_t)G->npool, sizeof(*G->pool));
@@ -656,6 +662,9 @@ static void cut_off(struct server *s, struct speer *p, const char *why)
         close_peer(s, p);
 }
 
+static int rollback(struct server *s, struct sgroup *G, struct speer *p, uint32_t from,
+                    uint32_t to);
+
 static int on_message(struct server *s, struct speer *p, const void *data, size_t len)
 {
     struct ps_msg m;
@@ -705,6 +714,13 @@ static int on_message(struct server *s, struct speer *p, const void *data, size_
         s->g[gi].t_last = ps_now();
         unbind_worker(s, &s->g[gi], wi);
         return step_simple(s, gi, PS_EV_DONE, wi, 0);
+    }
+    case PS_ROLLBACK:
+        if (p->kind != PEER_WORKER)
+            break;
+    {
+        int rc = rollback(s, &s->g[p->group], p, m.u.rollback.from, m.u.rollback.to);
+        return rc < 0 ? rc : 0;
     }
     case PS_ERROR:
         slog(s, "%s reports: %s", shoal_ep_peer(p->ep), m.u.error.text);
@@ -801,6 +817,8 @@ static void reap_peers(struct server *s)
     }
 }
 
+static int register_with_coordinator(struct server *s, int timeout_ms);
+
 /* Heartbeats, silence, and the cores' clock (rejoin deadlines,
  * checkpoints by time). */
 static int housekeeping(struct server *s)
@@ -828,7 +846,19 @@ static int housekeeping(struct server *s)
                 sent(p);
         }
     }
+    if (s->index != 0 && s->coord && !s->coord->ep) {
+        slog(s, "lost server 0; registering with it again");
+        s->coord = NULL; /* reaped below */
+    }
     reap_peers(s);
+    if (s->index != 0 && !s->coord && now >= s->next_reg) {
+        char keep[1024];
+        snprintf(keep, sizeof(keep), "%s", s->err);
+        if (register_with_coordinator(s, 300) == 0)
+            slog(s, "registered with server 0 again");
+        snprintf(s->err, s->errlen, "%s", keep);
+        s->next_reg = ps_now() + 0.5;
+    }
     return tick_all(s);
 }
 
@@ -893,13 +923,62 @@ static int run(struct server *s)
     return 0;
 }
 
+/* Make checkpoint @k group G's state: the job (set up now when @setup),
+ * the parameters, the optimizer's state, the clocks and the memberships. */
+static int restore(struct server *s, struct sgroup *G, struct ckpt *k, const char *path,
+                   bool setup)
+{
+    const shoal_ps_config_t *c = s->c;
+    int rc;
+    if (k->servers != (uint32_t)c->servers ||
+        (s->ngroups == 1 && c->size > 0 && k->workers != (uint32_t)(c->size - c->servers)))
+        return sfail(s, "%s is from another job (%u servers, %u workers)", path, k->servers,
+                     k->workers);
+    if (setup) {
+        struct ps_hello h = {.servers = k->servers, .job = k->job, .nparams = k->nparams,
+                             .ntensors = k->ntensors ? k->ntensors : 1, .layout = k->layout,
+                             .group = (uint32_t)G->id};
+        if (k->format == 1) {
+            /* The optimizer and layout were not recorded: taken from the workers. */
+            G->job_partial = true;
+            h.job.optimizer = SHOAL_PS_SGD;
+        }
+        if ((rc = setup_job(s, G, &h, false)))
+            return rc;
+    }
+    if (k->off != G->off || k->len != G->len || k->opt_kind != (uint32_t)G->opt.kind ||
+        (!k->m) != (!G->opt.m) || (!k->v) != (!G->opt.v) || k->workers != (uint32_t)G->W)
+        return sfail(s, "%s holds another shard or optimizer", path);
+    memcpy(G->pool[G->core.cur].p, k->params, G->len * sizeof(float));
+    if (G->opt.m)
+        memcpy(G->opt.m, k->m, G->len * sizeof(float));
+    if (G->opt.v)
+        memcpy(G->opt.v, k->v, G->len * sizeof(float));
+    G->opt.t = k->opt_t;
+    rc = ps_core_restore(&G->core, k->version, k->grads, k->clock, k->done, ps_now());
+    if (rc == 0 && k->nrun > 0) {
+        struct ps_core_run *r = malloc(k->nrun * sizeof(*r));
+        if (!r) {
+            rc = -ENOMEM;
+        } else {
+            memcpy(r, k->run, k->nrun * sizeof(*r));
+            free(G->core.run);
+            G->core.run = r;
+            G->core.nrun = G->core.caprun = (int)k->nrun;
+            G->core.fixed = k->fixed;
+        }
+    }
+    if (rc)
+        return sfail(s, "%s: clocks that cannot belong to this job", path);
+    return 0;
+}
+
 /* resume: the newest valid checkpoint of each group becomes its state. */
 static int resume_group(struct server *s, struct sgroup *G)
 {
-    const shoal_ps_config_t *c = s->c;
     struct ckpt k;
     char path[SHOAL_PS_PATH_MAX + 64], err[512];
-    int rc = ckpt_load(c->checkpoint_dir, (uint32_t)s->index, (uint32_t)G->id, &k, stderr,
+    int rc = ckpt_load(s->c->checkpoint_dir, (uint32_t)s->index, (uint32_t)G->id, &k, stderr,
                        path, sizeof(path), err, sizeof(err));
     if (rc == -ENOENT) {
         slog(s, "resume: %s; starting fresh", err);
@@ -907,55 +986,78 @@ static int resume_group(struct server *s, struct sgroup *G)
     }
     if (rc)
         return sfail(s, "resume: %s", err);
-    if (k.servers != (uint32_t)c->servers ||
-        (s->ngroups == 1 && c->size > 0 && k.workers != (uint32_t)(c->size - c->servers))) {
-        ckpt_free(&k);
-        return sfail(s, "resume: %s is from another job (%u servers, %u workers)", path,
-                     k.servers, k.workers);
-    }
-    struct ps_hello h = {.servers = k.servers, .job = k.job, .nparams = k.nparams,
-                         .ntensors = k.ntensors ? k.ntensors : 1, .layout = k.layout,
-                         .group = (uint32_t)G->id};
-    if (k.format == 1) {
-        /* The optimizer and layout were not recorded: taken from the workers. */
-        G->job_partial = true;
-        h.job.optimizer = SHOAL_PS_SGD;
-    }
-    if ((rc = setup_job(s, G, &h, false))) {
-        ckpt_free(&k);
-        return rc;
-    }
-    if (k.off != G->off || k.len != G->len || k.opt_kind != (uint32_t)G->opt.kind ||
-        (!k.m) != (!G->opt.m) || (!k.v) != (!G->opt.v)) {
-        ckpt_free(&k);
-        return sfail(s, "resume: %s holds another shard or optimizer", path);
-    }
-    memcpy(G->pool[G->core.cur].p, k.params, G->len * sizeof(float));
-    if (G->opt.m)
-        memcpy(G->opt.m, k.m, G->len * sizeof(float));
-    if (G->opt.v)
-        memcpy(G->opt.v, k.v, G->len * sizeof(float));
-    G->opt.t = k.opt_t;
-    rc = ps_core_restore(&G->core, k.version, k.grads, k.clock, k.done, ps_now());
-    if (rc == 0 && k.nrun > 0) {
-        struct ps_core_run *r = malloc(k.nrun * sizeof(*r));
-        if (!r) {
-            rc = -ENOMEM;
-        } else {
-            memcpy(r, k.run, k.nrun * sizeof(*r));
-            free(G->core.run);
-            G->core.run = r;
-            G->core.nrun = G->core.caprun = (int)k.nrun;
-            G->core.fixed = k.fixed;
-        }
-    }
-    if (rc) {
-        ckpt_free(&k);
-        return sfail(s, "resume: %s: clocks that cannot belong to this job", path);
-    }
-    slog(s, "resumed from %s (update %u, %llu gradients applied)", path, k.version,
-         (unsigned long long)k.grads);
+    rc = restore(s, G, &k, path, true);
+    if (rc == 0)
+        slog(s, "resumed from %s (update %u, %llu gradients applied)", path, k.version,
+             (unsigned long long)k.grads);
     ckpt_free(&k);
+    return rc;
+}
+
+/*
+ * bsp, several servers: a worker found the servers at different updates
+ * (one restarted from its checkpoint).  Go back from update @from (the
+ * one it saw here; a late request from another worker is ignored) to the
+ * checkpoint at update @to, and cut every worker of the group off: they
+ * reconnect and continue at @to.  0, or 1 when there is no such
+ * checkpoint (the worker is told why).
+ */
+static int rollback(struct server *s, struct sgroup *G, struct speer *p, uint32_t from,
+                    uint32_t to)
+{
+    if (G->core.version != from || G->job.job.mode != SHOAL_PS_BSP)
+        return 0;
+    ckw_drain(&s->ckw);
+    struct ckpt k;
+    char path[SHOAL_PS_PATH_MAX + 64], err[512];
+    if (!s->c->checkpoint_dir[0] ||
+        ckpt_load_version(s->c->checkpoint_dir, (uint32_t)s->index, (uint32_t)G->id, to, &k,
+                          path, sizeof(path), err, sizeof(err))) {
+        slog(s, "cannot roll back from update %u to %u: %s", from, to,
+             s->c->checkpoint_dir[0] ? "no valid checkpoint of that update"
+                                     : "no checkpoint directory");
+        ps_net_send_error(p->ep, "server %d cannot roll back to update %u: no checkpoint of it",
+                          s->index, to);
+        return 1;
+    }
+    for (int i = 0; i < G->W; i++)
+        unbind_worker(s, G, i);
+    int rc = restore(s, G, &k, path, false);
+    if (rc == 0)
+        slog(s, "rolled back from update %u to %u (%s): another server restarted from it",
+             from, to, path);
+    ckpt_free(&k);
+    return rc;
+}
+
+/* Servers > 0: tell server 0 where this one listens (at start, and again
+ * whenever the connection is lost: a restarted server 0 knows only
+ * itself until the others register again). */
+static int register_with_coordinator(struct server *s, int timeout_ms)
+{
+    const shoal_ps_config_t *c = s->c;
+    char chost[PS_HOST_MAX];
+    uint16_t cport;
+    shoal_ep_t *ep;
+    int rc;
+    if ((rc = ps_net_coordinator(c, chost, sizeof(chost), &cport, s->err, s->errlen)) ||
+        (rc = ps_net_connect(s->ctx, chost, cport, timeout_ms, &ep, s->err, s->errlen)))
+        return rc;
+    struct speer *p = add_peer(s, ep);
+    if (!p) {
+        shoal_ep_close(ep);
+        return sfail(s, "out of memory");
+    }
+    p->kind = PEER_SERVER;
+    struct ps_msg reg = {.type = PS_SERVER_REG};
+    reg.u.reg.rank = (uint32_t)s->index;
+    memcpy(reg.u.reg.addr.host, s->host, PS_HOST_MAX);
+    reg.u.reg.addr.port = s->port;
+    if ((rc = ps_net_send(ep, &reg))) {
+        close_peer(s, p);
+        return sfail(s, "SERVER_REG to %s:%u: %s", chost, cport, shoal_strerror(rc));
+    }
+    s->coord = p;
     return 0;
 }
 
@@ -983,21 +1085,8 @@ static int start(struct server *s)
         s->registered = 1;
         if (c->rendezvous[0] && (rc = ps_net_publish(c, s->host, s->port, s->err, s->errlen)))
             return rc;
-    } else {
-        char chost[PS_HOST_MAX];
-        uint16_t cport;
-        if ((rc = ps_net_coordinator(c, chost, sizeof(chost), &cport, s->err, s->errlen)) ||
-            (rc = ps_net_connect(s->ctx, chost, cport, c->connect_timeout_ms, &s->coord, s->err,
-                                 s->errlen)))
-            return rc;
-        if (!add_peer(s, s->coord))
-            return sfail(s, "out of memory");
-        struct ps_msg reg = {.type = PS_SERVER_REG};
-        reg.u.reg.rank = (uint32_t)s->index;
-        memcpy(reg.u.reg.addr.host, s->host, PS_HOST_MAX);
-        reg.u.reg.addr.port = s->port;
-        if ((rc = ps_net_send(s->coord, &reg)))
-            return sfail(s, "SERVER_REG to %s:%u: %s", chost, cport, shoal_strerror(rc));
+    } else if ((rc = register_with_coordinator(s, c->connect_timeout_ms))) {
+        return rc;
     }
     if (!c->quiet)
         slog(s, "listening on %s:%u over %s", s->host, s->port, shoal_ctx_describe(s->ctx));

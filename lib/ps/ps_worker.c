@@ -61,6 +61,8 @@ struct wpeer {
     bool bye_done;
     bool failed;              /* the connection broke: reconnect */
     uint32_t start;           /* WELCOME: the iteration to continue from */
+    uint32_t shift;           /* async/ssp: how far this server's clock for us is behind
+                                 our iteration (it restarted from an older checkpoint) */
     double last_heard, last_sent;
 };
 
@@ -381,6 +383,42 @@ static void disconnect_all(struct shoal_ps *w)
     w->have_members = false; /* a (re)started server 0 says it again */
 }
 
+static bool never(const struct shoal_ps *w)
+{
+    (void)w;
+    return false;
+}
+
+/*
+ * bsp: the servers continue at different updates (one restarted from its
+ * checkpoint at update @to, the others went on).  Ask every server ahead
+ * to roll back to its checkpoint of @to; they then close on every worker,
+ * and everyone reconnects and continues at @to, redoing exactly the lost
+ * work.  -ECONNRESET: connect again; a server that cannot roll back says
+ * why (-EPROTO).
+ */
+static int reconcile(struct shoal_ps *w, uint32_t to)
+{
+    fprintf(stderr, "shoal-ps: worker %d: the servers continue at different updates:", w->index);
+    for (int s = 0; s < w->S; s++)
+        fprintf(stderr, " %s at %u%s", w->peer[s].addr, w->peer[s].start,
+                s + 1 < w->S ? "," : "");
+    fprintf(stderr, "; rolling the job back to update %u\n", to);
+    for (int s = 0; s < w->S; s++) {
+        struct wpeer *p = &w->peer[s];
+        if (p->start == to)
+            continue;
+        struct ps_msg m = {.type = PS_ROLLBACK};
+        m.u.rollback.from = p->start;
+        m.u.rollback.to = to;
+        if (ps_net_send(p->ep, &m))
+            lose(w, p, "ROLLBACK could not be sent");
+    }
+    /* The servers that roll back close on us (or refuse, saying why). */
+    int rc = pump_until(w, never, "the servers' rollback", 3000);
+    return rc == -ETIMEDOUT ? -ECONNRESET : rc;
+}
+
 /*
  * Connect to every server: server 0 through the coordinator (and ask it
  * for the table), the others from the table; HELLO each and wait for the
@@ -426,13 +464,25 @@ static int connect_all(struct shoal_ps *w, int timeout_ms)
             return rc;
     if ((rc = pump_until(w, all_fresh, "the servers' WELCOME and parameters", -1)))
         return rc;
-    for (int s = 1; s < w->S; s++)
-        if (w->peer[s].start != w->peer[0].start)
-            return wfail(w, "after reconnecting, server %s continues at iteration %u and "
-                         "server %s at %u: servers restarted from different checkpoints "
-                         "cannot be reconciled", w->peer[0].addr, w->peer[0].start,
-                         w->peer[s].addr, w->peer[s].start);
-    w->k = w->peer[0].start;
+    uint32_t lo = w->peer[0].start, hi = lo;
+    for (int s = 1; s < w->S; s++) {
+        lo = w->peer[s].start < lo ? w->peer[s].start : lo;
+        hi = w->peer[s].start > hi ? w->peer[s].start : hi;
+    }
+    if (lo != hi && w->cfg.job.mode == SHOAL_PS_BSP)
+        return reconcile(w, lo);
+    /* async/ssp: each shard goes on from where its server is; a server that
+     * restarted from an older checkpoint lost the gradients since, on its
+     * shard only, and counts this worker's pushes from its own clock. */
+    for (int s = 0; s < w->S; s++) {
+        w->peer[s].shift = hi - w->peer[s].start;
+        if (w->peer[s].shift)
+            fprintf(stderr, "shoal-ps: worker %d: server %s continues at %u, %u behind the "
+                    "others (it restarted from an older checkpoint): its shard lost those "
+                    "gradients\n", w->index, w->peer[s].addr, w->peer[s].start,
+                    w->peer[s].shift);
+    }
+    w->k = hi;
     return 0;
 }
 
@@ -660,7 +710,8 @@ static int push_locked(struct shoal_ps *w)
         p->fresh = false;
         for (;;) {
             rc = shoal_put(p->ep, w->gmr, p->off * sizeof(float), p->slot, 0,
-                           p->len * sizeof(float), SHOAL_PUT_IMM, w->k, (uint64_t)s);
+                           p->len * sizeof(float), SHOAL_PUT_IMM, w->k - p->shift,
+                           (uint64_t)s);
             if (rc == 0)
                 break;
             if (rc != -EAGAIN) {

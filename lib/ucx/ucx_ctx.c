@@ -4,8 +4,10 @@
  *
  * Defaults.  UCX reads its own UCX_* variables; where the user has set
  * none, this provider picks TCP (UCX_TLS=tcp) and raises the TCP segment
- * sizes, which on loopback quadruple large-put bandwidth over UCX's 8 KiB
- * default.  A value the user set is never overridden.
+ * sizes above UCX's 8 KiB default, which limits large puts
+ * (docs/PERFORMANCE.md); and it lets a listener take a port whose old
+ * connections still wait in TIME_WAIT (a job or a server restarted at once
+ * on the same port).  A value the user set is never overridden.
  */
 #include <errno.h>
 #include <poll.h>
@@ -26,6 +28,8 @@ static const struct {
     {"TLS", "tcp", {"UCX_TLS", NULL}},
     {"TX_SEG_SIZE", "1m", {"UCX_TLS", "UCX_TCP_TX_SEG_SIZE"}},
     {"RX_SEG_SIZE", "1m", {"UCX_TLS", "UCX_TCP_RX_SEG_SIZE"}},
+    /* SO_REUSEADDR on listeners (TCP_CM_ and RDMA_CM_REUSEADDR). */
+    {"CM_REUSEADDR", "y", {"UCX_TCP_CM_REUSEADDR", "UCX_RDMA_CM_REUSEADDR"}},
 };
 
 /* The TCP segment size in force: the smaller of UCX_TCP_{TX,RX}_SEG_SIZE
@@ -71,7 +75,7 @@ static int ucx_ctx_init(shoal_ctx_t *ctx)
 {
     struct ucx_ctx *u = calloc(1, sizeof(*u));
     if (!u)
-        return -ENOMEM;
+        return shoal__fail(ctx, -ENOMEM, "ucx: out of memory");
     u->efd = -1;
     shoal__list_init(&u->pending);
     shoal__list_init(&u->failed);
@@ -107,9 +111,12 @@ static int ucx_ctx_init(shoal_ctx_t *ctx)
         free(u);
         return shoal__fail(ctx, -ENODEV, "ucp_init: %s", ucs_status_string(st));
     }
+    /* With the progress thread, two threads use the worker, one at a time
+     * (the context's lock): SERIALIZED.  Otherwise only the caller's. */
     ucp_worker_params_t wp = {
         .field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE,
-        .thread_mode = UCS_THREAD_MODE_SINGLE,
+        .thread_mode = ctx->cfg.progress == SHOAL_PROGRESS_THREAD ? UCS_THREAD_MODE_SERIALIZED
+                                                                  : UCS_THREAD_MODE_SINGLE,
     };
     st = ucp_worker_create(u->context, &wp, &u->worker);
     if (st != UCS_OK) {
@@ -163,7 +170,7 @@ static int ucx_mr_reg(shoal_mr_t *mr)
     struct ucx_ctx *u = ucx_ctx(ctx);
     struct ucx_mr *m = calloc(1, sizeof(*m));
     if (!m)
-        return -ENOMEM;
+        return shoal__fail(ctx, -ENOMEM, "mr_reg: out of memory");
     ucp_mem_map_params_t mp = {
         .field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH,
         .address = mr->addr,
@@ -219,8 +226,7 @@ static int ucx_progress(shoal_ctx_t *ctx)
     u->arrived = false;
     /* Drain (bounded), which keeps streams of puts and gets moving, but
      * return as soon as an immediate or message has arrived: someone is
-     * probably waiting for it, and one more pass costs a system call
-     * (measured: ~0.4 us off the put_lat minimum). */
+     * probably waiting for it, and one more pass costs a system call. */
     do {
         done = ucp_worker_progress(u->worker);
         n += (int)done;
@@ -232,23 +238,21 @@ static int ucx_progress(shoal_ctx_t *ctx)
 }
 
 /*
- * Blocking wait (shoal_wait has already spun on progress): arm the worker
- * and sleep in poll() on its event fd until UCX signals work or the
- * timeout passes.
+ * Before a sleep (shoal_wait has already spun on progress, or the progress
+ * thread is idle): arm the worker; the core then sleeps in poll() on its
+ * event fd until UCX signals work or the timeout passes.
  */
-static int ucx_wait(shoal_ctx_t *ctx, int timeout_ms)
+static int ucx_wait_fds(shoal_ctx_t *ctx, struct pollfd *fds, int *timeout_ms)
 {
     struct ucx_ctx *u = ucx_ctx(ctx);
+    (void)timeout_ms;
     ucs_status_t st = ucp_worker_arm(u->worker);
     if (st == UCS_ERR_BUSY)
         return 0; /* events are pending: go and progress */
     if (st != UCS_OK)
         return shoal__fail(ctx, -EIO, "ucp_worker_arm: %s", ucs_status_string(st));
-    struct pollfd pfd = {.fd = u->efd, .events = POLLIN};
-    int rc = poll(&pfd, 1, timeout_ms);
-    if (rc < 0 && errno != EINTR)
-        return shoal__fail(ctx, -errno, "poll on the UCX event fd: %s", strerror(errno));
-    return 0;
+    fds[0] = (struct pollfd){.fd = u->efd, .events = POLLIN};
+    return 1;
 }
 
 const struct shoal_provider shoal_ucx_provider = {
@@ -269,5 +273,5 @@ const struct shoal_provider shoal_ucx_provider = {
     .get = ucx_get,
     .send = ucx_send,
     .progress = ucx_progress,
-    .wait = ucx_wait,
+    .wait_fds = ucx_wait_fds,
 };

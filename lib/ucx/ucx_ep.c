@@ -133,7 +133,7 @@ static void ep_err_cb(void *arg, ucp_ep_h uep, ucs_status_t status)
     if (e->listener) {
         /* Server side, still in handshake: nobody knows it; discard it
          * once we are out of UCX's progress loop. */
-        ep->state = SHOAL_EP_FAILED;
+        shoal__ep_failed(ep, ucx_status_errno(status), "%s", ucs_status_string(status));
         ucx_ctx(ep->ctx)->sweep = true;
         return;
     }
@@ -206,7 +206,7 @@ static ucs_status_t am_hello(void *arg, const void *header, size_t hlen, void *d
         }
     }
     if (rc) {
-        ep->state = SHOAL_EP_FAILED;
+        shoal__ep_failed(ep, rc, "handshake refused");
         u->sweep = true;
         return UCS_OK;
     }
@@ -240,7 +240,7 @@ static ucs_status_t am_hello_ack(void *arg, const void *header, size_t hlen, voi
     size_t outlen = 0;
     rc = shoal__hs_ack(ep, header, hlen, out, &outlen);
     if (rc)
-        snprintf(e->hs_why, sizeof(e->hs_why), "%s", shoal_ctx_errmsg(ctx));
+        snprintf(e->hs_why, sizeof(e->hs_why), "%s", shoal__last_error(ctx));
     if (outlen) {
         /* Our proof, or why we refuse the server, on the HELLO id. */
         int src = ucx_am_send_hdr(ep, UCX_AM_HELLO, out, outlen);
@@ -330,13 +330,15 @@ static int ep_priv_new(shoal_ep_t *ep)
 {
     struct ucx_ep *e = calloc(1, sizeof(*e));
     if (!e)
-        return -ENOMEM;
+        return shoal__fail(ep->ctx, -ENOMEM, "ucx: out of memory for an endpoint");
     shoal__list_init(&e->pnode);
     shoal__list_init(&e->fnode);
     int rc = slot_alloc(ucx_ctx(ep->ctx), ep, &e->token);
     if (rc) {
         free(e);
-        return rc;
+        return shoal__fail(ep->ctx, rc, "ucx: %s", rc == -EMFILE
+                           ? "65536 endpoints open, the most one context can have"
+                           : "out of memory for an endpoint");
     }
     ep->priv = e;
     return 0;
@@ -385,7 +387,7 @@ int ucx_connect(shoal_ep_t *ep, const char *host, uint16_t port)
         if (now >= deadline)
             return shoal__fail(ctx, -ETIMEDOUT, "connect to %s:%u: no answer within %d ms",
                                host, port, ctx->cfg.connect_timeout_ms);
-        ctx->prov->wait(ctx, (int)(deadline - now));
+        shoal__sleep(ctx, (int)(deadline - now));
     }
     if (e->hs_err)
         return shoal__fail(ctx, e->hs_err, "connect to %s:%u: %s", host, port, e->hs_why);
@@ -408,10 +410,8 @@ static void conn_handler(ucp_conn_request_h req, void *arg)
     shoal_ep_t *ep = shoal__ep_new(ctx);
     if (!ep || ep_priv_new(ep)) {
         shoal__warn(ctx, "ucx: out of memory: connection request rejected");
-        if (ep) {
-            shoal__list_del(&ep->node);
-            free(ep);
-        }
+        if (ep)
+            shoal__ep_discard(ep);
         ucp_listener_reject(((struct ucx_listener *)l->priv)->ul, req);
         return;
     }
@@ -434,7 +434,7 @@ static void conn_handler(ucp_conn_request_h req, void *arg)
     if (st != UCS_OK) {
         shoal__warn(ctx, "ucx: accepting %s: %s", ep->peer, ucs_status_string(st));
         e->uep = NULL;
-        ep->state = SHOAL_EP_FAILED;
+        shoal__ep_failed(ep, ucx_status_errno(st), "%s", ucs_status_string(st));
         u->sweep = true;
     }
 }
@@ -462,7 +462,7 @@ void ucx_sweep_pending(shoal_ctx_t *ctx)
              * proved itself): it must not hold a slot forever. */
             shoal__warn(ctx, "ucx: connection from %s: handshake not finished within %d ms; "
                         "dropped", ep->peer, ctx->cfg.connect_timeout_ms);
-            ep->state = SHOAL_EP_FAILED;
+            shoal__ep_failed(ep, -ETIMEDOUT, "handshake timed out");
         }
         if (ep->state == SHOAL_EP_FAILED || ep->state == SHOAL_EP_CLOSING)
             shoal__ep_discard(ep);
@@ -479,7 +479,8 @@ int ucx_listen(shoal_listener_t *l, const char *host, uint16_t port)
         return rc;
     struct ucx_listener *ul = calloc(1, sizeof(*ul));
     if (!ul)
-        return -ENOMEM;
+        return shoal__fail(ctx, -ENOMEM, "listen on %s:%u: out of memory", host ? host : "*",
+                           port);
     ucp_listener_params_t p = {
         .field_mask = UCP_LISTENER_PARAM_FIELD_SOCK_ADDR | UCP_LISTENER_PARAM_FIELD_CONN_HANDLER,
         .sockaddr = {.addr = (struct sockaddr *)&ss, .addrlen = sl},
@@ -512,7 +513,7 @@ void ucx_listener_close(shoal_listener_t *l)
     for (struct shoal_list *n = u->pending.next; n != &u->pending; n = n->next) {
         struct ucx_ep *e = shoal__container_of(n, struct ucx_ep, pnode);
         if (e->listener == l)
-            u->slots[e->token & 0xffff]->state = SHOAL_EP_CLOSING;
+            shoal__ep_failed(u->slots[e->token & 0xffff], -ECANCELED, "listener closed");
     }
     ucx_sweep_pending(l->ctx);
     ucp_listener_destroy(ul->ul);

@@ -3,8 +3,7 @@
  *
  * put            over TCP only (UCX_TLS unset or "tcp"): a PUT active message
  *                (see put_am; UCX's own put is emulated on active messages
- *                there anyway, with one more copy: measured 1.3-3.5x less
- *                bandwidth at 64 KiB-1 MiB).  Otherwise ucp_put_nbx from
+ *                there anyway, with one more copy).  Otherwise ucp_put_nbx from
  *                the registered source (its memh passed).
  * put + imm      over TCP only, or up to UCX_PUT_IMM_MAX bytes: a PUT_IMM
  *                active message, one message instead of two.  Otherwise
@@ -192,9 +191,8 @@ int ucx_put(shoal_ep_t *ep, struct shoal_op *op, shoal_mr_t *lmr, size_t loff,
 /* ---- get ----------------------------------------------------------------
  *
  * UCX 1.13 over TCP with peer error handling emulates RMA over active
- * messages ("rma_am" lanes), and its emulated get never completed here
- * (a 1-byte ucp_get_nbx hung while both sides progressed).  So get is
- * shoal's own request/response on active messages:
+ * messages ("rma_am" lanes), slowly and without checking any rights.  So
+ * get is shoal's own request/response on active messages:
  *   GET_REQ  initiator -> target: which bytes (address, length) and a
  *            request id;
  *   GET_RESP target -> initiator: the bytes, sent straight from the
@@ -202,9 +200,9 @@ int ucx_put(shoal_ep_t *ep, struct shoal_op *op, shoal_mr_t *lmr, size_t loff,
  * The target serves only ranges inside a region it registered with
  * SHOAL_ACCESS_REMOTE_READ, so a peer cannot read anything else.  The
  * initiator receives large answers (UCX rendezvous) directly into the
- * destination buffer if UCX ever delivers them by rendezvous; today the
- * target sends eagerly (rendezvous rides on the broken emulation too), so
- * the initiator copies the answer once out of UCX's receive buffer.
+ * destination buffer if UCX ever delivers them by rendezvous; the target
+ * sends eagerly (rendezvous over TCP rides on the same emulation), so the
+ * initiator copies the answer once out of UCX's receive buffer.
  */
 
 static int get_slot(struct ucx_ctx *u, struct shoal_op *op, uint32_t *req)
@@ -259,7 +257,9 @@ int ucx_get(shoal_ep_t *ep, struct shoal_op *op, shoal_mr_t *lmr, size_t loff,
     uint32_t req;
     int rc = get_slot(u, op, &req);
     if (rc)
-        return rc;
+        return shoal__fail(ep->ctx, rc, "get from %s: %s", ep->peer, rc == -EAGAIN
+                           ? "2^20 gets in flight; poll for completions and retry"
+                           : "out of memory");
     op->buf = (char *)lmr->addr + loff; /* where the answer goes */
     uint8_t hdr[UCX_GET_REQ_HDR];
     shoal__put_le32(hdr, ucx_ep(ep)->peer_token);
@@ -393,8 +393,8 @@ ucs_status_t ucx_am_get_req(void *arg, const void *header, size_t hlen, void *da
                         UCP_OP_ATTR_FIELD_FLAGS,
         .cb.send = resp_free_cb,
         .user_data = resp,
-        /* Eager: UCX's rendezvous over TCP rides on the same emulated
-         * RMA whose get hangs; eager fragments always flow. */
+        /* Eager: UCX's rendezvous over TCP rides on the emulated RMA
+         * that this request/answer exists to avoid. */
         .flags = UCP_AM_SEND_FLAG_REPLY | UCP_AM_SEND_FLAG_EAGER,
     };
     if (m) {
@@ -478,7 +478,7 @@ int ucx_send(shoal_ep_t *ep, struct shoal_op *op, const void *buf, size_t len)
     struct ucx_ep *e = ucx_ep(ep);
     uint8_t *copy = malloc(UCX_MSG_HDR + len);
     if (!copy)
-        return -ENOMEM;
+        return shoal__fail(ep->ctx, -ENOMEM, "send to %s: out of memory", ep->peer);
     shoal__put_le32(copy, e->peer_token);
     memcpy(copy + UCX_MSG_HDR, buf, len);
     op->buf = copy;

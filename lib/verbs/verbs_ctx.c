@@ -253,7 +253,7 @@ static int verbs_ctx_init(shoal_ctx_t *ctx)
         return shoal__fail(ctx, rc, "verbs: %s", why);
     struct verbs_ctx *v = calloc(1, sizeof(*v));
     if (!v)
-        return -ENOMEM;
+        return shoal__fail(ctx, -ENOMEM, "verbs: out of memory");
     shoal__list_init(&v->eps);
     v->port = dc.port;
     snprintf(v->devname, sizeof(v->devname), "%s", dc.name);
@@ -552,9 +552,8 @@ static int fd_events(shoal_ctx_t *ctx)
 
 /* Every pass polls the CQs (no system call) and the flags other contexts
  * may have set; the event fds are checked on every 32nd pass and before
- * every sleep (verbs_wait).  Checking them on each pass doubled the cost
- * of a busy-poll pass (the same pacing as on the perf branch, where it was
- * measured with strace -c in the soft-RoCE VM). */
+ * every sleep (verbs_wait_fds): each check is a failing system call, which on
+ * every pass would cost more than the pass itself (docs/PERFORMANCE.md). */
 #define VERBS_EVENT_PACE 32
 
 int verbs_progress(shoal_ctx_t *ctx)
@@ -572,12 +571,12 @@ int verbs_progress(shoal_ctx_t *ctx)
 }
 
 /*
- * Blocking wait (shoal_wait has already spun on progress): arm every CQ,
- * check once more (a completion may have landed before arming), and sleep
- * in poll() on the completion channel, the rdma_cm channel and the
- * async-event fd.
+ * Before a sleep (shoal_wait has already spun on progress, or the progress
+ * thread is idle): arm every CQ, check once more (a completion may have
+ * landed before arming), and name the completion channel, the rdma_cm
+ * channel and the async-event fd for the core's poll().
  */
-int verbs_wait(shoal_ctx_t *ctx, int timeout_ms)
+static int verbs_wait_fds(shoal_ctx_t *ctx, struct pollfd *fds, int *timeout_ms)
 {
     struct verbs_ctx *v = verbs_ctx(ctx);
     for (struct shoal_list *l = v->eps.next; l != &v->eps; l = l->next) {
@@ -592,24 +591,28 @@ int verbs_wait(shoal_ctx_t *ctx, int timeout_ms)
     if (next != UINT64_MAX) {
         uint64_t now = shoal__now_ms();
         int until = next > now ? (int)(next - now) + 1 : 0;
-        if (timeout_ms < 0 || until < timeout_ms)
-            timeout_ms = until;
+        if (*timeout_ms < 0 || until < *timeout_ms)
+            *timeout_ms = until;
     }
-    struct pollfd pfd[3] = {{.fd = v->cch->fd, .events = POLLIN},
-                            {.fd = v->ech->fd, .events = POLLIN},
-                            {.fd = v->verbs->async_fd, .events = POLLIN}};
-    int rc = poll(pfd, 3, timeout_ms);
-    if (rc < 0 && errno != EINTR)
-        return shoal__fail(ctx, -errno, "verbs: poll: %s", strerror(errno));
-    if (rc > 0 && (pfd[0].revents & POLLIN)) {
-        struct ibv_cq *cq;
-        void *cqctx;
-        while (ibv_get_cq_event(v->cch, &cq, &cqctx) == 0) {
-            ibv_ack_cq_events(cq, 1);
-            ((struct verbs_ep *)cqctx)->cq_armed = false;
-        }
+    fds[0] = (struct pollfd){.fd = v->cch->fd, .events = POLLIN};
+    fds[1] = (struct pollfd){.fd = v->ech->fd, .events = POLLIN};
+    fds[2] = (struct pollfd){.fd = v->verbs->async_fd, .events = POLLIN};
+    return 3;
+}
+
+/* After the sleep: take the completion channel's events (the channel is
+ * non-blocking, so this is a no-op when another sleeper took them). */
+static void verbs_wait_done(shoal_ctx_t *ctx, const struct pollfd *fds, int nfds)
+{
+    struct verbs_ctx *v = verbs_ctx(ctx);
+    if (nfds < 1 || !(fds[0].revents & POLLIN))
+        return;
+    struct ibv_cq *cq;
+    void *cqctx;
+    while (ibv_get_cq_event(v->cch, &cq, &cqctx) == 0) {
+        ibv_ack_cq_events(cq, 1);
+        ((struct verbs_ep *)cqctx)->cq_armed = false;
     }
-    return 0;
 }
 
 const struct shoal_provider shoal_verbs_provider = {
@@ -630,5 +633,6 @@ const struct shoal_provider shoal_verbs_provider = {
     .get = verbs_get,
     .send = verbs_send,
     .progress = verbs_progress,
-    .wait = verbs_wait,
+    .wait_fds = verbs_wait_fds,
+    .wait_done = verbs_wait_done,
 };

@@ -81,7 +81,7 @@ static int qp_setup(struct verbs_ep *ve)
     ve->rbuf = aligned_alloc(4096, rlen);
     ve->sbuf = aligned_alloc(4096, slen);
     if (!ve->sq || !ve->held || !ve->rbuf || !ve->sbuf)
-        return -ENOMEM;
+        return shoal__fail(ctx, -ENOMEM, "out of memory for a queue pair's rings");
     ve->rmr = ibv_reg_mr(v->pd, ve->rbuf, rlen, IBV_ACCESS_LOCAL_WRITE);
     ve->smr = ve->rmr ? ibv_reg_mr(v->pd, ve->sbuf, slen, IBV_ACCESS_LOCAL_WRITE) : NULL;
     if (!ve->rmr || !ve->smr)
@@ -252,9 +252,10 @@ void verbs_hs_proof(struct verbs_ep *ve, const void *buf, size_t len)
     shoal_ep_t *ep = ve->ep;
     if (!ve->listener || ep->state != SHOAL_EP_CONNECTING)
         return;
-    if (shoal__hs_proof(ep, buf, len) != 0) {
+    int rc = shoal__hs_proof(ep, buf, len);
+    if (rc != 0) {
         /* verbs_sweep_half_open discards it, out of the CQ poll. */
-        ep->state = SHOAL_EP_FAILED;
+        shoal__ep_failed(ep, rc, "authentication proof refused");
         verbs_qp_error(ve);
         return;
     }
@@ -282,10 +283,8 @@ static void connect_request(shoal_ctx_t *ctx, const struct cm_ev *e,
     struct verbs_ep *ve = ep ? ve_new(ep) : NULL;
     if (!ve) {
         shoal__warn(ctx, "verbs: out of memory: connection from %s rejected", peer);
-        if (ep) {
-            shoal__list_del(&ep->node);
-            free(ep);
-        }
+        if (ep)
+            shoal__ep_discard(ep);
         rdma_reject(e->id, NULL, 0);
         *destroy = e->id;
         return;
@@ -303,7 +302,7 @@ static void connect_request(shoal_ctx_t *ctx, const struct cm_ev *e,
     int rc = shoal__hs_accept(ep, e->pdata, e->pdlen, ep->id, out, &outlen);
     if (rc) {
         rdma_reject(e->id, outlen ? out : NULL, (uint8_t)outlen);
-        ep->state = SHOAL_EP_FAILED;
+        shoal__ep_failed(ep, rc, "handshake refused");
         return;
     }
     set_ack_timeout(ve);
@@ -315,10 +314,10 @@ static void connect_request(shoal_ctx_t *ctx, const struct cm_ev *e,
             rc = shoal__fail(ctx, -errno, "rdma_accept: %s", strerror(errno));
     }
     if (rc) {
-        shoal__warn(ctx, "verbs: accepting %s failed: %s", peer, shoal_ctx_errmsg(ctx));
+        shoal__warn(ctx, "verbs: accepting %s failed: %s", peer, shoal__last_error(ctx));
         if (!ve->qp)
             rdma_reject(e->id, NULL, 0);
-        ep->state = SHOAL_EP_FAILED;
+        shoal__ep_failed(ep, rc, "accepting failed");
     }
 }
 
@@ -340,14 +339,14 @@ static shoal_ep_t *ep_event(shoal_ctx_t *ctx, struct verbs_ep *ve, const struct 
     case RDMA_CM_EVENT_ROUTE_RESOLVED: {
         int rc = qp_setup(ve);
         if (rc) {
-            cm_fail(ve, rc, "%s", shoal_ctx_errmsg(ctx));
+            cm_fail(ve, rc, "%s", shoal__last_error(ctx));
             break;
         }
         uint8_t hello[SHOAL_HELLO_MAX];
         size_t hlen;
         rc = shoal__hs_hello(ep, ep->id, hello, &hlen);
         if (rc) {
-            cm_fail(ve, rc, "%s", shoal_ctx_errmsg(ctx));
+            cm_fail(ve, rc, "%s", shoal__last_error(ctx));
             break;
         }
         struct rdma_conn_param p;
@@ -379,7 +378,7 @@ static shoal_ep_t *ep_event(shoal_ctx_t *ctx, struct verbs_ep *ve, const struct 
             size_t outlen = 0;
             int rc = shoal__hs_ack(ep, e->pdata, e->pdlen, out, &outlen);
             if (rc)
-                snprintf(why, sizeof(why), "%s", shoal_ctx_errmsg(ctx));
+                snprintf(why, sizeof(why), "%s", shoal__last_error(ctx));
             ve->established = true; /* so close disconnects */
             if (outlen) {
                 /* Our proof, or why we refuse the server: the first SEND. */
@@ -408,7 +407,7 @@ static shoal_ep_t *ep_event(shoal_ctx_t *ctx, struct verbs_ep *ve, const struct 
             if (shoal__hello_decode(e->pdata, e->pdlen, SHOAL_TRANSPORT_VERBS, &h, why,
                                     sizeof(why)) == 0 && (h.flags & SHOAL_HELLO_REFUSE)) {
                 int rc = shoal__hs_ack(ep, e->pdata, e->pdlen, out, &outlen);
-                cm_fail(ve, rc, "%s", shoal_ctx_errmsg(ctx));
+                cm_fail(ve, rc, "%s", shoal__last_error(ctx));
                 break;
             }
         }
@@ -549,7 +548,8 @@ int verbs_listen(shoal_listener_t *l, const char *host, uint16_t port)
         return rc;
     struct verbs_listener *vl = calloc(1, sizeof(*vl));
     if (!vl)
-        return -ENOMEM;
+        return shoal__fail(ctx, -ENOMEM, "listen on %s:%u: out of memory", host ? host : "*",
+                           port);
     vl->kind = VOBJ_LISTENER;
     vl->l = l;
     shoal__list_init(&vl->pending);
@@ -598,7 +598,7 @@ int verbs_connect(shoal_ep_t *ep, const char *host, uint16_t port)
         return rc;
     struct verbs_ep *ve = ve_new(ep);
     if (!ve)
-        return -ENOMEM;
+        return shoal__fail(ctx, -ENOMEM, "connect to %s:%u: out of memory", host, port);
     if (rdma_create_id(v->ech, &ve->id, ve, RDMA_PS_TCP))
         return shoal__fail(ctx, -errno, "connect to %s:%u: rdma_create_id: %s", host, port,
                            strerror(errno));
@@ -614,7 +614,7 @@ int verbs_connect(shoal_ep_t *ep, const char *host, uint16_t port)
         if (now >= deadline)
             return shoal__fail(ctx, -ETIMEDOUT, "connect to %s:%u: no answer within %d ms",
                                host, port, ctx->cfg.connect_timeout_ms);
-        verbs_wait(ctx, (int)(deadline - now));
+        shoal__sleep(ctx, (int)(deadline - now));
     }
     if (ve->cm_err || ep->state != SHOAL_EP_CONNECTED)
         return shoal__fail(ctx, ve->cm_err ? ve->cm_err : -ECONNRESET, "connect to %s:%u: %s",

@@ -136,7 +136,6 @@ static inline struct verbs_ep *verbs_ep(const shoal_ep_t *ep) { return ep->priv;
 
 /* verbs_ctx.c */
 int verbs_progress(shoal_ctx_t *ctx);
-int verbs_wait(shoal_ctx_t *ctx, int timeout_ms);
 int verbs_poll_ep(struct verbs_ep *ve);
 int verbs_wc_errno(enum ibv_wc_status st);
 

@@ -130,7 +130,8 @@ static int post(struct verbs_ep *ve, struct shoal_op *op, struct ibv_send_wr *wr
             posted++;
         if (posted == 0) {
             if (rc == ENOMEM)
-                return -EAGAIN;
+                return shoal__fail(ve->ep->ctx, -EAGAIN, "%s: the send queue of %s is full; "
+                                   "poll for completions and retry", what, ve->ep->peer);
             return shoal__fail(ve->ep->ctx, -rc, "%s: ibv_post_send: %s", what,
                                strerror(rc));
         }
@@ -161,12 +162,15 @@ static int post(struct verbs_ep *ve, struct shoal_op *op, struct ibv_send_wr *wr
 
 /* Room in the mirror for @nwr more WRs?  The ring is the SQ's own size,
  * so this is what keeps a post from overflowing the SQ. */
-static int check_room(struct verbs_ep *ve, unsigned nwr)
+static int check_room(shoal_ep_t *ep, unsigned nwr, const char *what)
 {
+    struct verbs_ep *ve = verbs_ep(ep);
     if (!ve || !ve->qp || ve->qp_err)
-        return -ENOTCONN;
+        return shoal__fail(ep->ctx, -ENOTCONN, "%s: the queue pair of %s is in error", what,
+                           ep->peer);
     if (ve->sq_count + nwr > ve->sq_cap)
-        return -EAGAIN;
+        return shoal__fail(ep->ctx, -EAGAIN, "%s: the send queue of %s is full (%u WRs); "
+                           "poll for completions and retry", what, ep->peer, ve->sq_cap);
     return 0;
 }
 
@@ -177,11 +181,11 @@ static int check_room(struct verbs_ep *ve, unsigned nwr)
  * only the last carries the immediate (RC executes them in order).
  *
  * Why cut at all: a QP's retry budget (retry_count) is renewed only when a
- * WR completes.  One 16 MiB read is 4,096 response packets; on soft-RoCE
- * under load a few stalls of one ack timeout each, spread over that long a
- * transfer, used the whole budget and failed the read with
- * IBV_WC_RETRY_EXC_ERR although the peer was alive.  1 MiB pieces renew
- * it every 256 packets and cost one WR post each, nothing on hardware.
+ * WR completes.  One 16 MiB read is 4,096 response packets; a few stalls
+ * of one ack timeout each on a loaded link (soft-RoCE), spread over that
+ * long a transfer, can use the whole budget and fail the read with
+ * IBV_WC_RETRY_EXC_ERR although the peer is alive.  1 MiB pieces renew it
+ * every 256 packets and cost one WR post each, nothing on hardware.
  */
 static int rdma_op(shoal_ep_t *ep, struct shoal_op *op, shoal_mr_t *lmr, size_t loff,
                    shoal_rmr_t *rmr, size_t roff, size_t len, enum ibv_wr_opcode opc,
@@ -202,7 +206,7 @@ static int rdma_op(shoal_ep_t *ep, struct shoal_op *op, shoal_mr_t *lmr, size_t 
     if (n > VERBS_MAX_CHUNKS)
         return shoal__fail(ep->ctx, -EMSGSIZE, "%s: %zu bytes, at most %llu in one operation",
                            what, len, (unsigned long long)(max * VERBS_MAX_CHUNKS));
-    int rc = check_room(ve, (unsigned)n);
+    int rc = check_room(ep, (unsigned)n, what);
     if (rc)
         return rc;
     struct ibv_mr *m = lmr->priv;
@@ -248,7 +252,7 @@ int verbs_get(shoal_ep_t *ep, struct shoal_op *op, shoal_mr_t *lmr, size_t loff,
 int verbs_send(shoal_ep_t *ep, struct shoal_op *op, const void *buf, size_t len)
 {
     struct verbs_ep *ve = verbs_ep(ep);
-    int rc = check_room(ve, 1);
+    int rc = check_room(ep, 1, "send");
     if (rc)
         return rc;
     struct ibv_sge sge = {.addr = (uintptr_t)buf, .length = (uint32_t)len};
@@ -258,7 +262,9 @@ int verbs_send(shoal_ep_t *ep, struct shoal_op *op, const void *buf, size_t len)
         wr.send_flags = IBV_SEND_INLINE; /* copied by the post itself */
     } else {
         if (!ve->nsfree)
-            return -EAGAIN;
+            return shoal__fail(ep->ctx, -EAGAIN, "send: all %d message buffers of %s are in "
+                               "flight; poll for completions and retry", VERBS_NBOUNCE,
+                               ep->peer);
         unsigned slot = ve->sfree[--ve->nsfree];
         op->buf = ve->sbuf + (size_t)slot * VERBS_RECV_SIZE;
         memcpy(op->buf, buf, len);

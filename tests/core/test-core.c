@@ -76,6 +76,13 @@ static void test_config_env(void)
     CU_ASSERT_EQUAL(shoal_config_set(&c, "SPIN_US", "fast", err, sizeof(err)), -EINVAL);
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "SHOAL_SPIN_US='fast'"));
     CU_ASSERT_EQUAL(c.spin_us, -1);
+    /* PROGRESS: off by default, thread, or refused naming itself. */
+    CU_ASSERT_EQUAL(c.progress, SHOAL_PROGRESS_OFF);
+    CU_ASSERT_EQUAL(shoal_config_set(&c, "PROGRESS", "Thread", NULL, 0), 0);
+    CU_ASSERT_EQUAL(c.progress, SHOAL_PROGRESS_THREAD);
+    CU_ASSERT_EQUAL(shoal_config_set(&c, "PROGRESS", "threads", err, sizeof(err)), -EINVAL);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "SHOAL_PROGRESS='threads'"));
+    CU_ASSERT_EQUAL(c.progress, SHOAL_PROGRESS_THREAD);
 }
 
 static void test_config_print(void)
@@ -365,6 +372,11 @@ static void test_ctx_errors(void)
     c.queue_depth = 0;
     CU_ASSERT_EQUAL(shoal_ctx_create(&c, &ctx), -EINVAL);
     CU_ASSERT_PTR_NULL(ctx);
+    shoal_config_init(&c);
+    c.progress = (shoal_progress_t)7;
+    CU_ASSERT_EQUAL(shoal_ctx_create(&c, &ctx), -EINVAL);
+    CU_ASSERT_PTR_NULL(ctx);
+    shoal_config_init(&c);
     CU_ASSERT_EQUAL(shoal_ctx_create(NULL, NULL), -EINVAL);
     /* Polling with bad arguments does not crash. */
     shoal_event_t ev;
@@ -384,6 +396,59 @@ static void test_ctx_errors(void)
     CU_ASSERT(shoal_listener_port(l) > 0);
     CU_ASSERT_EQUAL(shoal_accept(l, 50, &ep), -ETIMEDOUT);
     shoal_listener_close(l);
+    shoal_ctx_destroy(ctx);
+}
+
+/* shoal_ctx_errmsg() is like sqlite3_errmsg(): it describes the last call
+ * on the context -- set by a failure, replaced by the next failure,
+ * cleared by a success. */
+static void test_errmsg_last_call(void)
+{
+    shoal_ctx_t *ctx = ucx_ctx_or_fail();
+    static char region[4096];
+    shoal_mr_t *mr = NULL;
+    shoal_event_t ev;
+    CU_ASSERT_STRING_EQUAL(shoal_ctx_errmsg(ctx), "");
+    /* A failure names what was wrong. */
+    CU_ASSERT_EQUAL(shoal_mr_reg(ctx, region, sizeof(region), 0x100, &mr), -EINVAL);
+    CU_ASSERT_PTR_NOT_NULL(strstr(shoal_ctx_errmsg(ctx), "access bits 0x100"));
+    /* The next success clears it. */
+    CU_ASSERT_EQUAL(shoal_poll(ctx, &ev, 1), 0);
+    CU_ASSERT_STRING_EQUAL(shoal_ctx_errmsg(ctx), "");
+    /* Each failing call leaves its own message, not the previous one's. */
+    CU_ASSERT_EQUAL(shoal_mr_reg(ctx, region, 0, 0, &mr), -EINVAL);
+    CU_ASSERT_PTR_NOT_NULL(strstr(shoal_ctx_errmsg(ctx), "empty region"));
+    CU_ASSERT_EQUAL(shoal_wait(ctx, &ev, 0, 0), -EINVAL);
+    CU_ASSERT_PTR_NOT_NULL(strstr(shoal_ctx_errmsg(ctx), "max"));
+    CU_ASSERT_PTR_NULL(strstr(shoal_ctx_errmsg(ctx), "empty region"));
+    CU_ASSERT_EQUAL_FATAL(shoal_mr_reg(ctx, region, sizeof(region), 0, &mr), 0);
+    CU_ASSERT_STRING_EQUAL(shoal_ctx_errmsg(ctx), "");
+    /* Failures that used to leave no message: a too-small buffer, a
+     * NULL out-pointer, an accept that is only a poll. */
+    uint8_t small[8];
+    size_t len;
+    CU_ASSERT_EQUAL(shoal_mr_pack(mr, small, sizeof(small), &len), -ENOBUFS);
+    CU_ASSERT_PTR_NOT_NULL(strstr(shoal_ctx_errmsg(ctx), "8 bytes"));
+    CU_ASSERT_EQUAL(shoal_mr_pack(mr, small, sizeof(small), NULL), -EINVAL);
+    CU_ASSERT_PTR_NOT_NULL(strstr(shoal_ctx_errmsg(ctx), "len_p"));
+    shoal_listener_t *l;
+    CU_ASSERT_EQUAL_FATAL(shoal_listen(ctx, "127.0.0.1", 0, &l), 0);
+    CU_ASSERT_STRING_EQUAL(shoal_ctx_errmsg(ctx), "");
+    shoal_ep_t *ep;
+    CU_ASSERT_EQUAL(shoal_accept(l, 0, &ep), -EAGAIN);
+    CU_ASSERT_PTR_NOT_NULL(strstr(shoal_ctx_errmsg(ctx), "no peer"));
+    CU_ASSERT_EQUAL(shoal_connect(ctx, NULL, 1, &ep), -EINVAL);
+    CU_ASSERT_PTR_NOT_NULL(strstr(shoal_ctx_errmsg(ctx), "host"));
+    /* A step that failed inside a call that then succeeded leaves
+     * nothing behind. */
+    shoal__fail(ctx, -EIO, "an internal step that was recovered from");
+    CU_ASSERT_EQUAL(shoal_wait(ctx, &ev, 1, 0), 0);
+    CU_ASSERT_STRING_EQUAL(shoal_ctx_errmsg(ctx), "");
+    /* A failure whose path set no text still gets one naming the call. */
+    CU_ASSERT_EQUAL(shoal__leave(ctx, "put", -ENOTCONN), -ENOTCONN);
+    CU_ASSERT_PTR_NOT_NULL(strstr(shoal_ctx_errmsg(ctx), "put: "));
+    shoal_listener_close(l);
+    shoal_mr_dereg(mr);
     shoal_ctx_destroy(ctx);
 }
 
@@ -427,6 +492,8 @@ int main(void)
                 test_handshake_replay);
     CU_add_test(s, "descriptor pack/parse, corruption", test_descriptor);
     CU_add_test(s, "context and endpoint argument errors", test_ctx_errors);
+    CU_add_test(s, "errmsg describes the last call: set by a failure, cleared by a success",
+                test_errmsg_last_call);
     CU_add_test(s, "events of an endpoint not yet connected are held",
                 test_event_before_connected);
     return cu_run_all();

@@ -194,11 +194,8 @@ static void avg_worker(int rank, shoal_ps_config_t *cfg, void *argp)
     if (shoal_ps_create(cfg, t, 2, p, g, &ps, err, sizeof(err)))
         FAIL("create: %s", err);
     int rc = shoal_ps_join(ps);
-    if (a->other_names && w == 1) {
-        if (rc == 0)
-            FAIL("a worker with other tensor names was let in");
-        if (!strstr(shoal_ps_errmsg(ps), "differ"))
-            FAIL("refused without naming the difference: %s", shoal_ps_errmsg(ps));
+    if (a->other_names && rc && strstr(shoal_ps_errmsg(ps), "differ")) {
+        /* whichever worker the servers heard second is refused, naming why */
         fprintf(stderr, "refused as expected: %s\n", shoal_ps_errmsg(ps));
         shoal_ps_destroy(ps);
         _exit(42);
@@ -209,7 +206,7 @@ static void avg_worker(int rank, shoal_ps_config_t *cfg, void *argp)
     for (int i = 1; i < P; i++)
         if (p[i] != start)
             FAIL("initial parameters differ within the vector at %d", i);
-    if (start != 1.0f)
+    if (start != 1.0f && !a->other_names)
         FAIL("initial parameters %g are not worker 0's", (double)start);
     double prev = start;
     for (int k = 0; k < a->iters; k++) {
@@ -269,11 +266,12 @@ static void test_tensors_differ(void)
     int st[3];
     struct avg_arg a = {.opt = SHOAL_PS_SGD, .iters = 5, .other_names = true};
     run_job(3, 1, 1, avg_worker, &a, 30, false, st);
-    CU_ASSERT_EQUAL(st[2], 42); /* refused, with the difference named */
-    /* worker 0 waits for a partner that never comes: the job fails by its
-     * idle timeout, it does not hang */
-    CU_ASSERT(st[1] != 0 && st[1] != 124);
-    CU_ASSERT(st[0] != 124);
+    /* exactly one worker is refused, with the difference named; the other
+     * waits for a partner that never comes and fails by its timeouts: no
+     * process hangs */
+    CU_ASSERT((st[1] == 42) + (st[2] == 42) == 1);
+    CU_ASSERT(st[1] != 0 && st[2] != 0);
+    CU_ASSERT(st[0] != 124 && st[1] != 124 && st[2] != 124);
 }
 
 /* Two groups on one server: group 0 has 2 workers, group 1 has 1, with

@@ -10,7 +10,9 @@
 # the boot), 2 epochs of 100 iterations.  Scenarios (bsp): a worker killed
 # (-9) and restarted, a worker stopped past --fail-timeout then continued,
 # the server killed and restarted with --resume (final model = an
-# undisturbed run's, bit for bit).  Any other faults.sh scenario can be
+# undisturbed run's, bit for bit), and with 2 servers each killed in turn
+# (one during a checkpoint write) and restarted: the other rolls back, and
+# the final model is again an undisturbed run's.  Any other faults.sh scenario can be
 # named (worker_kill:async:norestart took 57 s and reached 76.45% once: not
 # in the default list, to keep the VM run near 4-5 minutes).  Each asserts what faults.sh asserts
 # (the run finishes, accuracy >= bar, every gradient applied once) and
@@ -28,12 +30,12 @@
 # job.  A scenario named "pipe:NAME" is faults-pipe.sh's NAME.
 #
 #   tests/trainer/faults-vm.sh [SCENARIO...]   (faults.sh's names, or
-#                                               pipe:NAME; default the four
+#                                               pipe:NAME; default the five
 #                                               above)
 # Environment: SHOAL_FAULT_VM_BAR (bsp bar in % x 100, default 8100:
 # undisturbed, the short job reaches 83.2%, as on the host: bsp is
 # deterministic), SHOAL_FAULT_VM_BAR_ASYNC (7400), SHOAL_FAULT_VM_LIMIT
-# (the VM's time limit, 600 s); SHOAL_FAULT_* as for faults.sh override
+# (the VM's time limit, 840 s); SHOAL_FAULT_* as for faults.sh override
 # the job.
 # Exit status: faults.sh's; 77 (SKIPPED, with the reason) when no VM can
 # boot here.
@@ -43,8 +45,8 @@ need_vm "verbs fault suite"
 data_slice "$scratch/data" 12800 2000 ||
     { echo "faults-vm.sh: cannot cut a slice of $data" >&2; exit 99; }
 
-scenarios=${*:-worker_kill:bsp:restart worker_stop server_kill pipe:stage_kill:bsp:1:0}
-limit=${SHOAL_FAULT_VM_LIMIT:-600}
+scenarios=${*:-worker_kill:bsp:restart worker_stop server_kill servers_kill:2 pipe:stage_kill:bsp:1:0}
+limit=${SHOAL_FAULT_VM_LIMIT:-840}
 echo "faults-vm.sh: verbs over rxe in one VM (2 vCPUs); scenarios: $scenarios"
 # The guest: the job's knobs (unless the caller set them), then faults.sh.
 guest_cmd='

@@ -7,6 +7,10 @@
 #     continued;
 #   - the server killed and restarted with --resume (bsp: the final model
 #     must equal an undisturbed run's: nothing lost, nothing applied twice);
+#   - with 2 and 3 servers, each server killed in turn (the last one in the
+#     middle of a checkpoint write) and restarted with --resume: the others
+#     roll back to the newest update they all have, and the final model
+#     equals an undisturbed run's;
 #   - the network cut for less and for more than --fail-timeout (a drop
 #     rule in a network namespace of the test's own);
 #   - a worker lost for good, its data taken over by the survivor from the
@@ -18,7 +22,7 @@
 # the log gives the time to detect it and to recover.
 #   tests/trainer/faults.sh [SCENARIO...]     (default: all)
 # Scenarios: worker_kill:MODE:restart|norestart worker_stop server_kill
-# netcut_run:SECS reshard, and undisturbed (not in the default list: the same job
+# servers_kill:S[:MODE] netcut_run:SECS reshard, and undisturbed (not in the default list: the same job
 # without a fault, to calibrate the bars).
 #
 # The transport is the library's choice (SHOAL_TRANSPORT, SHOAL_TRAIN_HOST
@@ -117,7 +121,7 @@ fault_times() {
 # node, as tools/shoal-run does: without them each would take CPU 0.)
 rank() {
     local r=$1 log=$2; shift 2
-    (SHOAL_RANK=$r SHOAL_SIZE=3 SHOAL_LOCAL_RANK=$r SHOAL_LOCAL_SIZE=3 \
+    (SHOAL_RANK=$r SHOAL_SIZE=${size:-3} SHOAL_LOCAL_RANK=$r SHOAL_LOCAL_SIZE=${size:-3} \
      SHOAL_RENDEZVOUS=$dir/rdv exec "$train" $common "$@" \
         >>"$log" 2>&1) &
     last_pid=$!
@@ -330,6 +334,81 @@ server_kill() {
         "$train" --compare "$scratch/server/model.bin" "$dir/ref.bin" --tolerance 0
 }
 
+# S servers (ranks 0..S-1) and 2 workers; each server in turn is killed
+# mid-epoch and restarted with --resume once the workers are back; the
+# last one is killed while it writes a checkpoint (the writer stalls with
+# half the file written, SHOAL_TEST_CKPT_STALL), so it restarts from
+# the checkpoint before, and the others roll back to that update.
+reconnects() { cat "$dir/w0.log" "$dir/w1.log" | grep -c "reconnected after"; }
+servers_kill() {
+    local S=$1 mode=${2:-bsp} name="kill -9 each of $1 servers in turn, restart with --resume (${2:-bsp})"
+    bar=$bar_bsp
+    [ "$mode" = bsp ] || bar=$bar_async
+    new_dir "servers$S$mode"
+    size=$((S + 2))
+    local half=$((ck / 2)) j pids=() ats=() at=3 t_kill
+    local cks="--servers $S --mode $mode --checkpoint-dir $dir/ck --checkpoint-every $half"
+    for ((j = 0; j < S; j++)); do at=$((at + $(pick 1 4))); ats[$j]=$at; done
+    for ((j = 0; j < S; j++)); do
+        local stall=""
+        [ $j = $((S - 1)) ] && stall="$((at * half)):2000"
+        SHOAL_TEST_CKPT_STALL=$stall rank $j "$dir/s$j.log" $cks; pids[$j]=$last_pid
+    done
+    rank $S "$dir/w0.log" $cks --save "$dir/model.bin"; local w0=$last_pid
+    rank $((S + 1)) "$dir/w1.log" $cks; local w1=$last_pid
+    for ((j = 0; j < S; j++)); do
+        at=${ats[$j]}
+        if [ $j = $((S - 1)) ]; then
+            # in the middle of a write: the checkpoint file is half written
+            wait_line "$dir/s$j.log" "writing checkpoint at update $((at * half)) " 150 ||
+                { bad "$name: server $j never wrote update $((at * half))"; break; }
+        else
+            wait_line "$dir/s$j.log" "checkpoint at update $((at * half)) " 150 ||
+                { bad "$name: server $j never reached update $((at * half))"; break; }
+            nap "0.$((RANDOM % 5))"
+        fi
+        kill -9 "${pids[$j]}"; wait "${pids[$j]}" 2>/dev/null
+        t_kill=$EPOCHREALTIME
+        echo "    killed server $j after update $((at * half))$([ $j = $((S - 1)) ] && echo ', during its checkpoint write')"
+        nap 1
+        rank $j "$dir/s${j}b.log" $cks --resume; pids[$j]=$last_pid
+        # back when both workers reconnected once more than before
+        local want=$(( $(reconnects) + 2 )) end=$((SECONDS + 120))
+        while [ $SECONDS -lt $end ] && [ "$(reconnects)" -lt $want ]; do nap 0.2; done
+        fault_times "$t_kill" "lost server" "reconnected after" 2
+    done
+    if wait_all "${pids[@]}" $w0 $w1; then judge "$name"; else tail -n 5 "$dir"/*.log; bad "$name: a process failed"; size=3; return; fi
+    if [ "$mode" != bsp ]; then
+        # async/ssp: no common update; each shard goes on from its server
+        grep -h "behind the others" "$dir"/w*.log | sort -u | sed 's/^/    /' | head -4
+        for ((j = 0; j < S; j++)); do
+            cat "$dir/s$j.log" "$dir/s${j}b.log" 2>/dev/null |
+                grep -q "server $j: applied [0-9]* gradients, each once" ||
+                bad "$name: server $j did not report its gradients applied once"
+        done
+        size=3
+        return
+    fi
+    grep -q "rolled back from update" "$dir"/s*.log && ok "$name: the servers rolled back to a common update" ||
+        bad "$name: no server rolled back"
+    grep -h "rolled back\|resumed from\|rolling the job back\|cannot roll back" "$dir"/*.log | sort -u | sed 's/^/    /' | head -8
+    for ((j = 0; j < S; j++)); do
+        cat "$dir/s$j.log" "$dir/s${j}b.log" 2>/dev/null |
+            grep -q "server $j: applied [0-9]* gradients, each once" ||
+            bad "$name: server $j did not report its gradients applied once"
+    done
+    # Undisturbed, the same job ends at the same parameters, bit for bit.
+    local kept=$dir
+    new_dir "servers$S-ref"
+    for ((j = 0; j < S; j++)); do rank $j "$dir/s$j.log" --servers $S; pids[$j]=$last_pid; done
+    rank $S "$dir/w0.log" --servers $S --save "$dir/ref.bin"; w0=$last_pid
+    rank $((S + 1)) "$dir/w1.log" --servers $S; w1=$last_pid
+    wait_all "${pids[@]}" $w0 $w1 || bad "$name: the undisturbed run failed"
+    check "$name: final model = undisturbed run (no update lost or doubled)" \
+        "$train" --compare "$kept/model.bin" "$dir/ref.bin" --tolerance 0
+    size=3
+}
+
 netcut_run() {
     local cut=$1 name="network cut for $1 s (bsp)"
     bar=$bar_bsp
@@ -389,7 +468,8 @@ undisturbed() {
 
 all="worker_kill:bsp:norestart worker_kill:bsp:restart worker_kill:async:norestart
      worker_kill:async:restart worker_kill:ssp:norestart worker_kill:ssp:restart
-     worker_stop server_kill netcut_run:1 netcut_run:4 reshard"
+     worker_stop server_kill servers_kill:2 servers_kill:3 servers_kill:2:async netcut_run:1
+     netcut_run:4 reshard"
 for sc in ${*:-$all}; do
     IFS=: read -r fn a b <<<"$sc"
     echo "== $fn $a $b"

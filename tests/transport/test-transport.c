@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <sys/wait.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../cu.h"
@@ -633,6 +634,10 @@ static void reconnect_server(struct h_role *r)
     uint16_t port = shoal_listener_port(l);
     shoal_listener_close(l);
     CHECK(write(r->port_wr, &port, sizeof(port)) == sizeof(port), "publish port");
+    /* when it listens again: 500 ms from now (the client compares on the
+     * same monotonic clock, so a loaded machine cannot fool the check) */
+    uint64_t t_listen = h_now_ms() + 500;
+    CHECK(write(r->port_wr, &t_listen, sizeof(t_listen)) == sizeof(t_listen), "publish time");
     usleep(500000);
     CHECK_RC(shoal_listen(ctx, h_host(), port, &l), ctx, "listen on the published port");
     shoal_ep_t *ep;
@@ -662,12 +667,14 @@ static void reconnect_client(struct h_role *r)
     struct pollfd p = {.fd = r->port_rd, .events = POLLIN};
     CHECK(poll(&p, 1, 30000) == 1, "no port published by the server");
     CHECK(read(r->port_rd, &port, sizeof(port)) == sizeof(port), "read port");
+    uint64_t t_listen;
+    CHECK(read(r->port_rd, &t_listen, sizeof(t_listen)) == sizeof(t_listen), "read time");
     uint64_t t0 = h_now_ms();
     shoal_ep_t *ep;
     CHECK_RC(shoal_connect_retry(ctx, h_host(), port, 20000, &ep), ctx, "connect_retry");
-    uint64_t ms = h_now_ms() - t0;
-    CHECK(ms >= 300, "connected after %llu ms, but the server listened only after 500 ms",
-          (unsigned long long)ms);
+    uint64_t now = h_now_ms(), ms = now - t0;
+    CHECK(now >= t_listen, "connected %llu ms before the server listened again",
+          (unsigned long long)(t_listen - now));
     printf("connected after %llu ms of retries; ", (unsigned long long)ms);
     shoal_rmr_t *rmr = h_recv_desc(ctx, ep);
     h_send_str(ctx, ep, "got it");
@@ -713,6 +720,68 @@ static void reconnect_client(struct h_role *r)
 static void test_reconnect(void)
 {
     CU_ASSERT_EQUAL(h_run(reconnect_server, reconnect_client, 1, NULL, 90), 0);
+}
+
+/* ---- a listener restarted on its port -------------------------------------
+ *
+ * A server that closed its connections first leaves them in TIME_WAIT on
+ * its listening port for a minute; a new server on the same port (a job
+ * restarted at the same --coordinator, a parameter server restarted with
+ * --resume) must still be able to listen there at once.
+ */
+
+static void relisten_server(struct h_role *r)
+{
+    shoal_ctx_t *ctx = h_ctx();
+    shoal_listener_t *l;
+    CHECK_RC(shoal_listen(ctx, h_host(), 0, &l), ctx, "listen");
+    uint16_t port = shoal_listener_port(l);
+    CHECK(write(r->port_wr, &port, sizeof(port)) == sizeof(port), "publish port");
+    shoal_ep_t *ep;
+    CHECK_RC(shoal_accept(l, 30000, &ep), ctx, "accept");
+    h_expect_str(ctx, ep, "hello", 30000);
+    shoal_ep_close(ep); /* this side closes first: its sockets wait in TIME_WAIT */
+    shoal_listener_close(l);
+    shoal_ctx_destroy(ctx);
+    ctx = h_ctx();
+    CHECK_RC(shoal_listen(ctx, h_host(), port, &l), ctx, "listen again on the same port");
+    CHECK(write(r->port_wr, &port, sizeof(port)) == sizeof(port), "publish port again");
+    CHECK_RC(shoal_accept(l, 30000, &ep), ctx, "accept on the new listener");
+    h_expect_str(ctx, ep, "hello again", 30000);
+    h_send_str(ctx, ep, "ok");
+    h_expect_str(ctx, ep, "bye", 30000);
+    shoal_ep_close(ep);
+    shoal_listener_close(l);
+    shoal_ctx_destroy(ctx);
+}
+
+static void relisten_client(struct h_role *r)
+{
+    shoal_ctx_t *ctx = h_ctx();
+    struct pollfd p = {.fd = r->port_rd, .events = POLLIN};
+    uint16_t port;
+    CHECK(poll(&p, 1, 30000) == 1 && read(r->port_rd, &port, sizeof(port)) == sizeof(port),
+          "no port published by the server");
+    shoal_ep_t *ep;
+    CHECK_RC(shoal_connect(ctx, h_host(), port, &ep), ctx, "connect");
+    h_send_str(ctx, ep, "hello");
+    shoal_event_t ev;
+    h_expect(ctx, SHOAL_EV_EP_FAILED, ep, 30000, &ev); /* the server closed */
+    shoal_ep_close(ep);
+    CHECK(poll(&p, 1, 30000) == 1 && read(r->port_rd, &port, sizeof(port)) == sizeof(port),
+          "the server did not listen again");
+    CHECK_RC(shoal_connect(ctx, h_host(), port, &ep), ctx, "connect to the new listener");
+    h_send_str(ctx, ep, "hello again");
+    h_expect_str(ctx, ep, "ok", 30000);
+    h_send_str(ctx, ep, "bye");
+    h_expect(ctx, SHOAL_EV_SEND_DONE, ep, 30000, &ev);
+    shoal_ep_close(ep);
+    shoal_ctx_destroy(ctx);
+}
+
+static void test_relisten(void)
+{
+    CU_ASSERT_EQUAL(h_run(relisten_server, relisten_client, 1, NULL, 60), 0);
 }
 
 /* ---- connecting to a closed port ----------------------------------------- */
@@ -857,6 +926,288 @@ static void test_peer_killed(int who)
 static void test_server_killed(void) { test_peer_killed(SERVER_DIES); }
 static void test_client_killed(void) { test_peer_killed(CLIENT_DIES); }
 
+/* ---- the progress thread (SHOAL_PROGRESS=thread) ------------------------------
+ *
+ * A target that computes: the server says "computing" and then makes no
+ * call into libshoal for COMPUTE_MS, while the client puts 16 MiB into it
+ * (16 puts of 1 MiB, the last with an immediate) and sends three
+ * messages.  Over UCX on TCP a put completes only once the target has
+ * taken its bytes off the socket, which is more than the kernel's buffers
+ * hold: so with the target's progress thread every PUT_DONE arrives while
+ * it computes, and without it they do not.  Afterwards the target's own
+ * events are all there, in order: the immediate, then the messages.
+ */
+#define COMPUTE_MS 2000
+#define PT_PUTS 16
+
+static void pt_use(bool thread)
+{
+    setenv("SHOAL_PROGRESS", thread ? "thread" : "off", 1);
+}
+
+static void compute_server(struct h_role *r)
+{
+    bool thread = *(bool *)r->arg;
+    pt_use(thread);
+    shoal_ctx_t *ctx = h_ctx();
+    shoal_listener_t *l = h_listen(ctx, r);
+    shoal_ep_t *ep;
+    CHECK_RC(shoal_accept(l, 30000, &ep), ctx, "accept");
+    size_t len = (size_t)PT_PUTS * MiB;
+    uint8_t *buf = h_alloc(len);
+    shoal_mr_t *mr;
+    CHECK_RC(shoal_mr_reg(ctx, buf, len, SHOAL_ACCESS_REMOTE_WRITE, &mr), ctx, "mr_reg");
+    h_send_desc(ctx, ep, mr);
+    h_expect_str(ctx, ep, "ready", 30000);
+    h_send_str(ctx, ep, "computing");
+    shoal_event_t ev;
+    h_expect(ctx, SHOAL_EV_SEND_DONE, ep, 30000, &ev);
+    /* "Compute": no call into libshoal at all. */
+    struct timespec t = {COMPUTE_MS / 1000, (COMPUTE_MS % 1000) * 1000000L};
+    while (nanosleep(&t, &t) && errno == EINTR)
+        ;
+    /* Everything the client did arrives, in the order it was issued. */
+    h_expect(ctx, SHOAL_EV_IMM, ep, 60000, &ev);
+    CHECK(ev.imm == 0xC0FFEE, "imm 0x%x", ev.imm);
+    h_expect_str(ctx, ep, "m0", 30000);
+    h_expect_str(ctx, ep, "m1", 30000);
+    h_expect_str(ctx, ep, "m2", 30000);
+    long bad = h_verify(buf, len, 7);
+    CHECK(bad < 0, "byte %ld of the 16 MiB differs", bad);
+    h_send_str(ctx, ep, "verified");
+    h_expect_str(ctx, ep, "bye", 30000);
+    shoal_ep_close(ep);
+    shoal_listener_close(l);
+    shoal_mr_dereg(mr);
+    shoal_ctx_destroy(ctx);
+    free(buf);
+}
+
+static void compute_client(struct h_role *r)
+{
+    bool thread = *(bool *)r->arg;
+    pt_use(false); /* only the target's thread matters here */
+    shoal_ctx_t *ctx = h_ctx();
+    shoal_ep_t *ep = h_connect(ctx, r);
+    size_t len = (size_t)PT_PUTS * MiB;
+    uint8_t *src = h_alloc(len);
+    h_fill(src, len, 7);
+    shoal_mr_t *smr;
+    CHECK_RC(shoal_mr_reg(ctx, src, len, 0, &smr), ctx, "mr_reg");
+    shoal_rmr_t *rmr = h_recv_desc(ctx, ep);
+    h_send_str(ctx, ep, "ready");
+    h_expect_str(ctx, ep, "computing", 30000);
+    uint64_t t0 = h_now_ms();
+    for (unsigned i = 0; i < PT_PUTS; i++)
+        CHECK_RC(shoal_put(ep, smr, (size_t)i * MiB, rmr, (size_t)i * MiB, MiB,
+                           i + 1 == PT_PUTS ? SHOAL_PUT_IMM : 0, 0xC0FFEE, i),
+                 ctx, "put");
+    for (int i = 0; i < 3; i++) {
+        char m[4];
+        snprintf(m, sizeof(m), "m%d", i);
+        h_send_str(ctx, ep, m);
+    }
+    /* Count what completes while the target computes (with a margin
+     * before it stops, for a slow start of its thread and the load). */
+    int done = 0;
+    uint64_t last = 0, window = COMPUTE_MS - 400;
+    shoal_event_t ev;
+    while (h_now_ms() - t0 < window) {
+        int n = shoal_wait(ctx, &ev, 1, 20);
+        CHECK(n >= 0, "wait: %s", shoal_strerror(n));
+        if (n == 1 && ev.type == SHOAL_EV_PUT_DONE) {
+            CHECK(ev.status == 0, "put %llu: %s", (unsigned long long)ev.wr_id,
+                  shoal_strerror(ev.status));
+            done++;
+            last = h_now_ms() - t0;
+        } else if (n == 1) {
+            CHECK(ev.type == SHOAL_EV_SEND_DONE && ev.status == 0, "unexpected %s",
+                  shoal_event_name(ev.type));
+        }
+    }
+    printf("%s: %d of %d PUT_DONEs while the target computed%s", thread ? "thread" : "off",
+           done, PT_PUTS, done ? "" : "; ");
+    if (done)
+        printf(" (last %llu ms after the first put); ", (unsigned long long)last);
+    if (thread)
+        CHECK(done == PT_PUTS, "with the target's progress thread only %d of %d puts "
+              "completed while it computed", done, PT_PUTS);
+    else
+        CHECK(done < PT_PUTS, "all %d puts completed with nobody progressing the target: "
+              "the test proves nothing here (larger socket buffers?)", PT_PUTS);
+    /* The rest completes once the target is back. */
+    while (done < PT_PUTS) {
+        h_expect(ctx, SHOAL_EV_PUT_DONE, ep, 30000, &ev);
+        CHECK(ev.status == 0, "put: %s", shoal_strerror(ev.status));
+        done++;
+    }
+    h_expect_str(ctx, ep, "verified", 30000);
+    h_send_str(ctx, ep, "bye");
+    h_expect(ctx, SHOAL_EV_SEND_DONE, ep, 30000, &ev);
+    shoal_rmr_destroy(rmr);
+    shoal_ep_close(ep);
+    shoal_mr_dereg(smr);
+    shoal_ctx_destroy(ctx);
+    free(src);
+}
+
+static void test_progress_thread_compute(void)
+{
+    static bool on = true, off = false;
+    CU_ASSERT_EQUAL(h_run(compute_server, compute_client, 1, &on, 90), 0);
+    CU_ASSERT_EQUAL(h_run(compute_server, compute_client, 1, &off, 90), 0);
+}
+
+/*
+ * The application and the thread side by side: both ends run their
+ * progress thread, and the client does PT_OPS round trips (a put with
+ * immediate, answered by a message carrying the same number), waiting by
+ * shoal_poll or shoal_wait in turn and pausing now and then long enough
+ * for its thread to take over, so calls meet the thread in every state.
+ * No deadlock (the harness's time limit), every answer in order, and
+ * shoal_ctx_destroy joins the thread: the process has as many threads
+ * after it as before the context.
+ */
+#define PT_OPS 3000
+
+static int count_threads(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    int n = -1;
+    while (f && fgets(line, sizeof(line), f))
+        if (sscanf(line, "Threads: %d", &n) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return n;
+}
+
+/* A context with the thread; checks that it adds exactly one thread to
+ * those a context without it has (UCX runs one of its own per context). */
+static shoal_ctx_t *pt_ctx(int *before)
+{
+    pt_use(false);
+    shoal_ctx_t *plain = h_ctx();
+    int without = count_threads();
+    shoal_ctx_destroy(plain);
+    *before = count_threads();
+    pt_use(true);
+    shoal_ctx_t *ctx = h_ctx();
+    int with = count_threads();
+    CHECK(with == without + 1, "threads: %d with a context without the progress thread, "
+          "%d with one with it", without, with);
+    return ctx;
+}
+
+static void pt_ctx_destroy(shoal_ctx_t *ctx, int before)
+{
+    shoal_ctx_destroy(ctx);
+    int after = count_threads();
+    CHECK(after == before, "threads: %d before the context, %d after its destroy", before,
+          after);
+}
+
+/* Every PT_PAUSE_EVERY rounds a pause longer than the thread's longest
+ * nap (16 ms), so it takes over; short ones otherwise. */
+#define PT_PAUSE_EVERY 60
+static void pause_now_and_then(unsigned i)
+{
+    if (i % PT_PAUSE_EVERY == 0)
+        usleep(20000 + (i * 37) % 5000);
+    else if (i % 7 == 3)
+        usleep(500 + (i * 37) % 1000);
+}
+
+static void busy_server(struct h_role *r)
+{
+    int before;
+    shoal_ctx_t *ctx = pt_ctx(&before);
+    shoal_listener_t *l = h_listen(ctx, r);
+    shoal_ep_t *ep;
+    CHECK_RC(shoal_accept(l, 30000, &ep), ctx, "accept");
+    uint8_t *buf = h_alloc(SLOT);
+    shoal_mr_t *mr;
+    CHECK_RC(shoal_mr_reg(ctx, buf, SLOT, SHOAL_ACCESS_REMOTE_WRITE, &mr), ctx, "mr_reg");
+    h_send_desc(ctx, ep, mr);
+    for (unsigned i = 0; i < PT_OPS; i++) {
+        shoal_event_t ev;
+        h_expect(ctx, SHOAL_EV_IMM, ep, 30000, &ev);
+        CHECK(ev.imm == i, "immediate %u, expected %u", ev.imm, i);
+        CHECK(buf[0] == (uint8_t)i, "data of put %u not there before its immediate", i);
+        char m[16];
+        snprintf(m, sizeof(m), "%u", i);
+        CHECK_RC(shoal_send(ep, m, strlen(m), i), ctx, "send");
+        pause_now_and_then(i + PT_PAUSE_EVERY / 4);
+    }
+    h_expect_str(ctx, ep, "bye", 30000);
+    shoal_ep_close(ep);
+    shoal_listener_close(l);
+    shoal_mr_dereg(mr);
+    pt_ctx_destroy(ctx, before);
+    free(buf);
+}
+
+static void busy_client(struct h_role *r)
+{
+    int before;
+    shoal_ctx_t *ctx = pt_ctx(&before);
+    shoal_ep_t *ep = h_connect(ctx, r);
+    uint8_t *src = h_alloc(SLOT);
+    shoal_mr_t *smr;
+    CHECK_RC(shoal_mr_reg(ctx, src, SLOT, 0, &smr), ctx, "mr_reg");
+    shoal_rmr_t *rmr = h_recv_desc(ctx, ep);
+    uint64_t t0 = h_now_ms();
+    for (unsigned i = 0; i < PT_OPS; i++) {
+        memset(src, (int)(uint8_t)i, SLOT);
+        /* The put meets the thread serving (after a long pause), the
+         * wait finds what the thread queued (after the next). */
+        pause_now_and_then(i);
+        CHECK_RC(shoal_put(ep, smr, 0, rmr, 0, SLOT, SHOAL_PUT_IMM, i, i), ctx, "put");
+        pause_now_and_then(i + PT_PAUSE_EVERY / 2);
+        /* Until the answer: the put's completion and the message "i". */
+        bool put = false, answer = false;
+        while (!put || !answer) {
+            shoal_event_t ev;
+            int n = i % 2 ? shoal_poll(ctx, &ev, 1) : shoal_wait(ctx, &ev, 1, 30000);
+            CHECK(n >= 0, "%s: %s", i % 2 ? "poll" : "wait", shoal_strerror(n));
+            CHECK(n == 1 || i % 2, "no event within 30 s (round %u)", i);
+            if (n == 0)
+                continue;
+            if (ev.type == SHOAL_EV_PUT_DONE) {
+                CHECK(ev.status == 0 && ev.wr_id == i && !put, "put %u: status %d, wr_id %llu",
+                      i, ev.status, (unsigned long long)ev.wr_id);
+                put = true;
+            } else if (ev.type == SHOAL_EV_RECV) {
+                char m[16];
+                snprintf(m, sizeof(m), "%u", i);
+                CHECK(ev.len == strlen(m) && memcmp(ev.data, m, ev.len) == 0,
+                      "answer out of order in round %u", i);
+                answer = true;
+            } else {
+                CHECK(ev.type == SHOAL_EV_SEND_DONE && ev.status == 0, "unexpected %s",
+                      shoal_event_name(ev.type));
+            }
+        }
+    }
+    printf("%d round trips in %llu ms with both progress threads; ", PT_OPS,
+           (unsigned long long)(h_now_ms() - t0));
+    h_send_str(ctx, ep, "bye");
+    shoal_event_t ev;
+    h_expect(ctx, SHOAL_EV_SEND_DONE, ep, 30000, &ev);
+    shoal_rmr_destroy(rmr);
+    shoal_ep_close(ep);
+    shoal_mr_dereg(smr);
+    pt_ctx_destroy(ctx, before);
+    printf("threads joined\n");
+    free(src);
+}
+
+static void test_progress_thread_busy(void)
+{
+    CU_ASSERT_EQUAL(h_run(busy_server, busy_client, 1, NULL, 120), 0);
+}
+
 /* ---- suite setup ------------------------------------------------------------ */
 
 static bool transport_usable(shoal_transport_t t)
@@ -937,10 +1288,18 @@ int main(int argc, char **argv)
         CU_add_test(s, "client SIGKILLed: server sees EP_FAILED", test_client_killed);
         CU_add_test(s, "connect with backoff; reconnect after the peer dropped us",
                     test_reconnect);
+        if (t == SHOAL_TRANSPORT_UCX) /* verbs: rdma_cm frees a port with its id */
+            CU_add_test(s, "a listener restarted at once on its port (TIME_WAIT)",
+                        test_relisten);
         CU_add_test(s, "a descriptor aimed at another region is refused by the target",
                     test_cross_region);
         if (t == SHOAL_TRANSPORT_UCX) /* verbs: the NIC refuses (test-verbs) */
             CU_add_test(s, "forged write right refused by the target", test_forged_write);
+        if (t == SHOAL_TRANSPORT_UCX) /* verbs: puts need no target progress */
+            CU_add_test(s, "progress thread: a target computing 2 s completes puts meanwhile "
+                        "(and without it does not)", test_progress_thread_compute);
+        CU_add_test(s, "progress thread: 3000 put/poll/wait round trips beside it; destroy "
+                    "joins it", test_progress_thread_busy);
         suites++;
     }
     if (!suites) {
