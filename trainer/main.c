@@ -26,11 +26,13 @@ static void usage(FILE *out)
 {
     fprintf(out,
 "Usage: shoal-train [OPTIONS]                 (one rank of a job: see shoal-run(1))\n"
-"       shoal-train --single [OPTIONS]        (the same training in one process)\n"
+"       shoal-train --single [OPTIONS]        (the same training in one process;\n"
+"                                              --workers W [--stages K]: its batches)\n"
 "       shoal-train --eval MODEL [--data DIR | --train F --test F]\n"
 "       shoal-train --compare MODEL1 MODEL2 [--tolerance X]\n"
 "\n"
-"Data-parallel SGD with parameter servers over libshoal (RDMA verbs, or UCX).\n"
+"Data-parallel (and pipeline-parallel: --stages) SGD with parameter servers over\n"
+"libshoal (RDMA verbs, or UCX).\n"
 "\n"
 "Job:\n"
 "  -s, --servers S         server ranks (default SHOAL_SERVERS, else 1); the other\n"

@@ -64,8 +64,10 @@
  * staleness bound) or wait for this one (bsp: every round needs every
  * live replica).
  *
- * Threads: one.  The stage polls its own libshoal context (not the PS
- * handle's, which its keeper thread uses) between micro-batches.
+ * Threads: one of its own.  The stage polls its own libshoal context (not
+ * the PS handle's, which its keeper thread uses) between micro-batches;
+ * the context's progress thread (SHOAL_PROGRESS=thread unless set) moves
+ * the data while the stage computes.
  */
 #include <cblas.h>
 #include <errno.h>
@@ -1452,8 +1454,13 @@ int stage_main(const struct train_cfg *c)
     st->syncing = true;
     addr_path(c, st->w + 1, st->down_file, sizeof(st->down_file));
 
+    /* The data between stages moves while the stage computes only if
+     * someone progresses the context: its own thread, unless the user
+     * chose (as for the PS handle's context). */
     shoal_config_t cfg;
     shoal_config_init(&cfg);
+    if (!getenv("SHOAL_PROGRESS"))
+        cfg.progress = SHOAL_PROGRESS_THREAD;
     int rc = shoal_config_from_env(&cfg, st->err, sizeof(st->err));
     if (rc == 0 && (rc = shoal_ctx_create(&cfg, &st->ctx)))
         sfail(st, "cannot open a transport: %s", shoal_strerror(rc));
@@ -1481,13 +1488,15 @@ int stage_main(const struct train_cfg *c)
         close_links(st);
         if (st->rep_open) {
             const double wall = now_s() - st->rep.t0;
-            fprintf(stderr, "final test accuracy: %.2f%%\n", 100.0 * st->acc);
-            fprintf(stderr, "stage busy time over %.1f s:", wall);
+            /* (one write per line: the ranks of a job often share stderr) */
+            char line[1024];
+            int at = snprintf(line, sizeof(line), "stage busy time over %.1f s:", wall);
             for (int s = 0; s < st->K; s++)
-                fprintf(stderr, " stage %d %.1f s (%.0f%%)%s", s, st->busy_all[s],
-                        100.0 * st->busy_all[s] / wall, s + 1 < st->K ? "," : "");
-            fprintf(stderr, "; GPipe ideal M/(M+K-1) = %.0f%%\n",
-                    100.0 * st->M / (st->M + st->K - 1));
+                at += snprintf(line + at, sizeof(line) - (size_t)at, " stage %d %.1f s (%.0f%%)%s",
+                               s, st->busy_all[s], 100.0 * st->busy_all[s] / wall,
+                               s + 1 < st->K ? "," : "");
+            fprintf(stderr, "final test accuracy: %.2f%%\n%s; GPipe ideal M/(M+K-1) = %.0f%%\n",
+                    100.0 * st->acc, line, 100.0 * st->M / (st->M + st->K - 1));
         }
         if ((rc = shoal_ps_finish(st->ps)))
             snprintf(st->err, sizeof(st->err), "%s", shoal_ps_errmsg(st->ps));
