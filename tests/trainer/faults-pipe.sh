@@ -20,6 +20,10 @@
 #     85%; async/ssp SHOAL_FAULT_BAR_ASYNC, 84%; 3 epochs undisturbed reach
 #     about 86.5% bsp here).
 # For each fault the log gives the time to detect it and to recover.
+# And server_kill: the server killed after a checkpoint and restarted
+# with --resume (bsp): every stage goes back to the checkpoint's iteration
+# together, and the final model (--save, gathered along the pipeline) is
+# an undisturbed run's, bit for bit.
 # And one long run without a fault, "accuracy": 2 replicas x 2 stages,
 # MLP-256, 10 epochs, bsp, so the global batches of faults.sh's 2-worker
 # runs (88.6% data parallel): at least 88.0% (SHOAL_PIPE_ACC_BAR).  (One
@@ -187,6 +191,40 @@ stage_kill() { # MODE REPLICA STAGE
          "kill; the restart came $gap s after it)"
 }
 
+server_kill() {
+    local name="kill -9 the server, restart with --resume (bsp, 2 x 2 stages)" pids=() i
+    new_dir server
+    local cks="--checkpoint-dir $dir/ck --checkpoint-every 100"
+    mkdir -p "$dir/ck"
+    rank 0 "$dir/s0.log" $cks; pids+=($last_pid)
+    for i in 0 1 2 3; do rank $((i + 1)) "$dir/w$i.log" --save "$dir/model.bin"; pids+=($last_pid); done
+    local at=$(( 2 + RANDOM % 8 )) end=$((SECONDS + 200))
+    until grep -q "checkpoint at update ${at}00 " "$dir/s0.log" 2>/dev/null; do
+        [ $SECONDS -gt $end ] && { bad "$name: no checkpoint at update ${at}00"; kill -9 "${pids[@]}"; return; }
+        nap "$poll"
+    done
+    kill -9 "${pids[0]}"; wait "${pids[0]}" 2>/dev/null
+    echo "    killed the server after its checkpoint at update ${at}00"
+    nap 1
+    rank 0 "$dir/s0b.log" $cks --resume; pids[0]=$last_pid
+    if ! wait_all "${pids[@]}"; then tail -n 5 "$dir"/*.log; bad "$name: a process failed"; return; fi
+    cat "$dir/s0b.log" >>"$dir/s0.log"
+    judge "$name" "$bar_bsp"
+    grep -q "resumed from" "$dir/s0b.log" && ok "$name: resumed from a checkpoint" ||
+        bad "$name: did not resume"
+    local n
+    n=$(grep -l "the replica starts over from there" "$dir"/w?.log | wc -l)
+    [ "$n" = 4 ] && ok "$name: every stage went back to the checkpoint's iteration" ||
+        bad "$name: $n of 4 stages went back"
+    new_dir server-ref
+    pids=()
+    rank 0 "$dir/s0.log"; pids+=($last_pid)
+    for i in 0 1 2 3; do rank $((i + 1)) "$dir/w$i.log" --save "$dir/ref.bin"; pids+=($last_pid); done
+    wait_all "${pids[@]}" || bad "$name: the undisturbed run failed"
+    check "$name: final model = undisturbed run (no update lost or doubled)" \
+        "$train" --compare "$scratch/server/model.bin" "$dir/ref.bin" --tolerance 0
+}
+
 undisturbed() { # MODE
     local mode=${1:-bsp} name="undisturbed ($1)" bar=$bar_bsp pids=()
     [ "$mode" = bsp ] || bar=$bar_async
@@ -214,7 +252,8 @@ accuracy_of() {
     sed -n 's/^final test accuracy: \([0-9.]*\)%.*/\1/p' "$1" | tail -1 | awk '{printf "%d", $1 * 100}'
 }
 
-all="stage_kill:bsp:1:0 stage_kill:bsp:0:1 stage_kill:async:1:1 stage_kill:ssp:1:0 accuracy"
+all="stage_kill:bsp:1:0 stage_kill:bsp:0:1 stage_kill:async:1:1 stage_kill:ssp:1:0 server_kill
+     accuracy"
 for sc in ${*:-$all}; do
     IFS=: read -r fn a b c <<<"$sc"
     echo "== $fn $a $b $c"
