@@ -8,7 +8,7 @@ trainer_libtrain_la_SOURCES = trainer/train.h trainer/job.c \
 	trainer/model.h trainer/model.c trainer/rng.h trainer/layout.h trainer/layout.c \
 	trainer/modelfile.h trainer/modelfile.c trainer/report.h trainer/report.c \
 	trainer/psjob.c trainer/shard.h trainer/shard.c trainer/worker.c trainer/single.c \
-	trainer/pipe_proto.h trainer/pipe_proto.c trainer/stage.c
+	trainer/pipe_proto.h trainer/pipe_proto.c trainer/stage.h trainer/stage.c trainer/chain.c
 trainer_libtrain_la_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/lib/ps
 trainer_libtrain_la_CFLAGS = $(AM_CFLAGS) $(VEC_CFLAGS) $(OPENBLAS_CFLAGS) $(ZLIB_CFLAGS)
 trainer_libtrain_la_LIBADD = lib/ps/libshoal-ps.la lib/libshoal.la $(OPENBLAS_LIBS) \

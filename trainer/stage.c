@@ -49,19 +49,11 @@
  * PS iteration is past j (it pushed j before a failure made the replica
  * repeat it) runs j without pushing: it only feeds its neighbours.
  *
- * Failures.  The stages of a replica form a chain of connections (stage s
- * connects to s + 1, which listens and publishes its address in a file).
- * A lost connection or a new one from a restarted neighbour starts a new
- * generation: each stage drops the step it was in, says RESET to its
- * neighbours, reconnects (or waits for the restarted stage to connect),
- * and the chain agrees where to go on: SYNC carries the smallest PS
- * iteration from stage 0 down, the last stage answers GO with it, and
- * every stage runs that step next.  A restarted stage rejoins its PS group
- * (its parameters are the group's current ones) and learns the job from
- * the stage before it.  The PS layer applies each stage's gradient of an
- * iteration once: a stage that already pushed it runs the step without
- * pushing.  Meanwhile the other replicas go on (async, ssp up to the
- * staleness bound) or wait for this one (bsp: every round needs every
+ * Failures: the replica's stages form a chain that recovers together
+ * (chain.c).  The PS layer applies each stage's gradient of an iteration
+ * once: a stage that already pushed the step the chain agreed on runs it
+ * without pushing.  Meanwhile the other replicas go on (async, ssp up to
+ * the staleness bound) or wait for this one (bsp: every round needs every
  * live replica).
  *
  * Threads: one of its own.  The stage polls its own libshoal context (not
@@ -79,184 +71,16 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "batch.h"
-#include "layout.h"
 #include "modelfile.h"
-#include "pipe_proto.h"
-#include "report.h"
-#include "shard.h"
-#include "train.h"
+#include "stage.h"
 
-/* One neighbour. */
-struct link {
-    shoal_ep_t *ep;
-    bool up;                  /* the handshake is done: rmr is its inbox */
-    shoal_rmr_t *rmr;         /* where we put: its activation or gradient inbox */
-    int puts;                 /* our puts on it not yet complete */
-    const char *name;         /* "the stage before", "the stage after" */
-};
-
-struct stage {
-    const struct train_cfg *c;
-    int w, s, r, K, D, M, mb, b;
-    uint64_t incarnation;
-    char err[1024];
-
-    /* the job (stage 0 reads it from the data, the others from HELLO) */
-    bool have_job;
-    struct pipe_job job;
-    struct model whole, m;    /* the whole model and this stage's layers */
-    struct layout lo;
-    int in_w, out_w, iters;
-    uint32_t total;
-
-    /* network */
-    shoal_ctx_t *ctx;
-    shoal_listener_t *lis;
-    double last_accept, next_connect;
-    struct link up, down, pending;
-    char addr_file[TRAIN_PATH_MAX + 32], down_file[TRAIN_PATH_MAX + 32];
-
-    /* memory: see the top of the file */
-    uint8_t *inbox, *out;
-    float *gin, *gout;
-    shoal_mr_t *inbox_mr, *out_mr, *gin_mr, *gout_mr;
-    size_t in_slot, out_slot; /* bytes of an inbox / out slot */
-    float *params, *grad;
-    float *act[MODEL_MAX_LAYERS];
-    float *tmp[2], *ones, *dl;
-    float *x;
-    int32_t *y;
-    struct model_ws ews;      /* last stage: evaluation scratch */
-    size_t act_bytes;         /* activations, inboxes, slots, scratch */
-
-    /* data (stage 0) */
-    struct dataset train, test;
-    struct batcher bt;
-    struct shard sh;
-    int epoch;                /* whose shuffle the batcher holds (-1 none) */
-
-    shoal_ps_t *ps;
-
-    /* the chain */
-    uint32_t gen;
-    bool syncing;             /* agreeing where to go on */
-    bool restart;             /* a reset stopped the step in progress */
-    bool sync_in, sync_out, go;
-    uint32_t sync_k, go_k;
-    bool done_down, exit_up, finished;
-    uint32_t step;
-
-    /* data in flight, counted since GO */
-    uint32_t acts_in, acts_used, grads_in, grads_used, evals_in;
-    uint32_t eval_ends;       /* EVAL_END messages received */
-    uint32_t eval_chunks;     /* the last EVAL_END's count */
-    int credits_grad;         /* gradient slots of the stage before we may fill */
-    int credits_eval;         /* inbox slots of the stage after we may fill */
-    uint32_t out_seq, gout_seq;
-    bool out_busy[2], gout_busy[2];
-
-    /* --save: the model gathered towards the last stage */
-    float *gbuf;
-    shoal_mr_t *gbuf_mr;
-    shoal_rmr_t *grmr;
-    bool gather_in, gather_busy;
-
-    /* reports */
-    double busy;              /* seconds spent computing */
-    double busy_all[MODEL_MAX_LAYERS];
-    uint64_t bytes_sent;      /* to the neighbours in training steps */
-    uint32_t steps_run;
-    int reported_epoch;
-    double acc, tloss;
-    struct report rep;
-    bool rep_open;
-};
-
-__attribute__((format(printf, 2, 3)))
-static int sfail(struct stage *st, const char *fmt, ...)
+int stage_fail(struct stage *st, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(st->err, sizeof(st->err), fmt, ap);
     va_end(ap);
     return -EPROTO;
-}
-
-static bool reporter(const struct stage *st) { return st->r == 0 && st->s == st->K - 1; }
-
-static float *inbox_act(const struct stage *st, int i)
-{
-    return (float *)(st->inbox + (size_t)i * st->in_slot);
-}
-static int32_t *inbox_lab(const struct stage *st, int i)
-{
-    return (int32_t *)(st->inbox + (size_t)i * st->in_slot +
-                       (size_t)st->mb * (size_t)st->in_w * sizeof(float));
-}
-static float *out_act(const struct stage *st, int i)
-{
-    return (float *)(st->out + (size_t)i * st->out_slot);
-}
-static int32_t *out_lab(const struct stage *st, int i)
-{
-    return (int32_t *)(st->out + (size_t)i * st->out_slot +
-                       (size_t)st->mb * (size_t)st->out_w * sizeof(float));
-}
-
-/* ---- the chain: generations, reset, sync ------------------------------ */
-
-static void send_to(struct link *L, const struct pipe_msg *m)
-{
-    if (L->ep && L->up)
-        (void)pipe_send(L->ep, m); /* a failure shows as the link's EP_FAILED */
-}
-
-/*
- * Start generation @g: the step in progress stops, the neighbours hear of
- * it, and the chain agrees where to go on.
- */
-static void reset_to(struct stage *st, uint32_t g)
-{
-    st->gen = g;
-    st->syncing = st->restart = true;
-    st->sync_in = st->sync_out = st->go = false;
-    st->done_down = st->exit_up = false;
-    struct pipe_msg m = {.type = PIPE_RESET, .gen = g};
-    send_to(&st->up, &m);
-    send_to(&st->down, &m);
-}
-
-/* Forget a connection (its puts are canceled with it). */
-static void drop_link(struct stage *st, struct link *L)
-{
-    if (L->rmr)
-        shoal_rmr_destroy(L->rmr);
-    if (L->ep)
-        shoal_ep_abort(L->ep);
-    L->rmr = NULL;
-    L->ep = NULL;
-    L->up = false;
-    L->puts = 0;
-    if (L == &st->down) {
-        st->out_busy[0] = st->out_busy[1] = false;
-        st->gather_busy = false;
-        if (st->grmr)
-            shoal_rmr_destroy(st->grmr);
-        st->grmr = NULL;
-    } else if (L == &st->up) {
-        st->gout_busy[0] = st->gout_busy[1] = false;
-    }
-}
-
-static void lose_link(struct stage *st, struct link *L, const char *why)
-{
-    if (st->finished)
-        return;
-    fprintf(stderr, "shoal-train: worker %d: lost %s: %s; the replica starts over from the "
-            "last step every stage has\n", st->w, L->name, why ? why : "connection failed");
-    drop_link(st, L);
-    reset_to(st, st->gen + 1);
 }
 
 /* ---- setting up: the job, memory ---------------------------------------- */
@@ -273,12 +97,12 @@ static int reg(struct stage *st, void *addr, size_t len, unsigned access, shoal_
 {
     int rc = shoal_mr_reg(st->ctx, addr, len, access, mr);
     if (rc)
-        return sfail(st, "registering %zu bytes: %s", len, shoal_ctx_errmsg(st->ctx));
+        return stage_fail(st, "registering %zu bytes: %s", len, shoal_ctx_errmsg(st->ctx));
     return 0;
 }
 
 /* The job is known: the model, this stage's layers, every buffer. */
-static int setup(struct stage *st)
+int stage_setup(struct stage *st)
 {
     const struct pipe_job *j = &st->job;
     int hidden[MODEL_MAX_LAYERS];
@@ -286,7 +110,7 @@ static int setup(struct stage *st)
         hidden[l - 1] = (int)j->dims[l];
     if (model_init(&st->whole, (int)j->dims[0], hidden, (int)j->nlayers - 1,
                    (int)j->dims[j->nlayers]))
-        return sfail(st, "bad model shape");
+        return stage_fail(st, "bad model shape");
     layout_split(&st->lo, &st->whole, st->K, st->D, st->M);
     layout_stage_model(&st->lo, &st->whole, st->s, &st->m);
     const struct model *m = &st->m;
@@ -303,16 +127,16 @@ static int setup(struct stage *st)
     st->params = train_alloc_floats(m->nparams);
     st->grad = train_alloc_floats(m->nparams);
     if (!st->params || !st->grad)
-        return sfail(st, "out of memory");
+        return stage_fail(st, "out of memory");
     for (int l = 0; l < m->nlayers; l++)
         if (l + 1 < m->nlayers || st->s == st->K - 1)
             if (!(st->act[l] = alloc_floats(st, b * (size_t)m->dims[l + 1])))
-                return sfail(st, "out of memory");
+                return stage_fail(st, "out of memory");
     for (int i = 0; i < 2; i++)
         if (!(st->tmp[i] = alloc_floats(st, mb * (size_t)widest)))
-            return sfail(st, "out of memory");
+            return stage_fail(st, "out of memory");
     if (!(st->ones = alloc_floats(st, mb)))
-        return sfail(st, "out of memory");
+        return stage_fail(st, "out of memory");
     for (size_t i = 0; i < mb; i++)
         st->ones[i] = 1.0f;
     int rc;
@@ -320,7 +144,7 @@ static int setup(struct stage *st)
         st->inbox = (uint8_t *)alloc_floats(st, (size_t)st->M * st->in_slot / 4);
         st->gout = alloc_floats(st, 2 * mb * (size_t)st->in_w);
         if (!st->inbox || !st->gout)
-            return sfail(st, "out of memory");
+            return stage_fail(st, "out of memory");
         if ((rc = reg(st, st->inbox, (size_t)st->M * st->in_slot, SHOAL_ACCESS_REMOTE_WRITE,
                       &st->inbox_mr)) ||
             (rc = reg(st, st->gout, 2 * mb * (size_t)st->in_w * 4, 0, &st->gout_mr)))
@@ -330,16 +154,16 @@ static int setup(struct stage *st)
         st->out = (uint8_t *)alloc_floats(st, 2 * st->out_slot / 4);
         st->gin = alloc_floats(st, 2 * mb * (size_t)st->out_w);
         if (!st->out || !st->gin)
-            return sfail(st, "out of memory");
+            return stage_fail(st, "out of memory");
         if ((rc = reg(st, st->out, 2 * st->out_slot, 0, &st->out_mr)) ||
             (rc = reg(st, st->gin, 2 * mb * (size_t)st->out_w * 4, SHOAL_ACCESS_REMOTE_WRITE,
                       &st->gin_mr)))
             return rc;
     } else {
         if (!(st->dl = alloc_floats(st, mb * (size_t)st->out_w)))
-            return sfail(st, "out of memory");
+            return stage_fail(st, "out of memory");
         if (st->r == 0 && model_ws_init(&st->ews, m, st->mb))
-            return sfail(st, "out of memory");
+            return stage_fail(st, "out of memory");
     }
     /* Every replica starts from the same parameters: its slice of the
      * whole model's, element i a function of (seed, i). */
@@ -351,419 +175,6 @@ static int setup(struct stage *st)
             layout_bytes((double)m->nparams * sizeof(float), by, sizeof(by)));
     st->have_job = true;
     return 0;
-}
-
-/* A job from a HELLO must be the one this stage was started for. */
-static int check_job(struct stage *st, const struct pipe_job *j, char *why, size_t len)
-{
-    const struct train_cfg *c = st->c;
-    if (j->stages != (uint32_t)st->K || j->replicas != (uint32_t)st->D ||
-        j->micro != (uint32_t)st->M || j->batch != (uint32_t)st->b ||
-        j->epochs != (uint32_t)c->epochs) {
-        snprintf(why, len, "its job is %u replicas x %u stages, batch %u in %u micro-batches, "
-                 "%u epochs; this stage's is %d x %d, batch %d in %d, %d epochs", j->replicas,
-                 j->stages, j->batch, j->micro, j->epochs, st->D, st->K, st->b, st->M,
-                 c->epochs);
-        return -EINVAL;
-    }
-    bool same = j->nlayers == (uint32_t)c->nhidden + 1;
-    for (int l = 1; same && l <= c->nhidden; l++)
-        same = j->dims[l] == (uint32_t)c->hidden[l - 1];
-    if (!same) {
-        snprintf(why, len, "its model has other hidden layers than --hidden gave this stage");
-        return -EINVAL;
-    }
-    if (st->have_job && memcmp(j, &st->job, sizeof(*j)) != 0) {
-        snprintf(why, len, "its job differs from the one this stage learned first (another "
-                 "data set or iteration count?)");
-        return -EINVAL;
-    }
-    return 0;
-}
-
-static int pack(struct stage *st, shoal_mr_t *mr, uint8_t *desc, uint32_t *len)
-{
-    size_t n;
-    int rc = shoal_mr_pack(mr, desc, SHOAL_DESC_MAX, &n);
-    if (rc)
-        return sfail(st, "packing a descriptor: %s", shoal_strerror(rc));
-    *len = (uint32_t)n;
-    return 0;
-}
-
-static int unpack(struct stage *st, struct link *L, const uint8_t *desc, uint32_t len,
-                  size_t want, shoal_rmr_t **rmr)
-{
-    int rc = shoal_rmr_unpack(L->ep, desc, len, rmr);
-    if (rc)
-        return sfail(st, "%s sent a bad descriptor: %s", L->name, shoal_ctx_errmsg(st->ctx));
-    if (shoal_rmr_length(*rmr) != want || !(shoal_rmr_access(*rmr) & SHOAL_ACCESS_REMOTE_WRITE))
-        return sfail(st, "%s offers a %zu-byte region (or not writable); this layout needs %zu",
-                     L->name, shoal_rmr_length(*rmr), want);
-    return 0;
-}
-
-/* ---- connections ---------------------------------------------------------- */
-
-/* Where worker @w publishes its address. */
-static void addr_path(const struct train_cfg *c, int w, char *buf, size_t len)
-{
-    if (c->pipe_dir[0])
-        snprintf(buf, len, "%s/stage-%d", c->pipe_dir, w);
-    else
-        snprintf(buf, len, "%s.stage-%d", c->rendezvous, w);
-}
-
-static int listen_and_publish(struct stage *st)
-{
-    const struct train_cfg *c = st->c;
-    int rc = shoal_listen(st->ctx, c->host, 0, &st->lis);
-    if (rc)
-        return sfail(st, "cannot listen on %s: %s", c->host, shoal_ctx_errmsg(st->ctx));
-    char line[SHOAL_PS_HOST_MAX + 16], err[512];
-    int n = snprintf(line, sizeof(line), "%s %u\n", c->host, shoal_listener_port(st->lis));
-    addr_path(c, st->w, st->addr_file, sizeof(st->addr_file));
-    if (atomic_write(st->addr_file, line, (size_t)n, err, sizeof(err)))
-        return sfail(st, "publishing this stage's address: %s", err);
-    return 0;
-}
-
-static int send_hello(struct stage *st)
-{
-    struct pipe_msg m = {.type = PIPE_HELLO, .gen = st->gen};
-    struct pipe_hello *h = &m.u.hello;
-    h->worker = (uint32_t)st->w;
-    h->stage = (uint32_t)st->s;
-    h->replica = (uint32_t)st->r;
-    h->incarnation = st->incarnation;
-    h->job = st->job;
-    int rc = pack(st, st->gin_mr, h->desc, &h->desc_len);
-    if (rc)
-        return rc;
-    if (pipe_send(st->down.ep, &m)) {
-        lose_link(st, &st->down, "could not send HELLO");
-        return 0;
-    }
-    return 0;
-}
-
-/* Stage s < K-1: one attempt to connect to stage s + 1 (its address from
- * its file; it may not be up yet, or restarting). */
-static int try_connect(struct stage *st)
-{
-    if (st->down.ep || now_s() < st->next_connect)
-        return 0;
-    st->next_connect = now_s() + 0.1;
-    FILE *f = fopen(st->down_file, "r");
-    if (!f)
-        return 0;
-    char host[SHOAL_PS_HOST_MAX];
-    unsigned port;
-    int n = fscanf(f, "%63s %u", host, &port);
-    fclose(f);
-    if (n != 2 || port == 0 || port > 65535)
-        return 0; /* being rewritten */
-    shoal_ep_t *ep;
-    if (shoal_connect_retry(st->ctx, host, (uint16_t)port, 500, &ep))
-        return 0; /* a restarted stage publishes a new port: read the file again */
-    st->down.ep = ep;
-    st->down.up = false;
-    shoal_ep_set_user(ep, &st->down);
-    return send_hello(st);
-}
-
-static int on_hello(struct stage *st, const struct pipe_msg *m)
-{
-    const struct pipe_hello *h = &m->u.hello;
-    char why[512];
-    struct link *P = &st->pending;
-    if (h->stage != (uint32_t)st->s - 1 || h->replica != (uint32_t)st->r ||
-        h->worker != (uint32_t)st->w - 1) {
-        snprintf(why, sizeof(why), "it is worker %u (replica %u, stage %u); this is worker %d "
-                 "(replica %d, stage %d), which takes only worker %d", h->worker, h->replica,
-                 h->stage, st->w, st->r, st->s, st->w - 1);
-        goto refuse;
-    }
-    if (check_job(st, &h->job, why, sizeof(why)))
-        goto refuse;
-    if (!st->have_job) {
-        st->job = h->job;
-        int rc = setup(st);
-        if (rc)
-            return rc;
-    }
-    /* the new connection replaces the old one */
-    bool was_up = st->up.ep != NULL;
-    drop_link(st, &st->up);
-    st->up.ep = P->ep;
-    st->up.up = true;
-    shoal_ep_set_user(st->up.ep, &st->up);
-    P->ep = NULL;
-    int rc = unpack(st, &st->up, h->desc, h->desc_len,
-                    2 * (size_t)st->mb * (size_t)st->in_w * sizeof(float), &st->up.rmr);
-    if (rc)
-        return rc;
-    if (m->gen > st->gen) {
-        reset_to(st, m->gen);
-    } else if (!st->syncing) {
-        if (was_up)
-            fprintf(stderr, "shoal-train: worker %d: the stage before reconnected; the replica "
-                    "starts over from the last step every stage has\n", st->w);
-        reset_to(st, st->gen + 1);
-    }
-    struct pipe_msg wm = {.type = PIPE_WELCOME, .gen = st->gen};
-    wm.u.hello.worker = (uint32_t)st->w;
-    wm.u.hello.stage = (uint32_t)st->s;
-    wm.u.hello.replica = (uint32_t)st->r;
-    wm.u.hello.incarnation = st->incarnation;
-    if ((rc = pack(st, st->inbox_mr, wm.u.hello.desc, &wm.u.hello.desc_len)))
-        return rc;
-    send_to(&st->up, &wm);
-    /* the SYNC that counts comes on this connection */
-    st->sync_in = false;
-    return 0;
-refuse:
-    fprintf(stderr, "shoal-train: worker %d: refused a stage at %s: %s\n", st->w,
-            shoal_ep_peer(P->ep), why);
-    struct pipe_msg em = {.type = PIPE_ERROR};
-    snprintf(em.u.text, sizeof(em.u.text), "worker %d refused this stage: %.450s", st->w, why);
-    (void)pipe_send(P->ep, &em);
-    shoal_ep_close(P->ep);
-    P->ep = NULL;
-    return 0;
-}
-
-static int on_welcome(struct stage *st, const struct pipe_msg *m)
-{
-    const struct pipe_hello *h = &m->u.hello;
-    if (st->down.up)
-        return sfail(st, "the stage after sent WELCOME twice");
-    if (h->stage != (uint32_t)st->s + 1 || h->replica != (uint32_t)st->r)
-        return sfail(st, "the address of worker %d (%s) is worker %u's (replica %u, stage "
-                     "%u): stale --pipe-dir files of another job?", st->w + 1, st->down_file,
-                     h->worker, h->replica, h->stage);
-    /* its inbox: M slots of our out slot's size */
-    int rc = unpack(st, &st->down, h->desc, h->desc_len, (size_t)st->M * st->out_slot,
-                    &st->down.rmr);
-    if (rc)
-        return rc;
-    st->down.up = true;
-    if (m->gen > st->gen)
-        reset_to(st, m->gen);
-    st->sync_out = false; /* (again) on this connection */
-    return 0;
-}
-
-/* ---- events ---------------------------------------------------------------- */
-
-static int on_imm(struct stage *st, struct link *L, uint32_t imm)
-{
-    if (st->syncing)
-        return 0; /* the old generation's: dropped */
-    enum pipe_kind k = pipe_imm_kind(imm);
-    uint32_t i = pipe_imm_index(imm);
-    if (L == &st->up && k == PIPE_ACT) {
-        if (i != st->acts_in % (uint32_t)st->M)
-            return sfail(st, "the stage before sent micro-batch %u, expected %u", i,
-                         st->acts_in % (uint32_t)st->M);
-        st->acts_in++;
-    } else if (L == &st->up && k == PIPE_EVAL) {
-        if (i != (st->evals_in & 0x0fffffffu))
-            return sfail(st, "the stage before sent evaluation chunk %u, expected %u", i,
-                         st->evals_in);
-        st->evals_in++;
-    } else if (L == &st->up && k == PIPE_MODEL) {
-        st->gather_in = true;
-    } else if (L == &st->down && k == PIPE_GRAD) {
-        if (i != st->grads_in % (uint32_t)st->M)
-            return sfail(st, "the stage after sent the gradient of micro-batch %u, expected "
-                         "%u", i, st->grads_in % (uint32_t)st->M);
-        st->grads_in++;
-    } else {
-        return sfail(st, "%s wrote data of kind %d unasked", L->name, (int)k);
-    }
-    return 0;
-}
-
-static int on_message(struct stage *st, struct link *L, const void *data, size_t len)
-{
-    struct pipe_msg m;
-    char why[256];
-    if (pipe_decode(data, len, &m, why, sizeof(why)))
-        return sfail(st, "%s sent a bad message: %s", L->name, why);
-    if (L == &st->pending) {
-        if (m.type == PIPE_HELLO)
-            return on_hello(st, &m);
-        return sfail(st, "a stage connected and sent %s before HELLO", pipe_type_name(m.type));
-    }
-    if (m.type == PIPE_ERROR)
-        return sfail(st, "%s: %s", L->name, m.u.text);
-    if (m.type == PIPE_WELCOME && L == &st->down)
-        return on_welcome(st, &m);
-    if (m.gen > st->gen) /* a newer generation: start it, whatever the message */
-        reset_to(st, m.gen);
-    if (m.gen < st->gen)
-        return 0;        /* an older one's: dropped */
-    bool from_up = L == &st->up;
-    switch (m.type) {
-    case PIPE_RESET:
-        return 0;
-    case PIPE_SYNC:
-        if (from_up && st->syncing) {
-            st->sync_in = true;
-            st->sync_k = m.u.iteration;
-        }
-        return 0; /* (a repeat after a reconnection: already handled) */
-    case PIPE_GO:
-        if (!from_up && st->syncing && st->sync_out) {
-            st->go = true;
-            st->go_k = m.u.iteration;
-        }
-        return 0;
-    case PIPE_CREDIT:
-        if (m.u.kind == PIPE_GRAD && from_up)       /* our gradient inbox there */
-            st->credits_grad++;
-        else if (m.u.kind == PIPE_EVAL && !from_up) /* our chunks in its inbox */
-            st->credits_eval++;
-        else
-            break;
-        if (st->credits_grad > 2 || st->credits_eval > st->M)
-            return sfail(st, "%s returned more credits than it was given", L->name);
-        return 0;
-    case PIPE_STATS:
-        if (!from_up || m.u.stats.n != (uint32_t)st->s)
-            break;
-        for (uint32_t i = 0; i < m.u.stats.n; i++)
-            st->busy_all[i] = m.u.stats.busy[i];
-        return 0;
-    case PIPE_EVAL_END:
-        if (!from_up)
-            break;
-        st->eval_ends++;
-        st->eval_chunks = m.u.chunks;
-        return 0;
-    case PIPE_GATHER: {
-        if (from_up)
-            break;
-        if (st->grmr) /* offered again after a reset */
-            shoal_rmr_destroy(st->grmr);
-        st->grmr = NULL;
-        if (shoal_rmr_unpack(L->ep, m.u.gather.desc, m.u.gather.desc_len, &st->grmr))
-            return sfail(st, "the stage after sent a bad descriptor: %s",
-                         shoal_ctx_errmsg(st->ctx));
-        if (shoal_rmr_length(st->grmr) < (st->m.base + st->m.nparams) * sizeof(float))
-            return sfail(st, "the stage after offers %zu bytes to gather the model in; it "
-                         "needs %zu", shoal_rmr_length(st->grmr),
-                         (st->m.base + st->m.nparams) * sizeof(float));
-        return 0;
-    }
-    case PIPE_DONE:
-        if (from_up)
-            break;
-        st->done_down = true;
-        return 0;
-    case PIPE_EXIT:
-        if (!from_up)
-            break;
-        st->exit_up = true;
-        return 0;
-    case PIPE_HELLO:
-    case PIPE_WELCOME:
-        break;
-    default:
-        break;
-    }
-    return sfail(st, "%s sent an unexpected %s", L->name, pipe_type_name(m.type));
-}
-
-static void accept_poll(struct stage *st)
-{
-    shoal_ep_t *ep;
-    if (shoal_accept(st->lis, 0, &ep))
-        return;
-    if (st->pending.ep) /* one at a time: the newer one wins */
-        shoal_ep_abort(st->pending.ep);
-    st->pending.ep = ep;
-    shoal_ep_set_user(ep, &st->pending);
-}
-
-/* Wait up to @timeout_ms for events and handle them; <0 on a failure. */
-static int pump(struct stage *st, int timeout_ms)
-{
-    if (st->lis && now_s() - st->last_accept > 0.02) {
-        st->last_accept = now_s();
-        accept_poll(st);
-    }
-    shoal_event_t ev[32];
-    int n = timeout_ms ? shoal_wait(st->ctx, ev, 32, timeout_ms) : shoal_poll(st->ctx, ev, 32);
-    if (n < 0)
-        return sfail(st, "transport: %s", shoal_ctx_errmsg(st->ctx));
-    for (int i = 0; i < n; i++) {
-        struct link *L = ev[i].ep ? shoal_ep_user(ev[i].ep) : NULL;
-        if (!L || L->ep != ev[i].ep)
-            continue; /* a connection already dropped */
-        int rc = 0;
-        switch (ev[i].type) {
-        case SHOAL_EV_PUT_DONE: {
-            int kind = (int)(ev[i].wr_id >> 8), slot = (int)(ev[i].wr_id & 1);
-            L->puts--;
-            if (kind == PIPE_GRAD)
-                st->gout_busy[slot] = false;
-            else if (kind == PIPE_MODEL)
-                st->gather_busy = false;
-            else
-                st->out_busy[slot] = false;
-            if (ev[i].status)
-                lose_link(st, L, ev[i].reason ? ev[i].reason : shoal_strerror(ev[i].status));
-            break;
-        }
-        case SHOAL_EV_SEND_DONE:
-            if (ev[i].status && L != &st->pending)
-                lose_link(st, L, ev[i].reason ? ev[i].reason : shoal_strerror(ev[i].status));
-            break;
-        case SHOAL_EV_IMM:
-            if (L != &st->pending)
-                rc = on_imm(st, L, ev[i].imm);
-            break;
-        case SHOAL_EV_RECV:
-            rc = on_message(st, L, ev[i].data, ev[i].len);
-            break;
-        case SHOAL_EV_EP_FAILED:
-            if (L == &st->pending) {
-                shoal_ep_abort(L->ep);
-                L->ep = NULL;
-            } else {
-                lose_link(st, L, ev[i].reason);
-            }
-            break;
-        default:
-            break;
-        }
-        if (rc)
-            return rc;
-    }
-    return 0;
-}
-
-typedef bool (*ready_fn)(const struct stage *st, uint32_t arg);
-
-/* Pump until @ready(st, arg): 0, -ERESTART when a reset stops the step,
- * or a failure (no progress for the idle timeout included). */
-static int wait_for(struct stage *st, ready_fn ready, uint32_t arg, const char *what)
-{
-    double since = now_s();
-    for (;;) {
-        if (st->restart)
-            return -ERESTART;
-        if (ready(st, arg))
-            return 0;
-        int rc = pump(st, 20);
-        if (rc)
-            return rc;
-        if ((now_s() - since) * 1000 > st->c->idle_timeout_ms)
-            return sfail(st, "no progress for %d ms while waiting for %s",
-                         st->c->idle_timeout_ms, what);
-    }
 }
 
 static bool act_in(const struct stage *st, uint32_t m) { return st->acts_in > st->acts_used + m; }
@@ -810,36 +221,6 @@ static bool got_exit(const struct stage *st, uint32_t u)
     return st->exit_up;
 }
 
-/* Put @len bytes from @mr+@loff to the link's inbox at @roff. */
-static int put(struct stage *st, struct link *L, shoal_mr_t *mr, size_t loff, shoal_rmr_t *rmr,
-               size_t roff, size_t len, uint32_t imm, uint64_t wr_id)
-{
-    for (;;) {
-        if (st->restart)
-            return -ERESTART;
-        int rc = shoal_put(L->ep, mr, loff, rmr, roff, len, SHOAL_PUT_IMM, imm, wr_id);
-        if (rc == 0) {
-            L->puts++;
-            if (pipe_imm_kind(imm) == PIPE_ACT || pipe_imm_kind(imm) == PIPE_GRAD)
-                st->bytes_sent += len; /* training traffic (not evaluation, --save) */
-            return 0;
-        }
-        if (rc != -EAGAIN) {
-            lose_link(st, L, shoal_strerror(rc));
-            return -ERESTART;
-        }
-        if ((rc = pump(st, 1)))
-            return rc;
-    }
-}
-
-static void send_msg(struct stage *st, struct link *L, struct pipe_msg *m)
-{
-    m->gen = st->gen;
-    if (L->ep && pipe_send(L->ep, m))
-        lose_link(st, L, "could not send");
-}
-
 /* ---- the work ------------------------------------------------------------- */
 
 /* Layer outputs of micro-batch @mi (or evaluation rows when @eval). */
@@ -861,7 +242,7 @@ static int forward_one(struct stage *st, int mi, const float *in, const int32_t 
     int slot = -1;
     if (st->s < st->K - 1) {
         slot = (int)(st->out_seq & 1);
-        if ((rc = wait_for(st, kind == PIPE_EVAL ? eval_slot_free : out_free, (uint32_t)slot,
+        if ((rc = chain_wait(st, kind == PIPE_EVAL ? eval_slot_free : out_free, (uint32_t)slot,
                            "an output slot")))
             return rc;
     }
@@ -877,7 +258,7 @@ static int forward_one(struct stage *st, int mi, const float *in, const int32_t 
     st->out_seq++;
     if (kind == PIPE_EVAL)
         st->credits_eval--;
-    return put(st, &st->down, st->out_mr, (size_t)slot * st->out_slot, st->down.rmr,
+    return chain_put(st, &st->down, st->out_mr, (size_t)slot * st->out_slot, st->down.rmr,
                (size_t)dest * st->out_slot, st->out_slot, pipe_imm(kind, index),
                (uint64_t)kind << 8 | (uint64_t)slot);
 }
@@ -895,7 +276,7 @@ static int train_step(struct stage *st, uint32_t j, float *loss_out)
     if (k < j) { /* the servers went back (a restart from a checkpoint) */
         fprintf(stderr, "shoal-train: worker %d: step %u, but the servers continue this "
                 "stage at iteration %u; the replica starts over from there\n", st->w, j, k);
-        reset_to(st, st->gen + 1);
+        chain_reset(st, st->gen + 1);
         return -ERESTART;
     }
     bool push = k == j;
@@ -912,7 +293,7 @@ static int train_step(struct stage *st, uint32_t j, float *loss_out)
         batcher_fill(&st->bt, t, st->b, st->x, st->y);
     }
     /* the evaluation chunks of before must all be read: they used the inbox */
-    if (st->s < st->K - 1 && (rc = wait_for(st, eval_idle, 0, "the evaluation to drain")))
+    if (st->s < st->K - 1 && (rc = chain_wait(st, eval_idle, 0, "the evaluation to drain")))
         return rc;
     /* all forwards */
     for (int mi = 0; mi < M; mi++) {
@@ -922,14 +303,14 @@ static int train_step(struct stage *st, uint32_t j, float *loss_out)
             in = st->x + (size_t)mi * mb * (size_t)st->in_w;
             lab = st->y + (size_t)mi * mb;
         } else {
-            if ((rc = wait_for(st, act_in, (uint32_t)mi, "activations from the stage before")))
+            if ((rc = chain_wait(st, act_in, (uint32_t)mi, "activations from the stage before")))
                 return rc;
             in = inbox_act(st, mi);
             lab = inbox_lab(st, mi);
         }
         if ((rc = forward_one(st, mi, in, lab, PIPE_ACT, (uint32_t)mi, (uint32_t)mi)))
             return rc;
-        if ((rc = pump(st, 0)))
+        if ((rc = chain_pump(st, 0)))
             return rc;
     }
     if (stats_due(st)) {
@@ -938,7 +319,7 @@ static int train_step(struct stage *st, uint32_t j, float *loss_out)
         sm.u.stats.n = (uint32_t)st->s + 1;
         st->busy_all[st->s] = st->busy;
         memcpy(sm.u.stats.busy, st->busy_all, sizeof(double) * (size_t)(st->s + 1));
-        send_msg(st, &st->down, &sm);
+        chain_send(st, &st->down, &sm);
     }
     /* all backwards */
     double loss = 0;
@@ -955,7 +336,7 @@ static int train_step(struct stage *st, uint32_t j, float *loss_out)
             st->busy += now_s() - t0;
             d = st->dl;
         } else {
-            if ((rc = wait_for(st, grad_in, (uint32_t)mi, "a gradient from the stage after")))
+            if ((rc = chain_wait(st, grad_in, (uint32_t)mi, "a gradient from the stage after")))
                 return rc;
             d = st->gin + (size_t)((st->grads_used + (uint32_t)mi) & 1) * mb * (size_t)st->out_w;
         }
@@ -963,7 +344,7 @@ static int train_step(struct stage *st, uint32_t j, float *loss_out)
         float *din = NULL;
         if (st->s > 0) {
             gslot = (int)(st->gout_seq & 1);
-            if ((rc = wait_for(st, gout_free, (uint32_t)gslot, "a gradient slot of the stage "
+            if ((rc = chain_wait(st, gout_free, (uint32_t)gslot, "a gradient slot of the stage "
                                "before")))
                 return rc;
             din = st->gout + (size_t)gslot * mb * (size_t)st->in_w;
@@ -975,20 +356,20 @@ static int train_step(struct stage *st, uint32_t j, float *loss_out)
         if (st->s < st->K - 1) { /* done with that gradient slot */
             struct pipe_msg cm = {.type = PIPE_CREDIT};
             cm.u.kind = PIPE_GRAD;
-            send_msg(st, &st->down, &cm);
+            chain_send(st, &st->down, &cm);
         }
         if (st->s > 0) { /* done with inbox slot mi: its gradient goes back */
             size_t len = (size_t)mb * (size_t)st->in_w * sizeof(float);
             st->gout_busy[gslot] = true;
             st->credits_grad--;
-            rc = put(st, &st->up, st->gout_mr, (size_t)gslot * len, st->up.rmr,
+            rc = chain_put(st, &st->up, st->gout_mr, (size_t)gslot * len, st->up.rmr,
                      (size_t)(st->gout_seq & 1) * len, len, pipe_imm(PIPE_GRAD, (uint32_t)mi),
                      (uint64_t)PIPE_GRAD << 8 | (uint64_t)gslot);
             st->gout_seq++;
             if (rc)
                 return rc;
         }
-        if ((rc = pump(st, 0)))
+        if ((rc = chain_pump(st, 0)))
             return rc;
     }
     st->acts_used += st->s > 0 ? (uint32_t)M : 0;
@@ -1002,7 +383,7 @@ static int train_step(struct stage *st, uint32_t j, float *loss_out)
             /* a server went back to a checkpoint: the replica resyncs */
             fprintf(stderr, "shoal-train: worker %d: the servers continue at iteration %u; "
                     "the replica starts over from there\n", st->w, shoal_ps_iteration(st->ps));
-            reset_to(st, st->gen + 1);
+            chain_reset(st, st->gen + 1);
         }
     }
     *loss_out = (float)(loss / st->b);
@@ -1034,19 +415,19 @@ static int eval_epoch(struct stage *st, int e)
             rc = forward_one(st, 0, st->x, st->y, PIPE_EVAL, chunks, chunks % (uint32_t)st->M);
             if (rc)
                 return rc;
-            if ((rc = pump(st, 0)))
+            if ((rc = chain_pump(st, 0)))
                 return rc;
         }
         struct pipe_msg em = {.type = PIPE_EVAL_END};
         em.u.chunks = chunks;
-        send_msg(st, &st->down, &em);
+        chain_send(st, &st->down, &em);
         return 0;
     }
     double loss = 0;
     size_t ok = 0, n = 0;
     uint32_t i = 0; /* chunks count from 0 in each evaluation */
     for (;; i++) {
-        if ((rc = wait_for(st, chunk_or_end, i, "evaluation data from the stage before")))
+        if ((rc = chain_wait(st, chunk_or_end, i, "evaluation data from the stage before")))
             return rc;
         if (st->evals_in <= i)
             break; /* all came */
@@ -1070,14 +451,14 @@ static int eval_epoch(struct stage *st, int e)
         }
         struct pipe_msg cm = {.type = PIPE_CREDIT};
         cm.u.kind = PIPE_EVAL;
-        send_msg(st, &st->up, &cm);
+        chain_send(st, &st->up, &cm);
     }
     st->evals_in = 0;
     st->eval_ends = 0;
     if (st->s < st->K - 1) {
         struct pipe_msg em = {.type = PIPE_EVAL_END};
         em.u.chunks = i;
-        send_msg(st, &st->down, &em);
+        chain_send(st, &st->down, &em);
         return 0;
     }
     st->acc = n ? (double)ok / (double)n : 0.0;
@@ -1097,26 +478,26 @@ static int gather(struct stage *st)
     const size_t have = st->m.base + st->m.nparams; /* floats up to and with ours */
     if (!st->gbuf) {
         if (!(st->gbuf = train_alloc_floats(have)))
-            return sfail(st, "out of memory");
+            return stage_fail(st, "out of memory");
         if ((rc = reg(st, st->gbuf, have * sizeof(float), SHOAL_ACCESS_REMOTE_WRITE,
                       &st->gbuf_mr)))
             return rc;
     }
     if (st->s > 0) {
         struct pipe_msg gm = {.type = PIPE_GATHER};
-        if ((rc = pack(st, st->gbuf_mr, gm.u.gather.desc, &gm.u.gather.desc_len)))
+        if ((rc = chain_pack(st, st->gbuf_mr, gm.u.gather.desc, &gm.u.gather.desc_len)))
             return rc;
-        send_msg(st, &st->up, &gm);
+        chain_send(st, &st->up, &gm);
     }
-    if ((rc = wait_for(st, gather_ready, 0, "the gathered model")))
+    if ((rc = chain_wait(st, gather_ready, 0, "the gathered model")))
         return rc;
     memcpy(st->gbuf + st->m.base, st->params, st->m.nparams * sizeof(float));
     if (st->s < st->K - 1) {
         st->gather_busy = true;
-        if ((rc = put(st, &st->down, st->gbuf_mr, 0, st->grmr, 0, have * sizeof(float),
+        if ((rc = chain_put(st, &st->down, st->gbuf_mr, 0, st->grmr, 0, have * sizeof(float),
                       pipe_imm(PIPE_MODEL, 0), (uint64_t)PIPE_MODEL << 8)))
             return rc;
-        return wait_for(st, gather_sent, 0, "the gathered model to leave");
+        return chain_wait(st, gather_sent, 0, "the gathered model to leave");
     }
     if ((rc = modelfile_save(st->c->save, &st->whole, st->gbuf, st->err, sizeof(st->err))))
         return rc;
@@ -1132,12 +513,12 @@ static int finish_job(struct stage *st)
     if (st->r == 0 && st->c->save[0] && (rc = gather(st)))
         return rc;
     struct pipe_msg m = {0};
-    if (st->s < st->K - 1 && (rc = wait_for(st, got_done, 0, "the stages after to finish")))
+    if (st->s < st->K - 1 && (rc = chain_wait(st, got_done, 0, "the stages after to finish")))
         return rc;
     if (st->s > 0) {
         m.type = PIPE_DONE;
-        send_msg(st, &st->up, &m);
-        if ((rc = wait_for(st, got_exit, 0, "the stages before to finish")))
+        chain_send(st, &st->up, &m);
+        if ((rc = chain_wait(st, got_exit, 0, "the stages before to finish")))
             return rc;
     }
     if (st->s < st->K - 1) {
@@ -1147,9 +528,9 @@ static int finish_job(struct stage *st)
         sm.u.stats.n = (uint32_t)st->s + 1;
         st->busy_all[st->s] = st->busy;
         memcpy(sm.u.stats.busy, st->busy_all, sizeof(double) * (size_t)(st->s + 1));
-        send_msg(st, &st->down, &sm);
+        chain_send(st, &st->down, &sm);
         m.type = PIPE_EXIT;
-        send_msg(st, &st->down, &m);
+        chain_send(st, &st->down, &m);
     }
     st->busy_all[st->s] = st->busy;
     st->finished = true;
@@ -1181,7 +562,7 @@ static int run_step(struct stage *st, uint32_t j)
 
 static void start_line(struct stage *st);
 
-static int join_ps(struct stage *st)
+int stage_join_ps(struct stage *st)
 {
     const struct train_cfg *c = st->c;
     shoal_ps_config_t pc;
@@ -1253,73 +634,6 @@ static void start_line(struct stage *st)
             lay);
 }
 
-/* ---- the chain agrees where to go on ---------------------------------------- */
-
-static int sync_chain(struct stage *st)
-{
-    double since = now_s();
-    for (;;) {
-        int rc;
-        if (st->s < st->K - 1 && st->have_job && (rc = try_connect(st)))
-            return rc;
-        if ((rc = pump(st, 20)))
-            return rc;
-        if (st->have_job && !st->ps && (rc = join_ps(st)))
-            return rc;
-        if (!st->ps) {
-            if ((now_s() - since) * 1000 > st->c->connect_timeout_ms)
-                return sfail(st, "no word from worker %d (the stage before) within %d ms",
-                             st->w - 1, st->c->connect_timeout_ms);
-            continue;
-        }
-        bool up_ok = st->s == 0 || st->up.up, down_ok = st->s == st->K - 1 || st->down.up;
-        uint32_t mine = shoal_ps_iteration(st->ps);
-        if (up_ok && down_ok && !st->sync_out && st->s < st->K - 1 &&
-            (st->s == 0 || st->sync_in)) {
-            struct pipe_msg m = {.type = PIPE_SYNC};
-            m.u.iteration = st->s == 0 || mine < st->sync_k ? mine : st->sync_k;
-            send_msg(st, &st->down, &m);
-            st->sync_out = true;
-            continue;
-        }
-        uint32_t j = 0;
-        bool start = false;
-        if (st->s == st->K - 1 && up_ok && st->sync_in) {
-            j = mine < st->sync_k ? mine : st->sync_k;
-            start = true;
-        } else if (st->s < st->K - 1 && st->go && up_ok) {
-            j = st->go_k;
-            start = true;
-        }
-        if (start) {
-            /* new generation's counters before anyone may send its data */
-            st->acts_in = st->acts_used = st->grads_in = st->grads_used = 0;
-            st->evals_in = st->eval_ends = 0;
-            st->gather_in = false;
-            st->credits_grad = 2;
-            st->credits_eval = st->M;
-            st->out_seq = st->gout_seq = 0;
-            st->syncing = st->restart = false;
-            if (st->s > 0) {
-                struct pipe_msg m = {.type = PIPE_GO};
-                m.u.iteration = j;
-                send_msg(st, &st->up, &m);
-            }
-            if (st->syncing) /* the GO could not be sent */
-                continue;
-            if (st->gen > 0)
-                fprintf(stderr, "shoal-train: worker %d: generation %u of the chain: step %u "
-                        "next\n", st->w, st->gen, j);
-            st->step = j;
-            return 0;
-        }
-        if ((now_s() - since) * 1000 > st->c->idle_timeout_ms)
-            return sfail(st, "the replica's stages did not come together within %d ms (%s%s)",
-                         st->c->idle_timeout_ms, up_ok ? "" : "no stage before; ",
-                         down_ok ? "" : "no stage after");
-    }
-}
-
 /* ---- the role --------------------------------------------------------------- */
 
 static int load_first(struct stage *st)
@@ -1332,10 +646,10 @@ static int load_first(struct stage *st)
     st->sh = (struct shard){.index = st->r, .shard = st->r, .shards = st->D, .member = true};
     struct model m;
     if (model_init(&m, st->train.dim, c->hidden, c->nhidden, st->train.classes))
-        return sfail(st, "bad model shape");
+        return stage_fail(st, "bad model shape");
     int iters = train_iters_per_epoch(c, st->train.total / (size_t)st->D);
     if (iters < 1)
-        return sfail(st, "a replica's shard of %zu samples holds no batch of %d",
+        return stage_fail(st, "a replica's shard of %zu samples holds no batch of %d",
                      st->train.total / (size_t)st->D, c->batch);
     struct pipe_job *j = &st->job;
     j->stages = (uint32_t)st->K;
@@ -1347,12 +661,12 @@ static int load_first(struct stage *st)
     j->nlayers = (uint32_t)m.nlayers;
     for (int l = 0; l <= m.nlayers; l++)
         j->dims[l] = (uint32_t)m.dims[l];
-    if ((rc = setup(st)))
+    if ((rc = stage_setup(st)))
         return rc;
     st->x = malloc((size_t)st->b * (size_t)st->in_w * sizeof(float));
     st->y = malloc((size_t)st->b * sizeof(int32_t));
     if (!st->x || !st->y || batcher_init(&st->bt, &st->train, c->seed, st->r))
-        return sfail(st, "out of memory");
+        return stage_fail(st, "out of memory");
     st->act_bytes += (size_t)st->b * ((size_t)st->in_w + 1) * sizeof(float);
     return 0;
 }
@@ -1380,9 +694,9 @@ static void report_end(struct stage *st)
 
 static void free_all(struct stage *st)
 {
-    drop_link(st, &st->pending);
-    drop_link(st, &st->up);
-    drop_link(st, &st->down);
+    chain_drop(st, &st->pending);
+    chain_drop(st, &st->up);
+    chain_drop(st, &st->down);
     if (st->lis)
         shoal_listener_close(st->lis);
     shoal_mr_t *mrs[] = {st->inbox_mr, st->out_mr, st->gin_mr, st->gout_mr, st->gbuf_mr};
@@ -1413,24 +727,6 @@ static void free_all(struct stage *st)
     data_free(&st->test);
 }
 
-/* Close the connections after the chain ended: the messages sent are
- * flushed by shoal_ep_close. */
-static void close_links(struct stage *st)
-{
-    struct link *L[] = {&st->up, &st->down};
-    for (int i = 0; i < 2; i++) {
-        if (L[i]->rmr)
-            shoal_rmr_destroy(L[i]->rmr);
-        L[i]->rmr = NULL;
-        if (L[i]->ep)
-            shoal_ep_close(L[i]->ep);
-        L[i]->ep = NULL;
-    }
-    if (st->grmr)
-        shoal_rmr_destroy(st->grmr);
-    st->grmr = NULL;
-}
-
 int stage_main(const struct train_cfg *c)
 {
     static struct stage S; /* large; one per process */
@@ -1452,7 +748,7 @@ int stage_main(const struct train_cfg *c)
     st->down.name = "the stage after";
     st->pending.name = "a connecting stage";
     st->syncing = true;
-    addr_path(c, st->w + 1, st->down_file, sizeof(st->down_file));
+    chain_addr_path(c, st->w + 1, st->down_file, sizeof(st->down_file));
 
     /* The data between stages moves while the stage computes only if
      * someone progresses the context: its own thread, unless the user
@@ -1463,17 +759,17 @@ int stage_main(const struct train_cfg *c)
         cfg.progress = SHOAL_PROGRESS_THREAD;
     int rc = shoal_config_from_env(&cfg, st->err, sizeof(st->err));
     if (rc == 0 && (rc = shoal_ctx_create(&cfg, &st->ctx)))
-        sfail(st, "cannot open a transport: %s", shoal_strerror(rc));
+        stage_fail(st, "cannot open a transport: %s", shoal_strerror(rc));
     if (rc == 0 && st->s > 0)
-        rc = listen_and_publish(st);
+        rc = chain_listen(st);
     if (rc == 0 && st->s == 0) {
         rc = load_first(st);
         if (rc == 0)
-            rc = join_ps(st);
+            rc = stage_join_ps(st);
     }
     while (rc == 0 && !st->finished) {
         if (st->syncing) {
-            rc = sync_chain(st);
+            rc = chain_sync(st);
             continue;
         }
         rc = run_step(st, st->step);
@@ -1485,7 +781,7 @@ int stage_main(const struct train_cfg *c)
             st->step++;
     }
     if (rc == 0) {
-        close_links(st);
+        chain_close(st);
         if (st->rep_open) {
             const double wall = now_s() - st->rep.t0;
             /* (one write per line: the ranks of a job often share stderr) */
