@@ -9,7 +9,11 @@
 . "$(dirname "$0")/lib.sh"
 need_data
 data_slice "$scratch/data" 1280 256 || { echo "cannot cut a slice of $data" >&2; exit 99; }
-args="--data $scratch/data -q --hidden 4096,4096,4096 --epochs 1 --iters-per-epoch 2"
+# (--fail-timeout 30000: the servers' first read of a worker's 147 MB of
+# parameters, and a round, can take longer than the default 2 s on a
+# loaded machine; the job would then look for a lost server.)
+args="--data $scratch/data -q --hidden 4096,4096,4096 --epochs 1 --iters-per-epoch 2
+      --fail-timeout 30000"
 whole=$(( 784 * 4096 + 4096 + 2 * (4096 * 4096 + 4096) + 4096 * 10 + 10 ))
 if ! timeout 300 "$run" -n 1 -s 1 --timeout 280 -- "$train" $args >"$scratch/dp.log" 2>&1; then
     cat "$scratch/dp.log"; bad "data parallel, 1 worker: the job failed"; finish
