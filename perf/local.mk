@@ -28,3 +28,12 @@ perf_train_mpi_allreduce_CFLAGS = $(AM_CFLAGS) $(MPI_CFLAGS)
 perf_train_mpi_allreduce_LDADD = $(MPI_LIBS)
 endif
 TESTS += perf/train/smoke.sh
+
+# ---- pipe-compare: data parallel against pipelines (shoal-train --stages) --
+# perf/pipe-compare trains one wide model pure data parallel and as 2- and
+# 4-stage pipelines of the same workers and global batch, in one run:
+# samples/s, each stage's busy share against the GPipe ideal, bytes each
+# worker sends per iteration, peak memory.  perf/pipe/smoke.sh (make
+# check) runs it briefly.
+EXTRA_DIST += perf/pipe-compare perf/pipe/smoke.sh
+TESTS += perf/pipe/smoke.sh

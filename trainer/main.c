@@ -19,17 +19,20 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "layout.h"
 #include "train.h"
 
 static void usage(FILE *out)
 {
     fprintf(out,
 "Usage: shoal-train [OPTIONS]                 (one rank of a job: see shoal-run(1))\n"
-"       shoal-train --single [OPTIONS]        (the same training in one process)\n"
+"       shoal-train --single [OPTIONS]        (the same training in one process;\n"
+"                                              --workers W [--stages K]: its batches)\n"
 "       shoal-train --eval MODEL [--data DIR | --train F --test F]\n"
 "       shoal-train --compare MODEL1 MODEL2 [--tolerance X]\n"
 "\n"
-"Data-parallel SGD with parameter servers over libshoal (RDMA verbs, or UCX).\n"
+"Data-parallel (and pipeline-parallel: --stages) SGD with parameter servers over\n"
+"libshoal (RDMA verbs, or UCX).\n"
 "\n"
 "Job:\n"
 "  -s, --servers S         server ranks (default SHOAL_SERVERS, else 1); the other\n"
@@ -70,7 +73,7 @@ static void usage(FILE *out)
 "      --mode MODE         bsp (default), async or ssp\n"
 "      --staleness S       ssp: how many iterations ahead of the slowest (default 2)\n"
 "  -e, --epochs N          (default 10)\n"
-"  -b, --batch N           per worker (default 64)\n"
+"  -b, --batch N           per worker, or per replica with --stages (default 64)\n"
 "      --iters-per-epoch N   cap the iterations per epoch (short runs)\n"
 "      --bench-rounds N    no training: time N parameter rounds (push, update,\n"
 "                          parameters back) with no compute between them, after\n"
@@ -83,8 +86,27 @@ static void usage(FILE *out)
 "      --lr-step N --lr-gamma G   step: times G every N epochs (default 3, 0.1)\n"
 "      --seed N            model init and shuffles (default 1)\n"
 "      --threads N         OpenBLAS threads per process (default 1)\n"
+"Model and hybrid parallelism:\n"
+"      --stages K          cut the model's layers into K consecutive stages on K\n"
+"                          workers (balanced by parameter count, which for dense\n"
+"                          layers is also compute); the W workers form W/K\n"
+"                          data-parallel replicas of that pipeline (W must be a\n"
+"                          multiple of K; at most one stage per layer).  Each\n"
+"                          worker holds only its stage's parameters, gradients and\n"
+"                          activations: use it when the model does not fit one\n"
+"                          worker, or when the model is so wide that pushing all\n"
+"                          of it every iteration costs more than sending\n"
+"                          activations between stages (default 1: data parallel)\n"
+"      --micro-batches M   stages>1: cut each replica's batch (-b) into M\n"
+"                          micro-batches that flow through the stages at once\n"
+"                          (GPipe); M must divide the batch; a stage is idle\n"
+"                          (K-1)/(M+K-1) of the time at best (default 4)\n"
+"      --pipe-dir DIR      stages>1: a directory every worker can write (shared\n"
+"                          across hosts) where stages publish their addresses\n"
+"                          (default: next to the --rendezvous file)\n"
 "Output:\n"
 "      --metrics FILE      CSV: time, epoch, iteration, loss, samples/s, accuracy\n"
+"                          (with --stages, each stage's busy share too)\n"
 "      --save FILE         write the final model (atomically)\n"
 "      --log-interval SEC  progress line period (default 1)\n"
 "      --verify            check every parameter delivery with a CRC (slower)\n"
@@ -106,7 +128,7 @@ enum {
     O_FEAT, O_CLASSES, O_HIDDEN, O_MODEL, O_MODE, O_STALE, O_IPE, O_LR, O_MOM, O_WD,
     O_SCHED, O_LRSTEP, O_GAMMA, O_SEED, O_THREADS, O_METRICS, O_SAVE, O_LOGINT, O_VERIFY, O_COMPRESS,
     O_SINGLE, O_WORKERS, O_EVAL, O_COMPARE, O_TOL, O_FTO, O_RTO, O_RCTO, O_CKDIR, O_CKEVERY,
-    O_CKSECS, O_RESUME, O_AUTH, O_BENCH,
+    O_CKSECS, O_RESUME, O_AUTH, O_BENCH, O_STAGES, O_MICRO, O_PIPEDIR,
 };
 
 static const struct option opts[] = {
@@ -136,6 +158,9 @@ static const struct option opts[] = {
     {"checkpoint-every", required_argument, 0, O_CKEVERY},
     {"checkpoint-secs", required_argument, 0, O_CKSECS}, {"resume", no_argument, 0, O_RESUME},
     {"auth-file", required_argument, 0, O_AUTH},
+    {"stages", required_argument, 0, O_STAGES},
+    {"micro-batches", required_argument, 0, O_MICRO},
+    {"pipe-dir", required_argument, 0, O_PIPEDIR},
     {"compare", required_argument, 0, O_COMPARE}, {"tolerance", required_argument, 0, O_TOL},
     {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
 
@@ -280,7 +305,7 @@ int main(int argc, char **argv)
         .connect_timeout_ms = 60000, .idle_timeout_ms = 120000, .fail_timeout_ms = 2000,
         .rejoin_timeout_ms = 10000, .reconnect_timeout_ms = 120000, .checkpoint_every = 200,
         .hidden = {256}, .nhidden = 1, .mode = SHOAL_PS_BSP, .staleness = 2, .epochs = 10,
-        .batch = 64, .seed = 1, .threads = 1, .log_interval = 1.0,
+        .batch = 64, .seed = 1, .threads = 1, .log_interval = 1.0, .stages = 1, .micro = 0,
         .opt = {.lr = 0.1f, .momentum = 0.9f, .schedule = SHOAL_PS_LR_COSINE, .step_epochs = 3,
                 .gamma = 0.1f},
     };
@@ -405,6 +430,9 @@ int main(int argc, char **argv)
             setenv("SHOAL_AUTH_FILE", optarg, 1);
             break;
         case O_TOL: tolerance = real(o, optarg, 0, 1e9); break;
+        case O_STAGES: c.stages = (int)num(o, optarg, 1, MODEL_MAX_LAYERS); break;
+        case O_MICRO: c.micro = (int)num(o, optarg, 1, LAYOUT_MAX_MICRO); break;
+        case O_PIPEDIR: copy(c.pipe_dir, sizeof(c.pipe_dir), o, optarg); break;
         case 'q': c.quiet = true; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
@@ -429,11 +457,34 @@ int main(int argc, char **argv)
         fprintf(stderr, "shoal-train: --train and --test go together (LIBSVM files)\n");
         return 2;
     }
+    if (c.stages == 1 && c.micro > 1) {
+        fprintf(stderr, "shoal-train: --micro-batches cuts a pipeline's batch: it needs "
+                "--stages 2 or more\n");
+        return 2;
+    }
+    if (c.micro == 0)
+        c.micro = c.stages > 1 ? 4 : 1;
+    char lerr[256];
+    /* The layout, as far as it is known before the job (workers below). */
+    if (layout_check(single ? c.workers : 0, c.stages, c.nhidden + 1, c.batch, c.micro, lerr,
+                     sizeof(lerr))) {
+        fprintf(stderr, "shoal-train: %s\n", lerr);
+        return 2;
+    }
+    if (c.stages > 1 && c.bench_rounds) {
+        fprintf(stderr, "shoal-train: --bench-rounds times the parameter round of data "
+                "parallelism; it does not run with --stages\n");
+        return 2;
+    }
     openblas_set_num_threads(c.threads);
     if (eval)
         return eval_main(&c, eval);
-    if (single)
+    if (single) {
+        /* The same global batches: one shard per replica. */
+        if (c.stages > 1)
+            c.workers = (c.workers > 0 ? c.workers : c.stages) / c.stages;
         return single_main(&c);
+    }
     if (c.bench_rounds > 0)
         c.epochs = 1; /* the rounds are one epoch of iterations */
 
@@ -469,6 +520,16 @@ int main(int argc, char **argv)
         fprintf(stderr, "shoal-train: %d workers; at most %d\n", c.workers, SHOAL_PS_MAX_WORKERS);
         return 2;
     }
+    if (layout_check(c.workers, c.stages, c.nhidden + 1, c.batch, c.micro, lerr,
+                     sizeof(lerr))) {
+        fprintf(stderr, "shoal-train: %s\n", lerr);
+        return 2;
+    }
+    if (c.stages > 1 && !c.rendezvous[0] && !c.pipe_dir[0]) {
+        fprintf(stderr, "shoal-train: --stages: where do the stages meet? give --pipe-dir DIR "
+                "(a directory every worker can write) or --rendezvous FILE\n");
+        return 2;
+    }
     if (!c.rendezvous[0]) {
         if (!coord) {
             fprintf(stderr, "shoal-train: where is server 0? give --coordinator HOST:PORT or "
@@ -480,5 +541,7 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    return c.rank < c.servers ? server_main(&c) : worker_main(&c);
+    if (c.rank < c.servers)
+        return server_main(&c);
+    return c.stages > 1 ? stage_main(&c) : worker_main(&c);
 }

@@ -9,7 +9,10 @@
  *             db_l = D_l^T 1                     one sgemv
  *             D_{l-1} = (D_l W_l^T) * [A_{l-1} > 0]   one sgemm (not for l = 1)
  * The element-wise steps (bias rows, relu, softmax, mask) are single
- * passes over the activations; every product is BLAS.
+ * passes over the activations; every product is BLAS.  A part of a model
+ * (a pipeline stage) runs the same steps on its own layers; the stage
+ * before it gets D = (D_first W_first^T) * [A_in > 0] from it, and only
+ * the last part computes the loss.
  */
 #include "model.h"
 
@@ -43,6 +46,27 @@ int model_init(struct model *m, int inputs, const int *hidden, int nhidden, int 
         off += (size_t)m->dims[l + 1];
     }
     m->nparams = off;
+    m->scores = true;
+    return 0;
+}
+
+int model_part(const struct model *whole, int l0, int l1, struct model *part)
+{
+    memset(part, 0, sizeof(*part));
+    if (l0 < 0 || l1 <= l0 || l1 > whole->nlayers)
+        return -EINVAL;
+    part->nlayers = l1 - l0;
+    part->first = whole->first + l0;
+    part->base = whole->base + whole->w_off[l0];
+    for (int l = 0; l <= part->nlayers; l++)
+        part->dims[l] = whole->dims[l0 + l];
+    for (int l = 0; l < part->nlayers; l++) {
+        part->w_off[l] = whole->w_off[l0 + l] - whole->w_off[l0];
+        part->b_off[l] = whole->b_off[l0 + l] - whole->w_off[l0];
+    }
+    part->nparams = (l1 < whole->nlayers ? whole->w_off[l1] : whole->nparams) -
+                    whole->w_off[l0];
+    part->scores = whole->scores && l1 == whole->nlayers;
     return 0;
 }
 
@@ -78,7 +102,7 @@ void model_init_params(const struct model *m, float *p, uint64_t seed)
         double bound = 1.0 / sqrt((double)m->dims[l]);
         size_t end = l + 1 < m->nlayers ? m->w_off[l + 1] : m->nparams;
         for (size_t i = m->w_off[l]; i < end; i++) {
-            double u = rng_unit(rng_mix(seed * 0x100000001b3ull + i));
+            double u = rng_unit(rng_mix(seed * 0x100000001b3ull + m->base + i));
             p[i] = (float)((2.0 * u - 1.0) * bound);
         }
     }
@@ -119,21 +143,19 @@ void model_ws_free(struct model_ws *ws)
     memset(ws, 0, sizeof(*ws));
 }
 
-/* Forward pass of B rows from @in; leaves the class scores (pre-softmax)
- * in ws->act[nlayers] and the hidden activations in between. */
-static void forward(const struct model *m, const float *p, const float *in, int B,
-                    struct model_ws *ws)
+void model_forward(const struct model *m, const float *p, const float *in, int B,
+                   float *const *act)
 {
     const float *a = in;
     for (int l = 0; l < m->nlayers; l++) {
         int k = m->dims[l], n = m->dims[l + 1];
-        float *z = ws->act[l + 1];
+        float *z = act[l];
         const float *b = p + m->b_off[l];
         for (int r = 0; r < B; r++)
             memcpy(z + (size_t)r * n, b, (size_t)n * sizeof(float));
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, n, k, 1.0f, a, k,
                     p + m->w_off[l], n, 1.0f, z, n);
-        if (l + 1 < m->nlayers)
+        if (l + 1 < m->nlayers || !m->scores)
             for (size_t i = 0; i < (size_t)B * n; i++)
                 z[i] = z[i] > 0.0f ? z[i] : 0.0f;
         a = z;
@@ -157,34 +179,35 @@ static float softmax_row(const float *z, int n, int y, float *prob)
     return (float)(logz - z[y]);
 }
 
-float model_grad(const struct model *m, const float *p, float *g, const float *x,
-                 const int32_t *y, int B, struct model_ws *ws)
+double model_loss_grad(const float *z, const int32_t *y, int B, int C, float scale, float *d)
 {
-    const int L = m->nlayers, C = m->dims[L];
-    const float *in = x ? x : ws->act[0];
-    forward(m, p, in, B, ws);
-
-    /* D_L = (softmax - onehot) / B */
-    float *d = ws->delta[0];
     double loss = 0.0;
-    const float *zl = ws->act[L];
     for (int r = 0; r < B; r++) {
         float *dr = d + (size_t)r * C;
-        loss += softmax_row(zl + (size_t)r * C, C, y[r], dr);
+        loss += softmax_row(z + (size_t)r * C, C, y[r], dr);
         dr[y[r]] -= 1.0f;
         for (int j = 0; j < C; j++)
-            dr[j] *= 1.0f / (float)B;
+            dr[j] *= scale;
     }
+    return loss;
+}
+
+void model_backward(const struct model *m, const float *p, float *g, float beta,
+                    const float *in, float *const *act, const float *d, float *din,
+                    float *const *tmp, const float *ones, int B)
+{
+    const int L = m->nlayers;
     for (int l = L - 1; l >= 0; l--) {
         int k = m->dims[l], n = m->dims[l + 1];
-        const float *a = l ? ws->act[l] : in;
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, n, B, 1.0f, a, k, d, n, 0.0f,
+        const float *a = l ? act[l - 1] : in;
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, n, B, 1.0f, a, k, d, n, beta,
                     g + m->w_off[l], n);
-        cblas_sgemv(CblasRowMajor, CblasTrans, B, n, 1.0f, d, n, ws->ones, 1, 0.0f,
+        cblas_sgemv(CblasRowMajor, CblasTrans, B, n, 1.0f, d, n, ones, 1, beta,
                     g + m->b_off[l], 1);
-        if (l == 0)
+        if (l == 0 && !din)
             break;
-        float *dprev = ws->delta[(L - l) & 1];
+        /* (alternating scratch: never the buffer d is read from) */
+        float *dprev = l ? tmp[(L - l) & 1] : din;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, k, n, 1.0f, d, n,
                     p + m->w_off[l], n, 0.0f, dprev, k);
         for (size_t i = 0; i < (size_t)B * k; i++)
@@ -192,6 +215,17 @@ float model_grad(const struct model *m, const float *p, float *g, const float *x
                 dprev[i] = 0.0f;
         d = dprev;
     }
+}
+
+float model_grad(const struct model *m, const float *p, float *g, const float *x,
+                 const int32_t *y, int B, struct model_ws *ws)
+{
+    const int L = m->nlayers, C = m->dims[L];
+    const float *in = x ? x : ws->act[0];
+    model_forward(m, p, in, B, ws->act + 1);
+    /* D_L = (softmax - onehot) / B */
+    double loss = model_loss_grad(ws->act[L], y, B, C, 1.0f / (float)B, ws->delta[0]);
+    model_backward(m, p, g, 0.0f, in, ws->act + 1, ws->delta[0], NULL, ws->delta, ws->ones, B);
     return (float)(loss / B);
 }
 
@@ -203,7 +237,7 @@ float model_eval(const struct model *m, const float *p, const float *x, const in
     size_t ok = 0;
     for (size_t at = 0; at < n; at += (size_t)ws->maxb) {
         int B = (int)(n - at < (size_t)ws->maxb ? n - at : (size_t)ws->maxb);
-        forward(m, p, x + at * (size_t)D, B, ws);
+        model_forward(m, p, x + at * (size_t)D, B, ws->act + 1);
         const float *z = ws->act[m->nlayers];
         for (int r = 0; r < B; r++) {
             const float *zr = z + (size_t)r * C;

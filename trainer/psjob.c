@@ -38,6 +38,10 @@ void train_ps_config(const struct train_cfg *c, size_t nparams, int iters,
     o->resume = c->resume;
     o->verify = c->verify;
     o->quiet = c->quiet;
+    /* A pipeline's stages are parameter groups: stage s of every replica
+     * trains group s (the worker's group, rank and size are set by the
+     * stage; see stage.c). */
+    o->groups = c->stages > 1 ? c->stages : 1;
     shoal_ps_job_t *j = &o->job;
     j->workers = c->workers;
     j->mode = c->mode;

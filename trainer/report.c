@@ -18,7 +18,7 @@ double now_s(void)
 
 int report_open(struct report *r, const char *metrics_path, double interval, bool quiet,
                 const char *transport, const char *label, int epochs, int iters_per_epoch,
-                int workers, int batch, char *err, size_t errlen)
+                int workers, int batch, int stages, char *err, size_t errlen)
 {
     memset(r, 0, sizeof(*r));
     r->tty = isatty(STDERR_FILENO);
@@ -30,6 +30,7 @@ int report_open(struct report *r, const char *metrics_path, double interval, boo
     r->iters_per_epoch = iters_per_epoch;
     r->workers = workers;
     r->batch = batch;
+    r->stages = stages > 1 ? (stages < REPORT_MAX_STAGES ? stages : REPORT_MAX_STAGES) : 0;
     r->t0 = r->last = now_s();
     if (metrics_path && *metrics_path) {
         snprintf(r->path, sizeof(r->path), "%s", metrics_path);
@@ -40,7 +41,10 @@ int report_open(struct report *r, const char *metrics_path, double interval, boo
             snprintf(err, errlen, "%s: cannot create: %s", tmp, strerror(errno));
             return -errno;
         }
-        fprintf(r->csv, "time_s,epoch,iteration,loss,samples_per_s,test_accuracy,test_loss\n");
+        fprintf(r->csv, "time_s,epoch,iteration,loss,samples_per_s,test_accuracy,test_loss");
+        for (int i = 0; i < r->stages; i++)
+            fprintf(r->csv, ",busy_stage%d", i);
+        fprintf(r->csv, "\n");
     }
     return 0;
 }
@@ -50,13 +54,23 @@ static void emit(struct report *r, int epoch, int iter, double now)
     double dt = now - r->last;
     double rate = dt > 0 ? (double)(r->samples - r->samples_at_last) / dt : 0.0;
     double loss = r->loss_n ? r->loss_sum / r->loss_n : 0.0;
+    /* each stage's share of the interval spent computing */
+    char busy[16 * REPORT_MAX_STAGES + 16] = "", cols[16 * REPORT_MAX_STAGES] = "";
+    for (int i = 0, at = 0, ct = 0; i < r->stages; i++) {
+        double f = dt > 0 ? (r->busy[i] - r->busy_at_last[i]) / dt : 0.0;
+        f = f < 0 ? 0 : f > 1 ? 1 : f;
+        at += snprintf(busy + at, sizeof(busy) - (size_t)at, "%s%.0f%%", i ? " " : "  busy ",
+                       100.0 * f);
+        ct += snprintf(cols + ct, sizeof(cols) - (size_t)ct, ",%.3f", f);
+        r->busy_at_last[i] = r->busy[i];
+    }
     if (r->csv)
-        fprintf(r->csv, "%.3f,%d,%d,%.6f,%.1f,,\n", now - r->t0, epoch + 1,
-                epoch * r->iters_per_epoch + iter + 1, loss, rate);
+        fprintf(r->csv, "%.3f,%d,%d,%.6f,%.1f,,%s\n", now - r->t0, epoch + 1,
+                epoch * r->iters_per_epoch + iter + 1, loss, rate, cols);
     if (!r->quiet) {
-        fprintf(stderr, "%sepoch %d/%d  iter %d/%d  loss %.4f  %.0f samples/s  [%s, %s]%s",
+        fprintf(stderr, "%sepoch %d/%d  iter %d/%d  loss %.4f  %.0f samples/s%s  [%s, %s]%s",
                 r->tty ? "\r\033[K" : "", epoch + 1, r->epochs, iter + 1, r->iters_per_epoch,
-                loss, rate, r->label, r->transport, r->tty ? "" : "\n");
+                loss, rate, busy, r->label, r->transport, r->tty ? "" : "\n");
         r->line_open = r->tty;
         fflush(stderr);
     }
@@ -83,8 +97,11 @@ void report_epoch(struct report *r, int epoch, double test_acc, double test_loss
         emit(r, epoch, r->iters_per_epoch - 1, now);
     double el = now - r->t0;
     if (r->csv) {
-        fprintf(r->csv, "%.3f,%d,%d,,,%.4f,%.6f\n", el, epoch + 1,
+        fprintf(r->csv, "%.3f,%d,%d,,,%.4f,%.6f", el, epoch + 1,
                 (epoch + 1) * r->iters_per_epoch, test_acc, test_loss);
+        for (int i = 0; i < r->stages; i++)
+            fputc(',', r->csv);
+        fputc('\n', r->csv);
         fflush(r->csv);
     }
     if (r->line_open)
@@ -95,6 +112,12 @@ void report_epoch(struct report *r, int epoch, double test_acc, double test_loss
             epoch + 1, r->epochs, 100.0 * test_acc, test_loss, el,
             el > 0 ? (double)r->samples / el : 0.0);
     fflush(stderr);
+}
+
+void report_busy(struct report *r, const double *busy)
+{
+    for (int i = 0; i < r->stages; i++)
+        r->busy[i] = busy[i];
 }
 
 int report_close(struct report *r, char *err, size_t errlen)

@@ -79,7 +79,7 @@ int single_main(const struct train_cfg *c)
     model_describe(&m, desc, sizeof(desc));
     snprintf(label, sizeof(label), "%s single process, %d shards", desc, W);
     if ((rc = report_open(&rep, c->metrics, c->log_interval, c->quiet, "no network", label,
-                          c->epochs, iters, 1, B, err, sizeof(err))))
+                          c->epochs, iters, 1, B, 1, err, sizeof(err))))
         goto out;
     rep_open = true;
     fprintf(stderr, "shoal-train: %s, %zu parameters, global batch %d, %d iterations per "

@@ -74,6 +74,12 @@ struct train_cfg {
     uint64_t seed;
     int threads;                     /* OpenBLAS threads per process */
 
+    /* pipeline (layout.h): W workers = W / stages replicas x stages */
+    int stages;                      /* K: consecutive layer runs on K workers */
+    int micro;                       /* M: micro-batches a replica's batch is cut into */
+    char pipe_dir[TRAIN_PATH_MAX];   /* where stages publish their addresses ("" = next
+                                        to the rendezvous file) */
+
     /* output */
     char metrics[TRAIN_PATH_MAX];
     char save[TRAIN_PATH_MAX];
@@ -121,6 +127,8 @@ const char *train_placement(const shoal_ctx_t *ctx);
 
 int server_main(const struct train_cfg *c);
 int worker_main(const struct train_cfg *c);
+/* A worker that is one stage of a pipeline replica (--stages > 1). */
+int stage_main(const struct train_cfg *c);
 /* The whole job in one process, no network: the reference BSP is
  * checked against (same shards, same global batches). */
 int single_main(const struct train_cfg *c);

@@ -13,12 +13,8 @@
  * iteration; the batches are a function of the iteration, so the worker
  * redoes exactly the work the server lost.
  *
- * Data.  The worker holds only its data shard.  Before the first batch of
- * each epoch it asks the PS layer which workers share the training set in
- * that epoch (server 0 decides); when that moves its shard (a worker was
- * lost for good, or one came back), it frees the shard and reads its new
- * one from the file.  The PS layer keeps the job alive meanwhile.
- * Without failures the shard is always its own, index % workers == rank.
+ * Data.  The worker holds only its data shard, and follows each epoch's
+ * membership (shard.c).
  */
 #include <cblas.h>
 #include <errno.h>
@@ -31,6 +27,7 @@
 #include "batch.h"
 #include "modelfile.h"
 #include "report.h"
+#include "shard.h"
 #include "train.h"
 
 struct worker {
@@ -39,8 +36,7 @@ struct worker {
     shoal_ps_t *ps;
     struct model m;
     float *params, *grad;
-    int shard, shards;        /* the data shard held: shard of shards */
-    bool member;              /* among the workers that share the data this epoch */
+    struct shard sh;          /* the data shard held */
     char err[1024];
 };
 
@@ -58,63 +54,6 @@ static int psfail(struct worker *w, int rc)
 {
     snprintf(w->err, sizeof(w->err), "%s", shoal_ps_errmsg(w->ps));
     return rc;
-}
-
-/*
- * Before the first batch of epoch e: the epoch's data membership, and when
- * it moves this worker's data shard, free the old shard and read the new
- * one (the batcher follows).
- */
-static int enter_epoch(struct worker *w, int e, struct dataset *train, struct batcher *bt)
-{
-    const struct train_cfg *c = w->c;
-    bool member;
-    int shard, shards;
-    int rc = shoal_ps_data_shard(w->ps, (uint32_t)e, &member, &shard, &shards);
-    if (rc)
-        return psfail(w, rc);
-    int n = shards;
-    bool was = w->member;
-    w->member = member;
-    if (shard == w->shard && shards == w->shards) {
-        if (!member)
-            fprintf(stderr, "shoal-train: worker %d: epoch %d: not among the workers that "
-                    "share the data (it rejoined after the epoch's membership was fixed); "
-                    "its own shard %d of %d (%zu samples) for this epoch\n", w->index, e + 1,
-                    shard, shards, train->n);
-        else if (!was)
-            fprintf(stderr, "shoal-train: worker %d: epoch %d: data shard %d of %d live "
-                    "workers (%zu samples)\n", w->index, e + 1, shard, shards, train->n);
-        return 0;
-    }
-    (void)n;
-    const int dim = train->dim, classes = train->classes;
-    batcher_free(bt);
-    data_free(train);
-    w->shard = w->shards = -1; /* none until the new one is in */
-    double t0 = now_s();
-    char err[768];
-    rc = train_load_data(c, shard, shards, train, NULL, NULL, err, sizeof(err));
-    if (rc)
-        return wfail(w, "epoch %d: reading data shard %d of %d: %s", e + 1, shard, shards, err);
-    if (train->dim != dim || train->classes != classes)
-        return wfail(w, "epoch %d: the training data changed on disk: %d features and %d "
-                     "classes now, %d and %d at the start", e + 1, train->dim, train->classes,
-                     dim, classes);
-    if (batcher_init(bt, train, c->seed, w->index))
-        return wfail(w, "out of memory");
-    w->shard = shard;
-    w->shards = shards;
-    if (member)
-        fprintf(stderr, "shoal-train: worker %d: epoch %d: data shard %d of %d live workers "
-                "(%zu samples; read in %.2f s)\n", w->index, e + 1, shard, shards, train->n,
-                now_s() - t0);
-    else
-        fprintf(stderr, "shoal-train: worker %d: epoch %d: not among the workers that "
-                "share the data (it rejoined after the epoch's membership was fixed); its own "
-                "shard %d of %d (%zu samples; read in %.2f s) for this epoch\n", w->index,
-                e + 1, shard, shards, train->n, now_s() - t0);
-    return 0;
 }
 
 static int cmp_float(const void *a, const void *b)
@@ -160,9 +99,8 @@ int worker_main(const struct train_cfg *c)
                          w->err, sizeof(w->err));
     if (rc)
         goto out;
-    w->shard = w->index;
-    w->shards = c->workers;
-    w->member = true;
+    w->sh = (struct shard){.index = w->index, .shard = w->index, .shards = c->workers,
+                           .member = true};
     rc = model_init(&w->m, train.dim, c->hidden, c->nhidden, train.classes);
     if (rc) {
         wfail(w, "bad model shape");
@@ -223,7 +161,7 @@ int worker_main(const struct train_cfg *c)
                 w->m.nparams * sizeof(float));
         if ((rc = report_open(&rep, c->metrics, c->log_interval, c->quiet,
                               shoal_ps_describe(w->ps), label, c->epochs, iters, c->workers,
-                              c->batch, w->err, sizeof(w->err))))
+                              c->batch, 1, w->err, sizeof(w->err))))
             goto out;
         rep_open = true;
         fprintf(stderr, "shoal-train: %s, %zu parameters, %d servers, batch %d per worker, "
@@ -242,7 +180,8 @@ int worker_main(const struct train_cfg *c)
     for (uint32_t k = shoal_ps_iteration(w->ps); k < total; k = shoal_ps_iteration(w->ps)) {
         const int e = (int)(k / (uint32_t)iters), t = (int)(k % (uint32_t)iters);
         if (e != epoch) {
-            if ((rc = enter_epoch(w, e, &train, &bt)))
+            if ((rc = shard_enter_epoch(c, w->ps, &w->sh, e, &train, &bt, w->err,
+                                        sizeof(w->err))))
                 goto out;
             if (shoal_ps_iteration(w->ps) != k) { /* reconnected meanwhile */
                 epoch = -1;

@@ -25,12 +25,17 @@
 # host crash need two VMs: tests/trainer/faults-pair.sh (make
 # check-faults-pair).
 #
-#   tests/trainer/faults-vm.sh [SCENARIO...]   (faults.sh's names; default
-#                                               the four above)
+# Then one hybrid job's fault from faults-pipe.sh: 2 replicas x 2 stages,
+# replica 1's first stage killed and restarted (bsp), with the same short
+# job.  A scenario named "pipe:NAME" is faults-pipe.sh's NAME.
+#
+#   tests/trainer/faults-vm.sh [SCENARIO...]   (faults.sh's names, or
+#                                               pipe:NAME; default the five
+#                                               above)
 # Environment: SHOAL_FAULT_VM_BAR (bsp bar in % x 100, default 8100:
 # undisturbed, the short job reaches 83.2%, as on the host: bsp is
 # deterministic), SHOAL_FAULT_VM_BAR_ASYNC (7400), SHOAL_FAULT_VM_LIMIT
-# (the VM's time limit, 720 s); SHOAL_FAULT_* as for faults.sh override
+# (the VM's time limit, 840 s); SHOAL_FAULT_* as for faults.sh override
 # the job.
 # Exit status: faults.sh's; 77 (SKIPPED, with the reason) when no VM can
 # boot here.
@@ -40,16 +45,28 @@ need_vm "verbs fault suite"
 data_slice "$scratch/data" 12800 2000 ||
     { echo "faults-vm.sh: cannot cut a slice of $data" >&2; exit 99; }
 
-scenarios=${*:-worker_kill:bsp:restart worker_stop server_kill servers_kill:2}
-limit=${SHOAL_FAULT_VM_LIMIT:-720}
+scenarios=${*:-worker_kill:bsp:restart worker_stop server_kill servers_kill:2 pipe:stage_kill:bsp:1:0}
+limit=${SHOAL_FAULT_VM_LIMIT:-840}
 echo "faults-vm.sh: verbs over rxe in one VM (2 vCPUs); scenarios: $scenarios"
 # The guest: the job's knobs (unless the caller set them), then faults.sh.
 guest_cmd='
 export SHOAL_TRANSPORT=verbs SHOAL_TRAIN_HOST=$SOFTROCE_IP
 echo "== rxe: $SOFTROCE_DEV on $SOFTROCE_NETDEV, $SOFTROCE_IP"
 cd "$VM_BUILD" || exit 99
-abs_top_srcdir=$VM_SRC abs_top_builddir=$VM_BUILD bash "$VM_SRC/tests/trainer/faults.sh" $VM_SCENARIOS
-rc=$?
+dp= pipe=
+for sc in $VM_SCENARIOS; do
+    case $sc in pipe:*) pipe="$pipe ${sc#pipe:}" ;; *) dp="$dp $sc" ;; esac
+done
+rc=0
+if [ -n "$dp" ]; then
+    abs_top_srcdir=$VM_SRC abs_top_builddir=$VM_BUILD bash "$VM_SRC/tests/trainer/faults.sh" $dp
+    rc=$?
+fi
+if [ -n "$pipe" ]; then
+    abs_top_srcdir=$VM_SRC abs_top_builddir=$VM_BUILD bash "$VM_SRC/tests/trainer/faults-pipe.sh" $pipe
+    prc=$?
+    [ $rc = 0 ] && rc=$prc
+fi
 echo "== rxe counters: $(rdma statistic show 2>/dev/null | tr -s " " | tr "\n" " ")"
 exit $rc
 '
