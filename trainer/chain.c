@@ -83,6 +83,13 @@ static void lose_link(struct stage *st, struct link *L, const char *why)
 {
     if (st->finished)
         return;
+    if (st->finishing && L == &st->up) {
+        /* Every step is done and the stage before closed: it has finished
+         * (its EXIT may come after the close event); nothing is lost. */
+        chain_drop(st, L);
+        st->exit_up = true;
+        return;
+    }
     fprintf(stderr, "shoal-train: worker %d: lost %s: %s; the replica starts over from the "
             "last step every stage has\n", st->w, L->name, why ? why : "connection failed");
     chain_drop(st, L);

@@ -512,6 +512,7 @@ static int finish_job(struct stage *st)
     int rc;
     if (st->r == 0 && st->c->save[0] && (rc = gather(st)))
         return rc;
+    st->finishing = true;
     struct pipe_msg m = {0};
     if (st->s < st->K - 1 && (rc = chain_wait(st, got_done, 0, "the stages after to finish")))
         return rc;

@@ -77,6 +77,7 @@ struct stage {
     bool sync_in, sync_out, go;
     uint32_t sync_k, go_k;
     bool done_down, exit_up, finished;
+    bool finishing;           /* in finish_job: every step done, the chain is ending */
     uint32_t step;
 
     /* data in flight, counted since GO */

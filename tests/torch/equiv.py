@@ -7,6 +7,7 @@ torch.optim optimizer; MODE bsp: the servers run it.  Prints "ok:"/"FAIL:"
 lines, and each worker a digest of its final parameters (equiv.sh checks
 the replicas are identical)."""
 import hashlib
+import os
 import sys
 
 import torch
@@ -50,8 +51,13 @@ while opt.iteration < K:
 stats = opt.stats()
 opt.finish()
 flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-print("worker %d: parameters %s" % (me, hashlib.sha256(flat.numpy().tobytes()).hexdigest()))
-print("worker %d: %d steps, %d gradient copies" % (me, stats["steps"], stats["grad_copies"]))
+sys.stdout.flush()
+# one write() a line: the workers share the log, and a line must not be cut
+# by the other's (print may write the text and the newline apart)
+os.write(1, ("worker %d: parameters %s\n" % (me, hashlib.sha256(flat.numpy().tobytes())
+                                               .hexdigest())).encode())
+os.write(1, ("worker %d: %d steps, %d gradient copies\n" % (me, stats["steps"],
+                                                            stats["grad_copies"])).encode())
 if me != 0:
     sys.exit(0)
 
