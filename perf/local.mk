@@ -34,6 +34,6 @@ TESTS += perf/train/smoke.sh
 # 4-stage pipelines of the same workers and global batch, in one run:
 # samples/s, each stage's busy share against the GPipe ideal, bytes each
 # worker sends per iteration, peak memory.  perf/pipe/smoke.sh (make
-# check) runs it briefly.
+# check) runs it briefly.  See docs/PERFORMANCE.md "Hybrid parallelism".
 EXTRA_DIST += perf/pipe-compare perf/pipe/smoke.sh
 TESTS += perf/pipe/smoke.sh
