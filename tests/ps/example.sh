@@ -21,7 +21,10 @@ pc="$root/lib/pkgconfig"
     echo "ok: installed shoal_ps.h, libshoal-ps and shoal-ps.pc" ||
     fail "shoal_ps.h or shoal-ps.pc not installed"
 cp "$top/examples/c/linreg.c" "$top/examples/c/Makefile" "$scratch/"
-PKG_CONFIG_PATH=$pc PKG_CONFIG_SYSROOT_DIR=$scratch/root make -C "$scratch" linreg CFLAGS="-O2 -Wall -Wextra -Werror" \
+# In a sanitizer build the installed libraries need the ASan runtime first:
+# the example is built with the same flags.
+san=$(sed -n 's/^SAN_CFLAGS = //p' "$build/Makefile")
+PKG_CONFIG_PATH=$pc PKG_CONFIG_SYSROOT_DIR=$scratch/root make -C "$scratch" linreg CFLAGS="-O2 -Wall -Wextra -Werror $san" \
     >"$scratch/build.log" 2>&1 || { cat "$scratch/build.log"; fail "building the example"; }
 flags=$(PKG_CONFIG_PATH=$pc PKG_CONFIG_SYSROOT_DIR=$scratch/root pkg-config --cflags --libs shoal-ps)
 grep -q -- "-I$root/include" <<<"$flags" && grep -q -- "-L$root/lib" <<<"$flags" &&
