@@ -150,8 +150,12 @@ typedef struct shoal_config {
     char auth_file[SHOAL_AUTH_FILE_MAX]; /**< SHOAL_AUTH_FILE: shared secret; "" = none */
     int spin_us;                    /**< SHOAL_SPIN_US: how long shoal_wait() polls before
                                          it sleeps; -1 = auto (100, or 5 when more local
-                                         processes than CPUs share the node) */
+                                         processes x waiters than CPUs share the node) */
     shoal_progress_t progress;      /**< SHOAL_PROGRESS=off|thread; see Progress */
+    int waiters;                    /**< set by the application, no variable: how many
+                                         threads of this process wait in shoal_wait() on
+                                         contexts of their own (a worker with a co-located
+                                         server: 2); the auto spin counts them; 0 = 1 */
 } shoal_config_t;
 
 /** Set every field to its built-in default. */

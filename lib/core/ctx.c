@@ -71,14 +71,18 @@ static long spin_ns(const shoal_ctx_t *ctx)
 {
     if (ctx->cfg.spin_us >= 0)
         return ctx->cfg.spin_us * 1000L;
+    /* Waiting threads that poll take the CPU their peers need once there
+     * are more of them than CPUs: local processes times the threads of
+     * each that wait on a context of their own. */
     int local = ctx->plan ? ctx->plan->pub.local_size : 1;
+    int waiters = ctx->cfg.waiters > 1 ? ctx->cfg.waiters : 1;
     cpu_set_t set;
     int cpus = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 0;
     if (cpus <= 0)
         cpus = (int)sysconf(_SC_NPROCESSORS_ONLN);
-    bool crowded = cpus > 0 && local > cpus;
-    shoal__debug(ctx, "shoal_wait polls %d us before sleeping (%d local processes, %d CPUs)",
-                 crowded ? 5 : 100, local, cpus);
+    bool crowded = cpus > 0 && (long)local * waiters > cpus;
+    shoal__debug(ctx, "shoal_wait polls %d us before sleeping (%d local processes x %d "
+                 "waiting threads, %d CPUs)", crowded ? 5 : 100, local, waiters, cpus);
     return crowded ? 5000L : 100000L;
 }
 
@@ -99,6 +103,8 @@ static const char *bad_field(const shoal_config_t *c)
         return "auth_file (not NUL-terminated)";
     if ((unsigned)c->progress > SHOAL_PROGRESS_THREAD)
         return "progress (not a shoal_progress_t)";
+    if (c->waiters < 0 || c->waiters > 4096)
+        return "waiters (must be 0 to 4096)";
     return NULL;
 }
 

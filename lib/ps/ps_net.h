@@ -11,9 +11,12 @@
 #include "shoal_ps.h"
 
 /* A context configured from SHOAL_*; with @progress_thread, SHOAL_PROGRESS
- * defaults to thread (the variable still decides when set).  Errors
+ * defaults to thread (the variable still decides when set).  @waiters:
+ * threads of this process that wait on contexts of their own (2 for a
+ * worker with a co-located server), for libshoal's spin rule.  Errors
  * explained in err. */
-int ps_net_ctx(shoal_ctx_t **ctx, bool progress_thread, char *err, size_t errlen);
+int ps_net_ctx(shoal_ctx_t **ctx, bool progress_thread, int waiters, char *err,
+               size_t errlen);
 
 /* Where server 0 listens: the coordinator, or the rendezvous file (waited
  * for until the connect timeout). */

@@ -1262,7 +1262,7 @@ int ps_serve(const shoal_ps_config_t *cfg, const int *stop, char *err, size_t er
     const char *inj = getenv("SHOAL_TRAIN_INJECT");
     s->inject_torn = inj && strcmp(inj, "torn") == 0;
     s->t_start = s->last_look = ps_now();
-    if ((rc = ps_net_ctx(&s->ctx, false, s->err, s->errlen)) == 0 && (rc = start(s)) == 0)
+    if ((rc = ps_net_ctx(&s->ctx, false, stop ? 2 : 1, s->err, s->errlen)) == 0 && (rc = start(s)) == 0)
         rc = run(s);
     for (int g = 0; rc == 0 && g < s->ngroups; g++) {
         struct sgroup *G = &s->g[g];

@@ -670,7 +670,7 @@ int shoal_ps_create(const shoal_ps_config_t *cfg, const shoal_ps_tensor_t *t, in
         w->peer[s].index = s;
         ps_shard(P, w->S, s, &w->peer[s].off, &w->peer[s].len);
     }
-    if ((rc = ps_net_ctx(&w->ctx, true, err, errlen)))
+    if ((rc = ps_net_ctx(&w->ctx, true, colocated ? 2 : 1, err, errlen)))
         goto fail;
     const shoal_ps_job_t *j = &w->cfg.job;
     shoal_ps_wire_bytes(j, P, w->S, &w->push_bytes, &w->pull_bytes);

@@ -478,6 +478,11 @@ static void test_ctx_errors(void)
     CU_ASSERT_EQUAL(shoal_ctx_create(&c, &ctx), -EINVAL);
     CU_ASSERT_PTR_NULL(ctx);
     shoal_config_init(&c);
+    c.waiters = -1;
+    CU_ASSERT_EQUAL(shoal_ctx_create(&c, &ctx), -EINVAL);
+    CU_ASSERT_PTR_NULL(ctx);
+    shoal_config_init(&c);
+    CU_ASSERT_EQUAL(c.waiters, 0);
     CU_ASSERT_EQUAL(shoal_ctx_create(NULL, NULL), -EINVAL);
     /* Polling with bad arguments does not crash. */
     shoal_event_t ev;
