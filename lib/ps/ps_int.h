@@ -40,8 +40,32 @@ bool ps_data_shard(const uint8_t *live, int workers, int worker, int *shard, int
 void ps_config_split(const shoal_ps_config_t *c, shoal_ps_config_t *worker,
                      shoal_ps_config_t *server);
 
-/* shoal_ps_serve, which also returns (-ECANCELED) once *@stop is set. */
-int ps_serve(const shoal_ps_config_t *cfg, const int *stop, char *err, size_t errlen);
+/*
+ * A co-located worker and its server thread share one address space: the
+ * worker's pushes to that server and the server's parameters to that
+ * worker need no network.  The bytes are copied in memory and only the
+ * last PS_COLO_TAIL bytes travel as the put, whose immediate keeps the
+ * protocol unchanged (the copy is done, and fenced, before the put starts,
+ * so the data is in place when the immediate is seen).
+ */
+#define PS_COLO_TAIL 64
+struct ps_colo {
+    int worker;               /* the worker's index (= the server's rank) */
+    void *params;             /* its parameter region for this shard (what the server puts) */
+    size_t params_bytes;
+    void *slot;               /* its gradient slot at this server, owned by the worker */
+    size_t slot_bytes;        /* (it outlives the server thread) */
+    int adopted;              /* set by the server thread (release) once it uses slot */
+};
+
+/* Copy @len bytes to @dst in memory but the last PS_COLO_TAIL (returned:
+ * the put's length; the put starts at @len - that). */
+size_t ps_colo_copy(void *dst, const void *src, size_t len);
+
+/* shoal_ps_serve, which also returns (-ECANCELED) once *@stop is set;
+ * @colo (may be NULL): the co-located worker's shared state. */
+int ps_serve(const shoal_ps_config_t *cfg, const int *stop, struct ps_colo *colo, char *err,
+             size_t errlen);
 
 /* n zeroed floats, page aligned; free() them. */
 float *ps_alloc_floats(size_t n);

@@ -57,6 +57,7 @@ struct sworker {
     shoal_mr_t *slot_mr;
     void *slot;               /* its pushed gradient, in the job's wire format */
     shoal_rmr_t *params;      /* its parameter slice for this shard */
+    bool borrowed;            /* slot is the co-located worker's (not freed here) */
     bool members_blocked;     /* its MEMBERS met a full send queue: skip the SEND */
 };
 
@@ -121,6 +122,7 @@ struct server {
     bool closed_overflow;
     double last_look;
     const int *stop;          /* co-located: the worker gave up */
+    struct ps_colo *colo;     /* co-located: the worker's shared state, else NULL */
     char *err;
     size_t errlen;
 };
@@ -362,11 +364,17 @@ static int setup_job(struct server *s, struct sgroup *G, const struct ps_hello *
     }
     for (int i = 0; i < G->W; i++) {
         struct sworker *sw = &G->w[i];
-        if (!(sw->slot = ps_alloc_floats((G->push_bytes + 3) / 4)))
+        struct ps_colo *co = s->colo;
+        if (co && G->id == 0 && i == co->worker && co->slot_bytes == G->push_bytes) {
+            sw->slot = co->slot; /* the worker's; it writes it in memory */
+            sw->borrowed = true;
+        } else if (!(sw->slot = ps_alloc_floats((G->push_bytes + 3) / 4)))
             return sfail(s, "out of memory for %d gradient slots", G->W);
         if (shoal_mr_reg(s->ctx, sw->slot, G->push_bytes, SHOAL_ACCESS_REMOTE_WRITE,
                          &sw->slot_mr))
             return sfail(s, "registering a gradient slot: %s", shoal_ctx_errmsg(s->ctx));
+        if (sw->borrowed)
+            __atomic_store_n(&s->colo->adopted, 1, __ATOMIC_RELEASE);
     }
     return 0;
 }
@@ -408,7 +416,15 @@ static void do_send(struct server *s, struct sgroup *G, const struct ps_action *
         return;
     }
     struct pbuf *b = &G->pool[a->buf];
-    int rc = shoal_put(sw->peer->ep, b->mr, 0, sw->params, 0, G->pull_bytes, SHOAL_PUT_IMM,
+    size_t off = 0, len = G->pull_bytes;
+    if (s->colo && G->id == 0 && a->worker == s->colo->worker &&
+        s->colo->params_bytes == len) {
+        /* the worker in this process: copy, and put only the tail */
+        size_t tail = ps_colo_copy(s->colo->params, b->h ? (void *)b->h : (void *)b->p, len);
+        off = len - tail;
+        len = tail;
+    }
+    int rc = shoal_put(sw->peer->ep, b->mr, off, sw->params, off, len, SHOAL_PUT_IMM,
                        a->version, (uint64_t)a->buf);
     if (rc) {
         queue_event(s, G->id, PS_EV_BLOCKED, a->worker, a->buf, NULL);
@@ -1201,7 +1217,8 @@ static void cleanup(struct server *s)
         for (int i = 0; G->w && i < G->W; i++) {
             if (G->w[i].slot_mr)
                 shoal_mr_dereg(G->w[i].slot_mr);
-            free(G->w[i].slot);
+            if (!G->w[i].borrowed)
+                free(G->w[i].slot);
         }
         for (int i = 0; G->pool && i < G->npool; i++) {
             if (G->pool[i].mr)
@@ -1233,13 +1250,14 @@ int shoal_ps_serve(const shoal_ps_config_t *cfg, char *err, size_t errlen)
                      "handles (shoal_ps_create)");
         return -EINVAL;
     }
-    return ps_serve(cfg, NULL, err, errlen);
+    return ps_serve(cfg, NULL, NULL, err, errlen);
 }
 
-int ps_serve(const shoal_ps_config_t *cfg, const int *stop, char *err, size_t errlen)
+int ps_serve(const shoal_ps_config_t *cfg, const int *stop, struct ps_colo *colo, char *err,
+             size_t errlen)
 {
     char dummy[8];
-    struct server S = {.c = cfg, .index = cfg ? cfg->rank : -1, .stop = stop,
+    struct server S = {.c = cfg, .index = cfg ? cfg->rank : -1, .stop = stop, .colo = colo,
                        .err = err ? err : dummy, .errlen = err ? errlen : sizeof(dummy)};
     struct server *s = &S;
     if (!cfg)

@@ -101,3 +101,13 @@ float *ps_alloc_floats(size_t n)
     memset(p, 0, n * sizeof(float));
     return p;
 }
+
+size_t ps_colo_copy(void *dst, const void *src, size_t len)
+{
+    size_t tail = len < PS_COLO_TAIL ? len : PS_COLO_TAIL;
+    memcpy(dst, src, len - tail);
+    /* The other thread reads these bytes after it sees the put's
+     * immediate, which the put's own synchronisation orders after this. */
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    return tail;
+}

@@ -108,6 +108,7 @@ struct shoal_ps {
     shoal_ps_config_t server_cfg;
     int server_rc;
     int server_stop;          /* set by destroy when this worker did not finish */
+    struct ps_colo colo;      /* what the worker and its server share in memory */
     char server_err[512];
     char err[1024];
 };
@@ -596,7 +597,7 @@ static void *keeper(void *arg)
 static void *serve_thread(void *arg)
 {
     struct shoal_ps *w = arg;
-    w->server_rc = ps_serve(&w->server_cfg, &w->server_stop, w->server_err,
+    w->server_rc = ps_serve(&w->server_cfg, &w->server_stop, &w->colo, w->server_err,
                             sizeof(w->server_err));
     if (w->server_rc)
         fprintf(stderr, "shoal-ps: server %d: %s\n", w->server_cfg.rank, w->server_err);
@@ -728,6 +729,16 @@ int shoal_ps_create(const shoal_ps_config_t *cfg, const shoal_ps_tensor_t *t, in
         /* its own thread and context: the server never waits on this
          * worker's computation */
         w->server_cfg = scfg;
+        struct wpeer *p = &w->peer[w->index];
+        w->colo.worker = w->index;
+        w->colo.params = p->half ? (void *)p->half : (void *)(params + p->off);
+        w->colo.params_bytes = ps_pull_bytes(j, p->len);
+        w->colo.slot_bytes = ps_push_bytes(j, p->len);
+        if (!(w->colo.slot = ps_alloc_floats((w->colo.slot_bytes + 3) / 4))) {
+            snprintf(err, errlen, "out of memory for the co-located gradient slot");
+            rc = -ENOMEM;
+            goto fail;
+        }
         if ((rc = pthread_create(&w->server, NULL, serve_thread, w))) {
             snprintf(err, errlen, "cannot start the co-located server: %s", strerror(rc));
             rc = -rc;
@@ -816,10 +827,18 @@ static int push_locked(struct shoal_ps *w)
             return wfail(w, "TORN PARAMETERS: the slice of server %s changed while the "
                          "gradient was computed", p->addr);
         p->fresh = false;
+        size_t off = 0, len = ps_push_bytes(&w->cfg.job, p->len);
+        if (s == w->colo.worker && w->colo.slot && len == w->colo.slot_bytes &&
+            __atomic_load_n(&w->colo.adopted, __ATOMIC_ACQUIRE)) {
+            /* our own server: copy, and put only the tail */
+            const uint8_t *src = (const uint8_t *)(w->wire ? w->wire : (void *)w->grad);
+            size_t tail = ps_colo_copy(w->colo.slot, src + p->push_off, len);
+            off = len - tail;
+            len = tail;
+        }
         for (;;) {
-            rc = shoal_put(p->ep, w->gmr, p->push_off, p->slot, 0,
-                           ps_push_bytes(&w->cfg.job, p->len), SHOAL_PUT_IMM, w->k - p->shift,
-                           (uint64_t)s);
+            rc = shoal_put(p->ep, w->gmr, p->push_off + off, p->slot, off, len, SHOAL_PUT_IMM,
+                           w->k - p->shift, (uint64_t)s);
             if (rc == 0)
                 break;
             if (rc != -EAGAIN) {
@@ -1037,6 +1056,7 @@ void shoal_ps_destroy(shoal_ps_t *w)
     free(w->wire);
     free(w->resid);
     free(w->scratch);
+    free(w->colo.slot); /* the server thread, which used it, has ended */
     if (w->ctx)
         shoal_ctx_destroy(w->ctx);
     pthread_cond_destroy(&w->wake);
