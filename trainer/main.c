@@ -114,6 +114,8 @@ static void usage(FILE *out)
 "                          and parameters pulled at half width; the servers keep fp32),\n"
 "                          topk:R (only the largest fraction R of each gradient, with\n"
 "                          error feedback), topk-noef:R (without it)\n"
+"      --overlap           push each layer's gradient as soon as backward has made it\n"
+"                          (the last layer first), while the layers before it compute\n"
 "  -q, --quiet             no progress lines\n"
 "      --compare A B       exit 0 if two saved models agree within --tolerance\n"
 "                          (default 1e-4): e.g. BSP against --single\n"
@@ -126,7 +128,7 @@ static void usage(FILE *out)
 enum {
     O_RANK = 256, O_SIZE, O_COORD, O_RDV, O_HOST, O_CTO, O_ITO, O_DATA, O_TRAIN, O_TEST,
     O_FEAT, O_CLASSES, O_HIDDEN, O_MODEL, O_MODE, O_STALE, O_IPE, O_LR, O_MOM, O_WD,
-    O_SCHED, O_LRSTEP, O_GAMMA, O_SEED, O_THREADS, O_METRICS, O_SAVE, O_LOGINT, O_VERIFY, O_COMPRESS,
+    O_SCHED, O_LRSTEP, O_GAMMA, O_SEED, O_THREADS, O_METRICS, O_SAVE, O_LOGINT, O_VERIFY, O_COMPRESS, O_OVERLAP,
     O_SINGLE, O_WORKERS, O_EVAL, O_COMPARE, O_TOL, O_FTO, O_RTO, O_RCTO, O_CKDIR, O_CKEVERY,
     O_CKSECS, O_RESUME, O_AUTH, O_BENCH, O_STAGES, O_MICRO, O_PIPEDIR,
 };
@@ -150,6 +152,7 @@ static const struct option opts[] = {
     {"threads", required_argument, 0, O_THREADS}, {"metrics", required_argument, 0, O_METRICS},
     {"save", required_argument, 0, O_SAVE}, {"log-interval", required_argument, 0, O_LOGINT},
     {"verify", no_argument, 0, O_VERIFY}, {"compress", required_argument, 0, O_COMPRESS}, {"single", no_argument, 0, O_SINGLE},
+    {"overlap", no_argument, 0, O_OVERLAP},
     {"workers", required_argument, 0, O_WORKERS}, {"eval", required_argument, 0, O_EVAL},
     {"fail-timeout", required_argument, 0, O_FTO},
     {"rejoin-timeout", required_argument, 0, O_RTO},
@@ -403,6 +406,7 @@ int main(int argc, char **argv)
         case O_SAVE: copy(c.save, sizeof(c.save), o, optarg); break;
         case O_LOGINT: c.log_interval = real(o, optarg, 0.01, 86400); break;
         case O_VERIFY: c.verify = true; break;
+        case O_OVERLAP: c.overlap = true; break;
         case O_COMPRESS:
             if (shoal_ps_parse_compress(optarg, &c.compress, &c.topk_ratio)) {
                 fprintf(stderr, "shoal-train: --compress: '%s' is not none, fp16, bf16, topk:R "

@@ -196,6 +196,14 @@ void model_backward(const struct model *m, const float *p, float *g, float beta,
                     const float *in, float *const *act, const float *d, float *din,
                     float *const *tmp, const float *ones, int B)
 {
+    model_backward_cb(m, p, g, beta, in, act, d, din, tmp, ones, B, NULL, NULL);
+}
+
+void model_backward_cb(const struct model *m, const float *p, float *g, float beta,
+                       const float *in, float *const *act, const float *d, float *din,
+                       float *const *tmp, const float *ones, int B,
+                       void (*ready)(void *arg, size_t from), void *arg)
+{
     const int L = m->nlayers;
     for (int l = L - 1; l >= 0; l--) {
         int k = m->dims[l], n = m->dims[l + 1];
@@ -204,6 +212,8 @@ void model_backward(const struct model *m, const float *p, float *g, float beta,
                     g + m->w_off[l], n);
         cblas_sgemv(CblasRowMajor, CblasTrans, B, n, 1.0f, d, n, ones, 1, beta,
                     g + m->b_off[l], 1);
+        if (ready && l > 0) /* layers l.. are done; the first one ends the pass */
+            ready(arg, m->w_off[l]);
         if (l == 0 && !din)
             break;
         /* (alternating scratch: never the buffer d is read from) */
@@ -220,12 +230,20 @@ void model_backward(const struct model *m, const float *p, float *g, float beta,
 float model_grad(const struct model *m, const float *p, float *g, const float *x,
                  const int32_t *y, int B, struct model_ws *ws)
 {
+    return model_grad_cb(m, p, g, x, y, B, ws, NULL, NULL);
+}
+
+float model_grad_cb(const struct model *m, const float *p, float *g, const float *x,
+                    const int32_t *y, int B, struct model_ws *ws,
+                    void (*ready)(void *arg, size_t from), void *arg)
+{
     const int L = m->nlayers, C = m->dims[L];
     const float *in = x ? x : ws->act[0];
     model_forward(m, p, in, B, ws->act + 1);
     /* D_L = (softmax - onehot) / B */
     double loss = model_loss_grad(ws->act[L], y, B, C, 1.0f / (float)B, ws->delta[0]);
-    model_backward(m, p, g, 0.0f, in, ws->act + 1, ws->delta[0], NULL, ws->delta, ws->ones, B);
+    model_backward_cb(m, p, g, 0.0f, in, ws->act + 1, ws->delta[0], NULL, ws->delta,
+                      ws->ones, B, ready, arg);
     return (float)(loss / B);
 }
 

@@ -69,6 +69,10 @@ void model_ws_free(struct model_ws *ws);
  */
 float model_grad(const struct model *m, const float *p, float *g, const float *x,
                  const int32_t *y, int B, struct model_ws *ws);
+/* The same, with model_backward_cb's @ready. */
+float model_grad_cb(const struct model *m, const float *p, float *g, const float *x,
+                    const int32_t *y, int B, struct model_ws *ws,
+                    void (*ready)(void *arg, size_t from), void *arg);
 
 /*
  * The pieces of model_grad, for a pipeline stage that runs a batch as
@@ -92,6 +96,12 @@ double model_loss_grad(const float *z, const int32_t *y, int B, int C, float sca
 void model_backward(const struct model *m, const float *p, float *g, float beta,
                     const float *in, float *const *act, const float *d, float *din,
                     float *const *tmp, const float *ones, int B);
+/* The same, calling @ready(@arg, off) after each layer but the first once
+ * its gradient is done: the entries of @g from off on are final. */
+void model_backward_cb(const struct model *m, const float *p, float *g, float beta,
+                       const float *in, float *const *act, const float *d, float *din,
+                       float *const *tmp, const float *ones, int B,
+                       void (*ready)(void *arg, size_t from), void *arg);
 
 /* Mean loss and number of correct predictions over n rows (any n). */
 float model_eval(const struct model *m, const float *p, const float *x, const int32_t *y,

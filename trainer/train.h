@@ -87,6 +87,7 @@ struct train_cfg {
     bool verify;                     /* check each parameter delivery */
     shoal_ps_compress_t compress;    /* what crosses the wire */
     float topk_ratio;
+    bool overlap;                    /* push each layer's gradient as backward makes it */
     bool quiet;
 };
 

@@ -56,6 +56,12 @@ static int psfail(struct worker *w, int rc)
     return rc;
 }
 
+/* --overlap: the gradient from @from on is final (model_backward_cb). */
+static void push_ready(void *ps, size_t from)
+{
+    (void)shoal_ps_push_ready(ps, from); /* failures surface at the push-pull */
+}
+
 static int cmp_float(const void *a, const void *b)
 {
     float x = *(const float *)a, y = *(const float *)b;
@@ -193,7 +199,9 @@ int worker_main(const struct train_cfg *c)
         float loss = 0;
         if (!c->bench_rounds) {
             batcher_fill(&bt, t, c->batch, x, y);
-            loss = model_grad(&w->m, w->params, w->grad, x, y, c->batch, &ws);
+            loss = c->overlap ? model_grad_cb(&w->m, w->params, w->grad, x, y, c->batch, &ws,
+                                              push_ready, w->ps)
+                              : model_grad(&w->m, w->params, w->grad, x, y, c->batch, &ws);
         }
         if ((rc = shoal_ps_push_pull(w->ps))) {
             psfail(w, rc);
@@ -229,6 +237,11 @@ int worker_main(const struct train_cfg *c)
                     w->m.nparams * sizeof(float), rounds[timed / 2],
                     rounds[(size_t)timed * 99 / 100], timed);
         }
+        uint64_t pushed, early;
+        shoal_ps_pushed_bytes(w->ps, &pushed, &early);
+        if (c->overlap)
+            fprintf(stderr, "overlap: %.1f%% of the gradient's bytes went during backward\n",
+                    pushed ? 100.0 * (double)early / (double)pushed : 0.0);
         if (!c->bench_rounds)
             fprintf(stderr, "final test accuracy: %.2f%%\n", 100.0 * acc);
         if (c->save[0] && (rc = modelfile_save(c->save, &w->m, w->params, w->err,

@@ -60,6 +60,8 @@ struct wpeer {
     bool fresh;               /* new parameters arrived since our last push */
     uint32_t version;
     int puts;                 /* gradient puts not yet complete */
+    size_t early;             /* entries at the end of the slice pushed by
+                                 shoal_ps_push_ready this round (no immediate) */
     bool check_due;           /* verify: a CHECK follows the parameters */
     uint32_t crc;             /* verify: the CRC of the slice we hold */
     bool bye_done;
@@ -98,6 +100,8 @@ struct shoal_ps {
     uint32_t before[PS_MAX_SERVERS];
     double t_push, last_round_us;
     int sticky;               /* a failure the keeper met, for the next call */
+    uint64_t bytes_pushed;    /* gradient bytes pushed (each slice once a round) */
+    uint64_t bytes_early;     /* of which shoal_ps_push_ready sent ahead */
     pthread_mutex_t lock;
     pthread_cond_t wake;
     pthread_t keeper;
@@ -404,6 +408,7 @@ static void disconnect_all(struct shoal_ps *w)
         p->ep = NULL;
         p->welcomed = p->fresh = p->check_due = p->failed = false;
         p->puts = 0;
+        p->early = 0;
     }
     w->have_table = false;
     w->have_members = false; /* a (re)started server 0 says it again */
@@ -794,6 +799,80 @@ static int ready(struct shoal_ps *w, const char *what)
     return 0;
 }
 
+/* Bytes per gradient entry on the wire (fp32 or half width; top-k
+ * pushes never go early). */
+static size_t wire_width(const struct shoal_ps *w)
+{
+    shoal_ps_compress_t cz = w->cfg.job.compress;
+    return cz == SHOAL_PS_COMPRESS_FP16 || cz == SHOAL_PS_COMPRESS_BF16 ? 2 : sizeof(float);
+}
+
+/* Is server @s this process's own, with the slot it adopted? */
+static bool colo_local(const struct shoal_ps *w, int s, size_t whole)
+{
+    return s == w->colo.worker && w->colo.slot && whole == w->colo.slot_bytes &&
+           __atomic_load_n(&w->colo.adopted, __ATOMIC_ACQUIRE);
+}
+
+/* The end of server @s's slice, from entry @from on (a slice offset), is
+ * final: send what of it has not gone yet, without an immediate.  Returns
+ * false if it could not (the push then sends everything). */
+static bool push_piece(struct shoal_ps *w, int s, size_t from)
+{
+    struct wpeer *p = &w->peer[s];
+    size_t end = p->len - p->early; /* entries [end, len) went already */
+    if (from >= end || !p->ep || p->failed || !p->welcomed)
+        return true;
+    shoal_ps_compress_t cz = w->cfg.job.compress;
+    size_t ww = wire_width(w), boff = from * ww, blen = (end - from) * ww;
+    if (cz == SHOAL_PS_COMPRESS_FP16 || cz == SHOAL_PS_COMPRESS_BF16)
+        ps_half_pack(cz, (uint16_t *)((uint8_t *)w->wire + p->push_off) + from,
+                     w->grad + p->off + from, end - from);
+    if (colo_local(w, s, ps_push_bytes(&w->cfg.job, p->len))) {
+        const uint8_t *src = (const uint8_t *)(w->wire ? w->wire : (void *)w->grad);
+        memcpy((uint8_t *)w->colo.slot + boff, src + p->push_off + boff, blen);
+    } else {
+        if (shoal_put(p->ep, w->gmr, p->push_off + boff, p->slot, boff, blen, 0, 0,
+                      (uint64_t)s))
+            return false; /* a full queue or a broken link: the push deals with it */
+        p->puts++;
+    }
+    p->early = p->len - from;
+    w->bytes_early += blen;
+    return true;
+}
+
+int shoal_ps_push_ready(shoal_ps_t *w, size_t from)
+{
+    if (!w)
+        return -EINVAL;
+    pthread_mutex_lock(&w->lock);
+    int rc = 0;
+    if (from > w->P) {
+        rc = -EINVAL;
+        wfail(w, "shoal_ps_push_ready: entry %zu is past the %zu parameters", from, w->P);
+    } else if (w->joined && !w->finishing && !w->sticky && !w->in_flight &&
+               w->cfg.job.compress != SHOAL_PS_COMPRESS_TOPK &&
+               w->k < w->cfg.job.iters_per_epoch * w->cfg.job.epochs) {
+        /* Pieces smaller than this wait for the push (a put each costs
+         * more than it hides). */
+        const size_t min_piece = 16384 / sizeof(float);
+        for (int s = w->S - 1; s >= 0; s--) {
+            struct wpeer *p = &w->peer[s];
+            if (from >= p->off + p->len)
+                break; /* nothing of this slice (or any before it) is final */
+            size_t f = from > p->off ? from - p->off : 0;
+            if (p->len - p->early - f < min_piece && f > 0)
+                break;
+            if (!push_piece(w, s, f))
+                break;
+        }
+    }
+    w->last_look = ps_now();
+    pthread_mutex_unlock(&w->lock);
+    return rc;
+}
+
 static int push_locked(struct shoal_ps *w)
 {
     int rc = ready(w, "shoal_ps_push_start");
@@ -816,7 +895,7 @@ static int push_locked(struct shoal_ps *w)
         struct wpeer *p = &w->peer[s];
         uint8_t *dst = (uint8_t *)w->wire + p->push_off;
         if (cz == SHOAL_PS_COMPRESS_FP16 || cz == SHOAL_PS_COMPRESS_BF16)
-            ps_half_pack(cz, (uint16_t *)dst, w->grad + p->off, p->len);
+            ps_half_pack(cz, (uint16_t *)dst, w->grad + p->off, p->len - p->early);
         else
             ps_topk_pack(dst, w->grad + p->off, w->resid ? w->resid + p->off : NULL, p->len,
                          ps_topk_k(w->cfg.job.topk_ratio, p->len), w->scratch);
@@ -827,13 +906,23 @@ static int push_locked(struct shoal_ps *w)
             return wfail(w, "TORN PARAMETERS: the slice of server %s changed while the "
                          "gradient was computed", p->addr);
         p->fresh = false;
-        size_t off = 0, len = ps_push_bytes(&w->cfg.job, p->len);
-        if (s == w->colo.worker && w->colo.slot && len == w->colo.slot_bytes &&
-            __atomic_load_n(&w->colo.adopted, __ATOMIC_ACQUIRE)) {
+        const size_t whole = ps_push_bytes(&w->cfg.job, p->len);
+        size_t off = 0, len = whole;
+        if (p->early) {
+            /* the end went ahead (push_ready): the rest, and at least the
+             * last PS_COLO_TAIL bytes again, for the immediate */
+            size_t rest = whole - p->early * wire_width(w);
+            size_t last = whole < PS_COLO_TAIL ? whole : PS_COLO_TAIL;
+            len = rest > last ? rest : last;
+            off = rest > last ? 0 : whole - last;
+            p->early = 0;
+        }
+        if (colo_local(w, s, whole)) {
             /* our own server: copy, and put only the tail */
             const uint8_t *src = (const uint8_t *)(w->wire ? w->wire : (void *)w->grad);
-            size_t tail = ps_colo_copy(w->colo.slot, src + p->push_off, len);
-            off = len - tail;
+            size_t tail = ps_colo_copy((uint8_t *)w->colo.slot + off, src + p->push_off + off,
+                                       len);
+            off += len - tail;
             len = tail;
         }
         for (;;) {
@@ -853,6 +942,7 @@ static int push_locked(struct shoal_ps *w)
         p->puts++;
     }
     w->in_flight = true;
+    w->bytes_pushed += w->push_bytes;
     return 0;
 }
 
@@ -1071,3 +1161,11 @@ const char *shoal_ps_describe(const shoal_ps_t *w) { return w ? shoal_ctx_descri
 struct shoal_ctx *shoal_ps_ctx(shoal_ps_t *w) { return w ? w->ctx : NULL; }
 const char *shoal_ps_errmsg(const shoal_ps_t *w) { return w ? w->err : "no handle"; }
 double shoal_ps_last_round_us(const shoal_ps_t *w) { return w ? w->last_round_us : 0.0; }
+
+void shoal_ps_pushed_bytes(const shoal_ps_t *w, uint64_t *total, uint64_t *early)
+{
+    if (total)
+        *total = w ? w->bytes_pushed : 0;
+    if (early)
+        *early = w ? w->bytes_early : 0;
+}

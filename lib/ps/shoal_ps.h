@@ -330,6 +330,17 @@ int shoal_ps_join(shoal_ps_t *ps);
 int shoal_ps_push_pull(shoal_ps_t *ps);
 
 /**
+ * Optional, while the gradient is being computed: its entries from @from
+ * to the end are final (a backward pass finishes the last layer first),
+ * and may start to travel now; the push-pull then sends the rest.  The
+ * entries handed over must not change before the push-pull.  Does nothing
+ * with top-k compression, while a push-pull is in flight, or for pieces
+ * under 16 KiB that do not end a server's slice.  0, or -EINVAL for an
+ * entry past the end; a transport failure is left to the push-pull.
+ */
+int shoal_ps_push_ready(shoal_ps_t *ps, size_t from);
+
+/**
  * Start a push-pull and return at once; @grads and @params belong to the
  * library until shoal_ps_push_test() returns 1 or shoal_ps_push_wait()
  * returns 0.  -EBUSY if one is already in flight.
@@ -382,6 +393,12 @@ const char *shoal_ps_errmsg(const shoal_ps_t *ps);
  * parameters back), for reports.
  */
 double shoal_ps_last_round_us(const shoal_ps_t *ps);
+
+/**
+ * Gradient bytes pushed so far, and how many of them went ahead through
+ * shoal_ps_push_ready(), for reports.
+ */
+void shoal_ps_pushed_bytes(const shoal_ps_t *ps, uint64_t *total, uint64_t *early);
 
 #ifdef __cplusplus
 }
