@@ -30,12 +30,31 @@ float shoal_ps_lr(const shoal_ps_job_t *job, double epoch)
     }
 }
 
-float ps_optim_momentum(const shoal_ps_job_t *job)
+/* The momentum the job asks for (async/ssp with momentum_auto: lowered
+ * for the implicit momentum of W workers). */
+static float job_momentum(const shoal_ps_job_t *job)
 {
     if (job->mode == SHOAL_PS_BSP || !job->momentum_auto || job->momentum <= 0.0f)
         return job->momentum;
     float mu = 1.0f - (float)job->workers * (1.0f - job->momentum);
     return mu > 0.0f ? mu : 0.0f;
+}
+
+/* top-k with error feedback and SGD: the workers keep the momentum (DGC's
+ * momentum correction), the servers apply plain SGD. */
+static bool momentum_on_workers(const shoal_ps_job_t *job)
+{
+    return job->compress == SHOAL_PS_COMPRESS_TOPK && job->optimizer == SHOAL_PS_SGD;
+}
+
+float ps_optim_momentum(const shoal_ps_job_t *job)
+{
+    return momentum_on_workers(job) ? 0.0f : job_momentum(job);
+}
+
+float ps_topk_momentum(const shoal_ps_job_t *job)
+{
+    return momentum_on_workers(job) ? job_momentum(job) : 0.0f;
 }
 
 int ps_optim_init(struct shoal_ps_optim *o, const shoal_ps_job_t *job, size_t n)

@@ -21,9 +21,15 @@ struct shoal_ps_optim {
     uint64_t t;              /* Adam's step count */
 };
 
-/* The momentum a job runs with: momentum_auto in async/ssp gives
- * 1 - W * (1 - momentum) (asynchrony adds momentum of its own). */
+/* The momentum the servers run a job with: momentum_auto in async/ssp
+ * gives 1 - W * (1 - momentum) (asynchrony adds momentum of its own); 0
+ * for top-k SGD jobs, whose workers keep it (ps_topk_momentum). */
 float ps_optim_momentum(const shoal_ps_job_t *job);
+/* The momentum a worker applies before top-k selection (momentum
+ * correction, as in Deep Gradient Compression: u = mu u + g, then the
+ * error-fed top-k of u; the entries sent are cleared from u too), 0 for
+ * every other job.  The servers then run SGD without momentum. */
+float ps_topk_momentum(const shoal_ps_job_t *job);
 
 /* Init in place (shoal_ps_optim_create allocates the struct). */
 int ps_optim_init(struct shoal_ps_optim *o, const shoal_ps_job_t *job, size_t n);

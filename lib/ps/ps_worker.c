@@ -45,6 +45,7 @@
 #include "ps_compress.h"
 #include "ps_int.h"
 #include "ps_net.h"
+#include "ps_optim.h"
 
 struct wpeer {
     int index;
@@ -83,6 +84,8 @@ struct shoal_ps {
     shoal_mr_t *gmr;          /* registers what is pushed: grad, or the compressed copy */
     void *wire;               /* compressed jobs: the pushed gradient, all slices */
     float *resid;             /* top-k with error feedback: what was not sent yet */
+    float *mom;               /* top-k SGD: the momentum, kept here (DGC) */
+    float mu;                 /* its factor */
     float *scratch;           /* top-k: the largest slice */
     size_t push_bytes, pull_bytes;
     struct wpeer peer[PS_MAX_SERVERS];
@@ -694,6 +697,11 @@ int shoal_ps_create(const shoal_ps_config_t *cfg, const shoal_ps_tensor_t *t, in
             w->resid = ps_alloc_floats(P);
         if (j->compress >= SHOAL_PS_COMPRESS_TOPK)
             w->scratch = ps_alloc_floats(maxlen);
+        if ((w->mu = ps_topk_momentum(j)) != 0.0f && !(w->mom = ps_alloc_floats(P))) {
+            snprintf(err, errlen, "out of memory for the top-k momentum");
+            rc = -ENOMEM;
+            goto fail;
+        }
         if (!w->wire || (j->compress == SHOAL_PS_COMPRESS_TOPK && !w->resid) ||
             (j->compress >= SHOAL_PS_COMPRESS_TOPK && !w->scratch)) {
             snprintf(err, errlen, "out of memory for the compressed gradient");
@@ -799,6 +807,26 @@ static int ready(struct shoal_ps *w, const char *what)
     return 0;
 }
 
+/* Top-k of server @p's slice into @dst; with momentum correction (DGC),
+ * of u = mu u + g, and what is sent leaves u as well as the residual. */
+static void topk_pack(struct shoal_ps *w, const struct wpeer *p, uint8_t *dst)
+{
+    size_t k = ps_topk_k(w->cfg.job.topk_ratio, p->len);
+    const float *g = w->grad + p->off;
+    float *u = w->mom ? w->mom + p->off : NULL;
+    if (u) {
+        for (size_t i = 0; i < p->len; i++)
+            u[i] = w->mu * u[i] + g[i];
+        g = u;
+    }
+    ps_topk_pack(dst, g, w->resid ? w->resid + p->off : NULL, p->len, k, w->scratch);
+    for (size_t m = 0; u && m < k; m++) {
+        uint32_t idx;
+        memcpy(&idx, dst + 8 * m, 4);
+        u[idx] = 0.0f;
+    }
+}
+
 /* Bytes per gradient entry on the wire (fp32 or half width; top-k
  * pushes never go early). */
 static size_t wire_width(const struct shoal_ps *w)
@@ -897,8 +925,7 @@ static int push_locked(struct shoal_ps *w)
         if (cz == SHOAL_PS_COMPRESS_FP16 || cz == SHOAL_PS_COMPRESS_BF16)
             ps_half_pack(cz, (uint16_t *)dst, w->grad + p->off, p->len - p->early);
         else
-            ps_topk_pack(dst, w->grad + p->off, w->resid ? w->resid + p->off : NULL, p->len,
-                         ps_topk_k(w->cfg.job.topk_ratio, p->len), w->scratch);
+            topk_pack(w, p, dst);
     }
     for (int s = 0; s < w->S; s++) {
         struct wpeer *p = &w->peer[s];
@@ -1145,6 +1172,7 @@ void shoal_ps_destroy(shoal_ps_t *w)
         shoal_mr_dereg(w->gmr);
     free(w->wire);
     free(w->resid);
+    free(w->mom);
     free(w->scratch);
     free(w->colo.slot); /* the server thread, which used it, has ended */
     if (w->ctx)

@@ -15,6 +15,7 @@
 
 #include "ps_compress.h"
 #include "ps_core.h"
+#include "ps_optim.h"
 
 #define MAXW 8
 #define MAXAPPLIED 100000
@@ -651,6 +652,30 @@ static void test_topk(void)
     CU_ASSERT(push == 407060 && pull == 407060);
 }
 
+/* top-k SGD: momentum correction (DGC) moves the momentum to the workers;
+ * every other job keeps it on the servers. */
+static void test_topk_momentum(void)
+{
+    shoal_ps_job_t j = {.mode = SHOAL_PS_BSP, .optimizer = SHOAL_PS_SGD, .momentum = 0.9f,
+                        .workers = 2, .compress = SHOAL_PS_COMPRESS_TOPK};
+    CU_ASSERT_EQUAL(ps_optim_momentum(&j), 0.0f);
+    CU_ASSERT_EQUAL(ps_topk_momentum(&j), 0.9f);
+    j.compress = SHOAL_PS_COMPRESS_TOPK_NOEF; /* no residual to correct */
+    CU_ASSERT_EQUAL(ps_optim_momentum(&j), 0.9f);
+    CU_ASSERT_EQUAL(ps_topk_momentum(&j), 0.0f);
+    j.compress = SHOAL_PS_COMPRESS_FP16;
+    CU_ASSERT_EQUAL(ps_optim_momentum(&j), 0.9f);
+    CU_ASSERT_EQUAL(ps_topk_momentum(&j), 0.0f);
+    j.compress = SHOAL_PS_COMPRESS_TOPK;
+    j.optimizer = SHOAL_PS_ADAM; /* Adam's moments stay on the servers */
+    CU_ASSERT_EQUAL(ps_topk_momentum(&j), 0.0f);
+    j.optimizer = SHOAL_PS_SGD;
+    j.mode = SHOAL_PS_ASYNC; /* the auto rule applies where the momentum is */
+    j.momentum_auto = true;
+    CU_ASSERT(fabsf(ps_topk_momentum(&j) - 0.8f) < 1e-6f);
+    CU_ASSERT_EQUAL(ps_optim_momentum(&j), 0.0f);
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS)
@@ -672,5 +697,7 @@ int main(void)
                 test_half);
     CU_add_test(z, "top-k: the k largest sent; error feedback conserves the gradient",
                 test_topk);
+    CU_add_test(z, "top-k SGD: the momentum on the workers (momentum correction)",
+                test_topk_momentum);
     return cu_run_all();
 }
