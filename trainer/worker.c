@@ -170,9 +170,10 @@ int worker_main(const struct train_cfg *c)
                               c->batch, 1, w->err, sizeof(w->err))))
             goto out;
         rep_open = true;
-        fprintf(stderr, "shoal-train: %s, %zu parameters, %d servers, batch %d per worker, "
+        fprintf(stderr, "shoal-train: %s, %zu parameters, %d servers%s, batch %d per worker, "
                 "%d iterations per epoch, over %s (OpenBLAS %s, %d thread%s; placement: %s)\n",
-                label, w->m.nparams, c->servers, c->batch, iters, shoal_ps_describe(w->ps),
+                label, w->m.nparams, c->servers, c->colocated ? " (co-located)" : "", c->batch,
+                iters, shoal_ps_describe(w->ps),
                 openblas_get_corename(), openblas_get_num_threads(),
                 openblas_get_num_threads() == 1 ? "" : "s",
                 train_placement(shoal_ps_ctx(w->ps)));
