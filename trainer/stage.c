@@ -375,10 +375,13 @@ static int train_step(struct stage *st, uint32_t j, float *loss_out)
     st->acts_used += st->s > 0 ? (uint32_t)M : 0;
     st->grads_used += st->s < st->K - 1 ? (uint32_t)M : 0;
     if (push) {
-        if ((rc = shoal_ps_push_pull(st->ps))) {
+        rc = shoal_ps_push_pull_at(st->ps, j);
+        if (rc && rc != -ESTALE) {
             snprintf(st->err, sizeof(st->err), "%s", shoal_ps_errmsg(st->ps));
             return rc;
         }
+        /* -ESTALE: the handle reconnected during the step and the servers
+         * went back; nothing was pushed */
         if (shoal_ps_iteration(st->ps) != j + 1) {
             /* a server went back to a checkpoint: the replica resyncs */
             fprintf(stderr, "shoal-train: worker %d: the servers continue at iteration %u; "

@@ -204,10 +204,11 @@ int worker_main(const struct train_cfg *c)
                                               push_ready, w->ps)
                               : model_grad(&w->m, w->params, w->grad, x, y, c->batch, &ws);
         }
-        if ((rc = shoal_ps_push_pull(w->ps))) {
+        if ((rc = shoal_ps_push_pull_at(w->ps, k)) && rc != -ESTALE) {
             psfail(w, rc);
             goto out;
         }
+        rc = 0; /* -ESTALE: reconnected while computing; redo the iteration it names */
         if (shoal_ps_iteration(w->ps) != k + 1) {
             /* A server was lost and the job continues elsewhere (the
              * batches follow from the iteration): the epoch's membership

@@ -1067,8 +1067,9 @@ static int restore(struct server *s, struct sgroup *G, struct ckpt *k, const cha
     return 0;
 }
 
-/* resume: the newest valid checkpoint of each group becomes its state. */
-static int resume_group(struct server *s, struct sgroup *G)
+/* resume: the newest valid checkpoint of a group becomes its state; with
+ * @want (not UINT32_MAX), the one of that update if the group has it. */
+static int resume_group(struct server *s, struct sgroup *G, uint32_t want)
 {
     struct ckpt k;
     char path[SHOAL_PS_PATH_MAX + 64], err[512];
@@ -1080,12 +1081,55 @@ static int resume_group(struct server *s, struct sgroup *G)
     }
     if (rc)
         return sfail(s, "resume: %s", err);
+    if (want != UINT32_MAX && k.version > want) {
+        uint32_t newest = k.version;
+        ckpt_free(&k);
+        if (ckpt_load_version(s->c->checkpoint_dir, (uint32_t)s->index, (uint32_t)G->id, want,
+                              &k, path, sizeof(path), err, sizeof(err)) == 0) {
+            slog(s, "group %d: back to update %u, which every group has (its newest is %u)",
+                 G->id, want, newest);
+        } else if ((rc = ckpt_load(s->c->checkpoint_dir, (uint32_t)s->index,
+                                   (uint32_t)G->id, &k, stderr, path, sizeof(path), err,
+                                   sizeof(err)))) {
+            return sfail(s, "resume: %s", err);
+        } else {
+            slog(s, "warning: group %d has no checkpoint at update %u, which the other "
+                 "groups resume from; it resumes from its newest, %u", G->id, want, newest);
+        }
+    }
     rc = restore(s, G, &k, path, true);
     if (rc == 0)
         slog(s, "resumed from %s (update %u, %llu gradients applied)", path, k.version,
              (unsigned long long)k.grads);
     ckpt_free(&k);
     return rc;
+}
+
+/*
+ * resume every group.  Several groups (a pipeline's stages) checkpoint at
+ * the same update counts, but the server may die between one group's write
+ * and the next's; a pipeline's stages must go back to the same step, or a
+ * stage ahead would not redo the steps its neighbours redo.  So all go back
+ * to the newest update every group has a checkpoint of.
+ */
+static int resume_groups(struct server *s)
+{
+    uint32_t common = UINT32_MAX;
+    for (int g = 0; s->ngroups > 1 && g < s->ngroups; g++) {
+        struct ckpt k;
+        char path[SHOAL_PS_PATH_MAX + 64], err[512];
+        if (ckpt_load(s->c->checkpoint_dir, (uint32_t)s->index, (uint32_t)s->g[g].id, &k, NULL,
+                      path, sizeof(path), err, sizeof(err)))
+            continue; /* reported when that group resumes */
+        common = k.version < common ? k.version : common;
+        ckpt_free(&k);
+    }
+    for (int g = 0; g < s->ngroups; g++) {
+        int rc = resume_group(s, &s->g[g], common);
+        if (rc)
+            return rc;
+    }
+    return 0;
 }
 
 /*
@@ -1186,9 +1230,8 @@ static int start(struct server *s)
         slog(s, "listening on %s:%u over %s", s->host, s->port, shoal_ctx_describe(s->ctx));
     if (c->checkpoint_dir[0] && (rc = ckw_start(&s->ckw, c->checkpoint_dir, c->quiet)))
         return sfail(s, "cannot start the checkpoint writer: %s", strerror(-rc));
-    for (int g = 0; c->resume && g < s->ngroups; g++)
-        if ((rc = resume_group(s, &s->g[g])))
-            return rc;
+    if (c->resume)
+        return resume_groups(s);
     return 0;
 }
 

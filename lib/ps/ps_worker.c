@@ -1050,9 +1050,21 @@ int shoal_ps_push_wait(shoal_ps_t *w, int timeout_ms)
 
 int shoal_ps_push_pull(shoal_ps_t *w)
 {
+    return shoal_ps_push_pull_at(w, UINT32_MAX);
+}
+
+int shoal_ps_push_pull_at(shoal_ps_t *w, uint32_t k)
+{
     if (!w)
         return -EINVAL;
     pthread_mutex_lock(&w->lock);
+    if (k != UINT32_MAX && w->k != k) {
+        /* the keeper reconnected while the caller computed iteration k,
+         * and the servers continue at another one */
+        wfail(w, "the gradient is for iteration %u, but the servers continue at %u", k, w->k);
+        pthread_mutex_unlock(&w->lock);
+        return -ESTALE;
+    }
     int rc = push_locked(w);
     if (rc == 0 && w->in_flight)
         rc = wait_locked(w, -1);

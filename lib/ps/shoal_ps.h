@@ -330,6 +330,14 @@ int shoal_ps_join(shoal_ps_t *ps);
 int shoal_ps_push_pull(shoal_ps_t *ps);
 
 /**
+ * The same, for a gradient computed for iteration @k: if the iteration
+ * changed meanwhile (the handle reconnected while the caller computed, and
+ * the servers continue elsewhere), nothing is pushed and -ESTALE returned;
+ * read shoal_ps_iteration() and compute that one.
+ */
+int shoal_ps_push_pull_at(shoal_ps_t *ps, uint32_t k);
+
+/**
  * Optional, while the gradient is being computed: its entries from @from
  * to the end are final (a backward pass finishes the last layer first),
  * and may start to travel now; the push-pull then sends the rest.  The
