@@ -23,7 +23,7 @@ size_t ps_topk_k(float ratio, size_t n)
     return k > (double)n ? n : (size_t)k;
 }
 
-static bool is_half(shoal_ps_compress_t c)
+bool ps_is_half(shoal_ps_compress_t c)
 {
     return c == SHOAL_PS_COMPRESS_FP16 || c == SHOAL_PS_COMPRESS_BF16;
 }
@@ -35,7 +35,7 @@ static bool is_topk(shoal_ps_compress_t c)
 
 size_t ps_push_bytes(const shoal_ps_job_t *j, size_t n)
 {
-    if (is_half(j->compress))
+    if (ps_is_half(j->compress))
         return 2 * n;
     if (is_topk(j->compress))
         return 8 * ps_topk_k(j->topk_ratio, n);
@@ -44,7 +44,7 @@ size_t ps_push_bytes(const shoal_ps_job_t *j, size_t n)
 
 size_t ps_pull_bytes(const shoal_ps_job_t *j, size_t n)
 {
-    return is_half(j->compress) ? 2 * n : 4 * n;
+    return ps_is_half(j->compress) ? 2 * n : 4 * n;
 }
 
 void shoal_ps_wire_bytes(const shoal_ps_job_t *job, size_t nparams, int servers, size_t *push,

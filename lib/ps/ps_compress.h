@@ -21,6 +21,8 @@
 #include "shoal_ps.h"
 
 /* Bytes of a pushed gradient slice / a pulled parameter slice of n floats. */
+/* fp16 or bf16: gradients and parameters at half width. */
+bool ps_is_half(shoal_ps_compress_t c);
 size_t ps_push_bytes(const shoal_ps_job_t *j, size_t n);
 size_t ps_pull_bytes(const shoal_ps_job_t *j, size_t n);
 

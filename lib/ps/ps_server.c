@@ -575,7 +575,7 @@ static void carry_out(struct server *s, struct sgroup *G, const struct ps_action
             size_t k = ps_topk_k(G->job.job.topk_ratio, G->len);
             for (int i = 0; i < a->n; i++) {
                 const void *slot = G->w[a->slots[i]].slot;
-                if (cz == SHOAL_PS_COMPRESS_FP16 || cz == SHOAL_PS_COMPRESS_BF16)
+                if (ps_is_half(cz))
                     ps_half_unpack_add(cz, G->sum, slot, G->len);
                 else
                     (void)ps_topk_unpack_add(G->sum, slot, G->len, k);
@@ -1323,7 +1323,9 @@ int ps_serve(const shoal_ps_config_t *cfg, const int *stop, struct ps_colo *colo
     const char *inj = getenv("SHOAL_TRAIN_INJECT");
     s->inject_torn = inj && strcmp(inj, "torn") == 0;
     s->t_start = s->last_look = ps_now();
-    if ((rc = ps_net_ctx(&s->ctx, false, stop ? 2 : 1, s->err, s->errlen)) == 0 && (rc = start(s)) == 0)
+    /* co-located: this thread and the worker's both wait on contexts */
+    if ((rc = ps_net_ctx(&s->ctx, false, colo ? 2 : 1, s->err, s->errlen)) == 0 &&
+        (rc = start(s)) == 0)
         rc = run(s);
     for (int g = 0; rc == 0 && g < s->ngroups; g++) {
         struct sgroup *G = &s->g[g];

@@ -683,7 +683,7 @@ int shoal_ps_create(const shoal_ps_config_t *cfg, const shoal_ps_tensor_t *t, in
         goto fail;
     const shoal_ps_job_t *j = &w->cfg.job;
     shoal_ps_wire_bytes(j, P, w->S, &w->push_bytes, &w->pull_bytes);
-    bool half = j->compress == SHOAL_PS_COMPRESS_FP16 || j->compress == SHOAL_PS_COMPRESS_BF16;
+    bool half = ps_is_half(j->compress);
     size_t maxlen = 0, at = 0;
     for (int s = 0; s < w->S; s++) {
         w->peer[s].push_off = at;
@@ -827,19 +827,18 @@ static void topk_pack(struct shoal_ps *w, const struct wpeer *p, uint8_t *dst)
     }
 }
 
-/* Bytes per gradient entry on the wire (fp32 or half width; top-k
- * pushes never go early). */
-static size_t wire_width(const struct shoal_ps *w)
+/* Is server @s this process's own, and has it adopted our slot (which
+ * it does only if the sizes agree)? */
+static bool colo_local(const struct shoal_ps *w, int s)
 {
-    shoal_ps_compress_t cz = w->cfg.job.compress;
-    return cz == SHOAL_PS_COMPRESS_FP16 || cz == SHOAL_PS_COMPRESS_BF16 ? 2 : sizeof(float);
+    return s == w->colo.worker && w->colo.slot &&
+           __atomic_load_n(&w->colo.adopted, __ATOMIC_ACQUIRE);
 }
 
-/* Is server @s this process's own, with the slot it adopted? */
-static bool colo_local(const struct shoal_ps *w, int s, size_t whole)
+/* What the gradient puts are sent from (registered as gmr). */
+static const uint8_t *push_base(const struct shoal_ps *w)
 {
-    return s == w->colo.worker && w->colo.slot && whole == w->colo.slot_bytes &&
-           __atomic_load_n(&w->colo.adopted, __ATOMIC_ACQUIRE);
+    return (const uint8_t *)(w->wire ? w->wire : (void *)w->grad);
 }
 
 /* The end of server @s's slice, from entry @from on (a slice offset), is
@@ -852,13 +851,13 @@ static bool push_piece(struct shoal_ps *w, int s, size_t from)
     if (from >= end || !p->ep || p->failed || !p->welcomed)
         return true;
     shoal_ps_compress_t cz = w->cfg.job.compress;
-    size_t ww = wire_width(w), boff = from * ww, blen = (end - from) * ww;
-    if (cz == SHOAL_PS_COMPRESS_FP16 || cz == SHOAL_PS_COMPRESS_BF16)
+    /* bytes per entry: fp32 or half width (top-k never goes early) */
+    size_t ww = ps_push_bytes(&w->cfg.job, 1), boff = from * ww, blen = (end - from) * ww;
+    if (ps_is_half(cz))
         ps_half_pack(cz, (uint16_t *)((uint8_t *)w->wire + p->push_off) + from,
                      w->grad + p->off + from, end - from);
-    if (colo_local(w, s, ps_push_bytes(&w->cfg.job, p->len))) {
-        const uint8_t *src = (const uint8_t *)(w->wire ? w->wire : (void *)w->grad);
-        memcpy((uint8_t *)w->colo.slot + boff, src + p->push_off + boff, blen);
+    if (colo_local(w, s)) {
+        memcpy((uint8_t *)w->colo.slot + boff, push_base(w) + p->push_off + boff, blen);
     } else {
         if (shoal_put(p->ep, w->gmr, p->push_off + boff, p->slot, boff, blen, 0, 0,
                       (uint64_t)s))
@@ -922,7 +921,7 @@ static int push_locked(struct shoal_ps *w)
     for (int s = 0; cz != SHOAL_PS_COMPRESS_NONE && s < w->S; s++) {
         struct wpeer *p = &w->peer[s];
         uint8_t *dst = (uint8_t *)w->wire + p->push_off;
-        if (cz == SHOAL_PS_COMPRESS_FP16 || cz == SHOAL_PS_COMPRESS_BF16)
+        if (ps_is_half(cz))
             ps_half_pack(cz, (uint16_t *)dst, w->grad + p->off, p->len - p->early);
         else
             topk_pack(w, p, dst);
@@ -938,17 +937,16 @@ static int push_locked(struct shoal_ps *w)
         if (p->early) {
             /* the end went ahead (push_ready): the rest, and at least the
              * last PS_COLO_TAIL bytes again, for the immediate */
-            size_t rest = whole - p->early * wire_width(w);
+            size_t rest = whole - p->early * ps_push_bytes(&w->cfg.job, 1);
             size_t last = whole < PS_COLO_TAIL ? whole : PS_COLO_TAIL;
             len = rest > last ? rest : last;
             off = rest > last ? 0 : whole - last;
             p->early = 0;
         }
-        if (colo_local(w, s, whole)) {
+        if (colo_local(w, s)) {
             /* our own server: copy, and put only the tail */
-            const uint8_t *src = (const uint8_t *)(w->wire ? w->wire : (void *)w->grad);
-            size_t tail = ps_colo_copy((uint8_t *)w->colo.slot + off, src + p->push_off + off,
-                                       len);
+            size_t tail = ps_colo_copy((uint8_t *)w->colo.slot + off,
+                                       push_base(w) + p->push_off + off, len);
             off += len - tail;
             len = tail;
         }
