@@ -50,7 +50,7 @@ void chain_reset(struct stage *st, uint32_t g)
 {
     st->gen = g;
     st->syncing = st->restart = true;
-    st->sync_in = st->sync_out = st->go = false;
+    st->sync_in = st->sync_out = st->go = st->refreshed = false;
     st->done_down = st->exit_up = false;
     struct pipe_msg m = {.type = PIPE_RESET, .gen = g};
     send_to(&st->up, &m);
@@ -494,6 +494,14 @@ int chain_wait(struct stage *st, ready_fn ready, uint32_t arg, const char *what)
             return -ERESTART;
         if (ready(st, arg))
             return 0;
+        if (st->ps && shoal_ps_iteration(st->ps) < st->step) {
+            /* the handle reconnected meanwhile and the servers went back */
+            fprintf(stderr, "shoal-train: worker %d: step %u, but the servers continue this "
+                    "stage at iteration %u; the replica starts over from there\n", st->w,
+                    st->step, shoal_ps_iteration(st->ps));
+            chain_reset(st, st->gen + 1);
+            return -ERESTART;
+        }
         int rc = chain_pump(st, 20);
         if (rc)
             return rc;
@@ -551,6 +559,17 @@ int chain_sync(struct stage *st)
             continue;
         }
         bool up_ok = st->s == 0 || st->up.up, down_ok = st->s == st->K - 1 || st->down.up;
+        if (st->gen > 0 && !st->refreshed && up_ok && down_ok) {
+            /* After a failure the handle's iteration may be one a restarted
+             * server no longer has (its keeper has not noticed yet): the
+             * iteration this stage offers is the servers' current word. */
+            if ((rc = shoal_ps_refresh(st->ps))) {
+                snprintf(st->err, sizeof(st->err), "%s", shoal_ps_errmsg(st->ps));
+                return rc;
+            }
+            st->refreshed = true;
+            continue;
+        }
         uint32_t mine = shoal_ps_iteration(st->ps);
         if (up_ok && down_ok && !st->sync_out && st->s < st->K - 1 &&
             (st->s == 0 || st->sync_in)) {

@@ -272,7 +272,18 @@ static int train_step(struct stage *st, uint32_t j, float *loss_out)
     const struct train_cfg *c = st->c;
     const int M = st->M, mb = st->mb;
     const int e = (int)(j / (uint32_t)st->iters), t = (int)(j % (uint32_t)st->iters);
+    int rc;
     uint32_t k = shoal_ps_iteration(st->ps);
+    if (k > j) {
+        /* Already pushed, says the handle; make sure a restarted server
+         * does not need it again (a push skipped wrongly would hold up a
+         * bsp round for good). */
+        if ((rc = shoal_ps_refresh(st->ps))) {
+            snprintf(st->err, sizeof(st->err), "%s", shoal_ps_errmsg(st->ps));
+            return rc;
+        }
+        k = shoal_ps_iteration(st->ps);
+    }
     if (k < j) { /* the servers went back (a restart from a checkpoint) */
         fprintf(stderr, "shoal-train: worker %d: step %u, but the servers continue this "
                 "stage at iteration %u; the replica starts over from there\n", st->w, j, k);
@@ -280,7 +291,6 @@ static int train_step(struct stage *st, uint32_t j, float *loss_out)
         return -ERESTART;
     }
     bool push = k == j;
-    int rc;
     if (st->s == 0) {
         if (e != st->epoch) {
             rc = shard_enter_epoch(c, st->ps, &st->sh, e, &st->train, &st->bt, st->err,

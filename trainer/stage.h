@@ -74,6 +74,7 @@ struct stage {
     uint32_t gen;
     bool syncing;             /* agreeing where to go on */
     bool restart;             /* a reset stopped the step in progress */
+    bool refreshed;           /* this generation asked the servers for its PS iteration */
     bool sync_in, sync_out, go;
     uint32_t sync_k, go_k;
     bool done_down, exit_up, finished;

@@ -227,6 +227,10 @@ int ps_encode(const struct ps_msg *m, uint8_t *buf, size_t cap)
         put_u32(&w, m->u.check.version);
         put_u32(&w, m->u.check.crc);
         break;
+    case PS_PROBE:
+    case PS_PROBE_ACK:
+        put_u32(&w, m->u.probe.nonce);
+        break;
     case PS_ROLLBACK:
         put_u32(&w, m->u.rollback.from);
         put_u32(&w, m->u.rollback.to);
@@ -388,6 +392,10 @@ int ps_decode(const void *buf, size_t len, struct ps_msg *m, char *why, size_t w
         m->u.check.version = get_u32(&r, "version");
         m->u.check.crc = get_u32(&r, "crc");
         break;
+    case PS_PROBE:
+    case PS_PROBE_ACK:
+        m->u.probe.nonce = get_u32(&r, "nonce");
+        break;
     case PS_ROLLBACK:
         m->u.rollback.from = get_u32(&r, "from");
         m->u.rollback.to = get_u32(&r, "to");
@@ -433,6 +441,7 @@ const char *ps_type_name(enum ps_type t)
         [PS_SERVER_REG] = "SERVER_REG", [PS_TABLE_REQ] = "TABLE_REQ", [PS_TABLE] = "TABLE",
         [PS_HELLO] = "HELLO", [PS_WELCOME] = "WELCOME", [PS_BYE] = "BYE",
         [PS_ERROR] = "ERROR", [PS_CHECK] = "CHECK", [PS_PING] = "PING",
-        [PS_MEMBERS] = "MEMBERS", [PS_ROLLBACK] = "ROLLBACK"};
+        [PS_MEMBERS] = "MEMBERS", [PS_ROLLBACK] = "ROLLBACK",
+        [PS_PROBE] = "PROBE", [PS_PROBE_ACK] = "PROBE_ACK"};
     return (unsigned)t < sizeof(names) / sizeof(names[0]) && names[t] ? names[t] : "unknown";
 }

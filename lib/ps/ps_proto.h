@@ -51,6 +51,9 @@ enum ps_type {
     PS_ROLLBACK,       /* worker -> server (bsp): servers continue at different
                           updates; go back from update `from` to the checkpoint
                           at update `to` */
+    PS_PROBE,          /* worker -> server: are you the server I know? (answer
+                          with PROBE_ACK and the same nonce) */
+    PS_PROBE_ACK,      /* server -> worker: yes */
 };
 
 enum ps_mode { PS_BSP = SHOAL_PS_BSP, PS_ASYNC = SHOAL_PS_ASYNC, PS_SSP = SHOAL_PS_SSP };
@@ -112,6 +115,7 @@ struct ps_msg {
         struct { char text[512]; } error;
         struct { uint32_t version, crc; } check;
         struct { uint32_t from, to; } rollback;
+        struct { uint32_t nonce; } probe;
         struct ps_members members;
     } u;
 };

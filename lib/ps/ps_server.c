@@ -778,6 +778,14 @@ static int on_message(struct server *s, struct speer *p, const void *data, size_
         unbind_worker(s, &s->g[gi], wi);
         return step_simple(s, gi, PS_EV_DONE, wi, 0);
     }
+    case PS_PROBE: {
+        if (p->kind != PEER_WORKER)
+            break;
+        struct ps_msg a = {.type = PS_PROBE_ACK, .u.probe.nonce = m.u.probe.nonce};
+        if (ps_net_send(p->ep, &a) == 0) /* (a failure shows as the endpoint's) */
+            sent(p);
+        return 0;
+    }
     case PS_ROLLBACK:
         if (p->kind != PEER_WORKER)
             break;

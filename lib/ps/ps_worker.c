@@ -67,6 +67,7 @@ struct wpeer {
     uint32_t crc;             /* verify: the CRC of the slice we hold */
     bool bye_done;
     bool failed;              /* the connection broke: reconnect */
+    bool probed;              /* shoal_ps_refresh: this server answered the probe */
     uint32_t start;           /* WELCOME: the iteration to continue from */
     uint32_t shift;           /* async/ssp: how far this server's clock for us is behind
                                  our iteration (it restarted from an older checkpoint) */
@@ -98,6 +99,7 @@ struct shoal_ps {
     struct ps_members members;
     bool have_members;
     uint32_t want_epoch;
+    uint32_t probe_nonce;     /* shoal_ps_refresh: the probe being answered */
     /* the push-pull in flight */
     bool in_flight;
     uint32_t before[PS_MAX_SERVERS];
@@ -192,6 +194,10 @@ static int on_message(struct shoal_ps *w, struct wpeer *p, const void *data, siz
         return 0;
     }
     case PS_PING:
+        return 0;
+    case PS_PROBE_ACK:
+        if (m.u.probe.nonce == w->probe_nonce) /* (an older probe's answer: ignored) */
+            p->probed = true;
         return 0;
     case PS_MEMBERS:
         if (p->index != 0)
@@ -1072,6 +1078,50 @@ int shoal_ps_push_pull_at(shoal_ps_t *w, uint32_t k)
 }
 
 uint32_t shoal_ps_iteration(const shoal_ps_t *w) { return w ? w->k : 0; }
+
+static bool all_probed(const struct shoal_ps *w)
+{
+    for (int s = 0; s < w->S; s++)
+        if (!w->peer[s].probed)
+            return false;
+    return true;
+}
+
+/*
+ * A round trip to every server: each one that answers is the incarnation
+ * this handle knows, so w->k is its word.  One that does not (its endpoint
+ * fails, or it stays silent for fail_timeout_ms: killed, restarted) is
+ * lost, and the handle reconnects, which sets w->k from the servers.
+ */
+int shoal_ps_refresh(shoal_ps_t *w)
+{
+    if (!w)
+        return -EINVAL;
+    pthread_mutex_lock(&w->lock);
+    int rc = ready(w, "shoal_ps_refresh");
+    if (rc == 0 && w->in_flight) {
+        wfail(w, "shoal_ps_refresh while a push-pull is in flight");
+        rc = -EINVAL;
+    }
+    if (rc == 0) {
+        w->probe_nonce++;
+        for (int s = 0; s < w->S; s++) {
+            struct wpeer *p = &w->peer[s];
+            struct ps_msg m = {.type = PS_PROBE, .u.probe.nonce = w->probe_nonce};
+            p->probed = false;
+            if (!p->ep || ps_net_send(p->ep, &m))
+                lose(w, p, "PROBE could not be sent");
+            else
+                p->last_sent = ps_now();
+        }
+        rc = any_failed(w) ? -ECONNRESET : pump_until(w, all_probed, "the servers' answer", -1);
+        if (rc == -ECONNRESET)
+            rc = recover(w);
+    }
+    w->last_look = ps_now();
+    pthread_mutex_unlock(&w->lock);
+    return rc < 0 ? rc : 0;
+}
 
 bool ps_data_shard(const uint8_t *live, int workers, int worker, int *shard, int *shards)
 {

@@ -338,6 +338,18 @@ int shoal_ps_push_pull(shoal_ps_t *ps);
 int shoal_ps_push_pull_at(shoal_ps_t *ps, uint32_t k);
 
 /**
+ * Make sure shoal_ps_iteration() is the servers' current word: a round
+ * trip to every server; a server that does not answer (restarted, or
+ * gone) is reconnected to first, within reconnect_timeout_ms, and the
+ * iteration is then the one the servers continue at.  The iteration is
+ * otherwise only as fresh as the keeper's last look (it notices a lost
+ * server within fail_timeout_ms): call this before a decision that a
+ * stale iteration would make wrong, such as skipping a push because the
+ * iteration is already past it.  Not while a push-pull is in flight.
+ */
+int shoal_ps_refresh(shoal_ps_t *ps);
+
+/**
  * Optional, while the gradient is being computed: its entries from @from
  * to the end are final (a backward pass finishes the last layer first),
  * and may start to travel now; the push-pull then sends the rest.  The

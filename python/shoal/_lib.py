@@ -110,6 +110,7 @@ _PROTOTYPES = {
     "shoal_ps_push_pull": (_c_int, [_c_void_p]),
     "shoal_ps_push_ready": (_c_int, [_c_void_p, _c_size]),
     "shoal_ps_push_pull_at": (_c_int, [_c_void_p, ctypes.c_uint32]),
+    "shoal_ps_refresh": (_c_int, [_c_void_p]),
     "shoal_ps_push_start": (_c_int, [_c_void_p]),
     "shoal_ps_push_test": (_c_int, [_c_void_p]),
     "shoal_ps_push_wait": (_c_int, [_c_void_p, _c_int]),

@@ -194,6 +194,10 @@ int main(int argc, char **argv)
     m.type = PS_PING;
     seed("ps", "ping", 0, b, (size_t)ps_encode(&m, b, sizeof(b)));
     memset(&m, 0, sizeof(m));
+    m.type = PS_PROBE;
+    m.u.probe.nonce = 7;
+    seed("ps", "probe", 0, b, (size_t)ps_encode(&m, b, sizeof(b)));
+    memset(&m, 0, sizeof(m));
     m.type = PS_MEMBERS;
     m.u.members.epoch = 3;
     m.u.members.workers = 11; /* 2 bytes, the last one partly used */

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -325,6 +326,125 @@ static void test_groups(void)
         CU_ASSERT_EQUAL(st[r], 0);
 }
 
+/* ---- shoal_ps_refresh: a restarted server noticed at once ------------------ */
+
+static bool file_wait(const char *path, int ms)
+{
+    for (int t = 0; t < ms; t += 10) {
+        if (access(path, F_OK) == 0)
+            return true;
+        usleep(10000);
+    }
+    return false;
+}
+
+static void touch(const char *path)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        FAIL("cannot create %s", path);
+    fclose(f);
+}
+
+/* Rank 0 runs the server in a child, kills it (-9) when the worker says
+ * so, and starts it again with resume; rank 1 is the worker. */
+static void refresh_role(int rank, shoal_ps_config_t *cfg, void *arg)
+{
+    const char *dir = arg;
+    char kill_file[320], up_file[320];
+    snprintf(kill_file, sizeof(kill_file), "%s/kill", dir);
+    snprintf(up_file, sizeof(up_file), "%s/restarted", dir);
+    cfg->fail_timeout_ms = 10000; /* the keeper would notice late */
+    cfg->job.optimizer = SHOAL_PS_SGD;
+    cfg->job.lr = 0.1f;
+    cfg->job.iters_per_epoch = 8;
+    cfg->job.epochs = 1;
+    if (rank == 0) {
+        char err[512];
+        snprintf(cfg->checkpoint_dir, sizeof(cfg->checkpoint_dir), "%s/ck", dir);
+        if (mkdir(cfg->checkpoint_dir, 0700))
+            FAIL("mkdir %s: %s", cfg->checkpoint_dir, strerror(errno));
+        cfg->checkpoint_every = 3;
+        for (int life = 0; life < 2; life++) {
+            cfg->resume = life == 1;
+            pid_t child = fork();
+            if (child == 0) {
+                if (shoal_ps_serve(cfg, err, sizeof(err)))
+                    FAIL("serve (life %d): %s", life, err);
+                _exit(0);
+            }
+            if (life == 1) {
+                touch(up_file);
+                int st;
+                waitpid(child, &st, 0);
+                _exit(WIFEXITED(st) ? WEXITSTATUS(st) : 3);
+            }
+            if (!file_wait(kill_file, 20000))
+                FAIL("the worker never asked for the kill");
+            kill(child, SIGKILL);
+            waitpid(child, NULL, 0);
+        }
+    }
+    enum { P = 64 };
+    static float p[P], g[P];
+    shoal_ps_tensor_t t[] = {{"w", P}};
+    shoal_ps_t *ps;
+    char err[512];
+    if (shoal_ps_create(cfg, t, 1, p, g, &ps, err, sizeof(err)))
+        FAIL("create: %s", err);
+    if (shoal_ps_join(ps))
+        FAIL("join: %s", shoal_ps_errmsg(ps));
+    if (shoal_ps_refresh(ps) || shoal_ps_iteration(ps) != 0)
+        FAIL("refresh with the server up: %s, iteration %u", shoal_ps_errmsg(ps),
+             shoal_ps_iteration(ps));
+    for (int k = 0; k < 5; k++) {
+        for (int i = 0; i < P; i++)
+            g[i] = 1.0f;
+        if (shoal_ps_push_start(ps))
+            FAIL("push_start: %s", shoal_ps_errmsg(ps));
+        if (k == 4 && shoal_ps_refresh(ps) != -EINVAL)
+            FAIL("refresh during a push-pull was not refused");
+        if (shoal_ps_push_wait(ps, -1))
+            FAIL("push_wait: %s", shoal_ps_errmsg(ps));
+    }
+    usleep(300000); /* the checkpoint of update 3 is written */
+    touch(kill_file);
+    if (!file_wait(up_file, 20000))
+        FAIL("the server was not restarted");
+    uint32_t before = shoal_ps_iteration(ps);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (shoal_ps_refresh(ps))
+        FAIL("refresh after the restart: %s", shoal_ps_errmsg(ps));
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    fprintf(stderr, "refresh after the restart: iteration %u -> %u in %.0f ms\n", before,
+            shoal_ps_iteration(ps),
+            (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6);
+    if (shoal_ps_iteration(ps) != 3)
+        FAIL("after the restart from the checkpoint of update 3 the iteration is %u",
+             shoal_ps_iteration(ps));
+    while (shoal_ps_iteration(ps) < 8)
+        if (shoal_ps_push_pull(ps))
+            FAIL("push_pull: %s", shoal_ps_errmsg(ps));
+    /* 8 updates of lr x 1, none lost or doubled (the restart redid 3..4) */
+    if (fabsf(p[0] + 0.8f) > 1e-5f)
+        FAIL("parameter %g after 8 updates", (double)p[0]);
+    if (shoal_ps_finish(ps))
+        FAIL("finish: %s", shoal_ps_errmsg(ps));
+    shoal_ps_destroy(ps);
+}
+
+static void test_refresh(void)
+{
+    char dir[320];
+    snprintf(dir, sizeof(dir), "%s/refresh", rdv_dir);
+    CU_ASSERT_EQUAL_FATAL(mkdir(dir, 0700), 0);
+    int st[2];
+    run_job(2, 1, 1, refresh_role, dir, 60, true, st);
+    CU_ASSERT_EQUAL(st[0], 0);
+    CU_ASSERT_EQUAL(st[1], 0);
+}
+
 int main(void)
 {
     char tmpl[] = "/tmp/shoal-ps-api.XXXXXX";
@@ -340,6 +460,8 @@ int main(void)
     CU_add_test(s, "a worker whose tensors differ is refused, naming the difference",
                 test_tensors_differ);
     CU_add_test(s, "two parameter groups on the same servers", test_groups);
+    CU_add_test(s, "shoal_ps_refresh notices a restarted server and goes back with it",
+                test_refresh);
     int rc = cu_run_all();
     char cmd[320];
     snprintf(cmd, sizeof(cmd), "rm -rf %s", rdv_dir);

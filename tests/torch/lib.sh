@@ -51,7 +51,7 @@ job() {
 }
 # accuracy LOG: the final test accuracy in percent, as an integer x100.
 accuracy() {
-    sed -n 's/^final test accuracy: \([0-9.]*\)%.*/\1/p' "$1" | tail -1 |
+    sed -n 's/.*final test accuracy: \([0-9.]*\)%.*/\1/p' "$1" | tail -1 |
         awk '{printf "%d", $1 * 100}'
 }
 # has LOG REGEX DESCRIPTION: the log must have a line matching REGEX.

@@ -22,5 +22,5 @@ has "$log" "^mlp.py: bsp, 2 workers, 1 servers" "mpirun: 1 server + 2 workers fr
 has "$log" "applied [0-9]+ gradients, each once" "mpirun: the server applied every gradient once"
 a=$(accuracy "$log")
 [ "${a:-0}" -ge 7000 ] && ok "mpirun: the job learned ($(awk "BEGIN{print ${a:-0}/100}")%)" ||
-    bad "mpirun: final accuracy '${a:-none}' (x100) is below 70%"
+    { tail -n 12 "$log"; bad "mpirun: final accuracy '${a:-none}' (x100) is below 70%"; }
 finish
