@@ -57,6 +57,14 @@ void chain_reset(struct stage *st, uint32_t g)
     send_to(&st->down, &m);
 }
 
+int chain_went_back(struct stage *st, uint32_t j, uint32_t k)
+{
+    fprintf(stderr, "shoal-train: worker %d: step %u, but the servers continue this stage at "
+            "iteration %u; the replica starts over from there\n", st->w, j, k);
+    chain_reset(st, st->gen + 1);
+    return -ERESTART;
+}
+
 /* Forget a connection (its puts are canceled with it). */
 void chain_drop(struct stage *st, struct link *L)
 {
@@ -494,14 +502,8 @@ int chain_wait(struct stage *st, ready_fn ready, uint32_t arg, const char *what)
             return -ERESTART;
         if (ready(st, arg))
             return 0;
-        if (st->ps && shoal_ps_iteration(st->ps) < st->step) {
-            /* the handle reconnected meanwhile and the servers went back */
-            fprintf(stderr, "shoal-train: worker %d: step %u, but the servers continue this "
-                    "stage at iteration %u; the replica starts over from there\n", st->w,
-                    st->step, shoal_ps_iteration(st->ps));
-            chain_reset(st, st->gen + 1);
-            return -ERESTART;
-        }
+        if (st->ps && shoal_ps_iteration(st->ps) < st->step) /* the handle reconnected */
+            return chain_went_back(st, st->step, shoal_ps_iteration(st->ps));
         int rc = chain_pump(st, 20);
         if (rc)
             return rc;
@@ -563,10 +565,8 @@ int chain_sync(struct stage *st)
             /* After a failure the handle's iteration may be one a restarted
              * server no longer has (its keeper has not noticed yet): the
              * iteration this stage offers is the servers' current word. */
-            if ((rc = shoal_ps_refresh(st->ps))) {
-                snprintf(st->err, sizeof(st->err), "%s", shoal_ps_errmsg(st->ps));
+            if ((rc = stage_refresh(st)))
                 return rc;
-            }
             st->refreshed = true;
             continue;
         }

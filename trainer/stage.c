@@ -278,18 +278,12 @@ static int train_step(struct stage *st, uint32_t j, float *loss_out)
         /* Already pushed, says the handle; make sure a restarted server
          * does not need it again (a push skipped wrongly would hold up a
          * bsp round for good). */
-        if ((rc = shoal_ps_refresh(st->ps))) {
-            snprintf(st->err, sizeof(st->err), "%s", shoal_ps_errmsg(st->ps));
+        if ((rc = stage_refresh(st)))
             return rc;
-        }
         k = shoal_ps_iteration(st->ps);
     }
-    if (k < j) { /* the servers went back (a restart from a checkpoint) */
-        fprintf(stderr, "shoal-train: worker %d: step %u, but the servers continue this "
-                "stage at iteration %u; the replica starts over from there\n", st->w, j, k);
-        chain_reset(st, st->gen + 1);
-        return -ERESTART;
-    }
+    if (k < j) /* the servers went back (a restart from a checkpoint) */
+        return chain_went_back(st, j, k);
     bool push = k == j;
     if (st->s == 0) {
         if (e != st->epoch) {
@@ -575,6 +569,14 @@ static int run_step(struct stage *st, uint32_t j)
 /* ---- the PS handle -------------------------------------------------------- */
 
 static void start_line(struct stage *st);
+
+int stage_refresh(struct stage *st)
+{
+    int rc = shoal_ps_refresh(st->ps);
+    if (rc)
+        snprintf(st->err, sizeof(st->err), "%s", shoal_ps_errmsg(st->ps));
+    return rc;
+}
 
 int stage_join_ps(struct stage *st)
 {

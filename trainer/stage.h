@@ -138,6 +138,8 @@ int stage_fail(struct stage *st, const char *fmt, ...) __attribute__((format(pri
 int stage_setup(struct stage *st);
 /* Join the stage's PS group (the first time the chain syncs). */
 int stage_join_ps(struct stage *st);
+/* shoal_ps_refresh() of the stage's PS handle; on failure st->err says why. */
+int stage_refresh(struct stage *st);
 
 /* ---- chain.c -------------------------------------------------------------- */
 
@@ -148,6 +150,10 @@ int chain_listen(struct stage *st);
 /* Start generation @g: the step in progress stops (st->restart), the
  * neighbours hear of it, and the chain agrees again where to go on. */
 void chain_reset(struct stage *st, uint32_t g);
+/* The servers continue this stage at iteration @k, before step @j (a
+ * restart from a checkpoint): say so and start a new generation;
+ * returns -ERESTART. */
+int chain_went_back(struct stage *st, uint32_t j, uint32_t k);
 /* Wait up to @timeout_ms (0: just look) for events and handle them. */
 int chain_pump(struct stage *st, int timeout_ms);
 

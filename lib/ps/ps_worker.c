@@ -813,6 +813,17 @@ static int ready(struct shoal_ps *w, const char *what)
     return 0;
 }
 
+/* Calls that also need no push-pull in flight (-EBUSY). */
+static int ready_idle(struct shoal_ps *w, const char *what)
+{
+    int rc = ready(w, what);
+    if (rc == 0 && w->in_flight) {
+        wfail(w, "%s while a push-pull is in flight", what);
+        rc = -EBUSY;
+    }
+    return rc;
+}
+
 /* Top-k of server @p's slice into @dst; with momentum correction (DGC),
  * of u = mu u + g, and what is sent leaves u as well as the residual. */
 static void topk_pack(struct shoal_ps *w, const struct wpeer *p, uint8_t *dst)
@@ -908,13 +919,9 @@ int shoal_ps_push_ready(shoal_ps_t *w, size_t from)
 
 static int push_locked(struct shoal_ps *w)
 {
-    int rc = ready(w, "shoal_ps_push_start");
+    int rc = ready_idle(w, "shoal_ps_push_start");
     if (rc)
         return rc;
-    if (w->in_flight) {
-        wfail(w, "a push-pull is already in flight");
-        return -EBUSY;
-    }
     if (w->k >= w->cfg.job.iters_per_epoch * w->cfg.job.epochs) {
         wfail(w, "the job's %u iterations are done", w->cfg.job.iters_per_epoch *
               w->cfg.job.epochs);
@@ -1098,11 +1105,7 @@ int shoal_ps_refresh(shoal_ps_t *w)
     if (!w)
         return -EINVAL;
     pthread_mutex_lock(&w->lock);
-    int rc = ready(w, "shoal_ps_refresh");
-    if (rc == 0 && w->in_flight) {
-        wfail(w, "shoal_ps_refresh while a push-pull is in flight");
-        rc = -EINVAL;
-    }
+    int rc = ready_idle(w, "shoal_ps_refresh");
     if (rc == 0) {
         w->probe_nonce++;
         for (int s = 0; s < w->S; s++) {
@@ -1177,11 +1180,7 @@ int shoal_ps_finish(shoal_ps_t *w)
     if (!w)
         return -EINVAL;
     pthread_mutex_lock(&w->lock);
-    int rc = ready(w, "shoal_ps_finish");
-    if (rc == 0 && w->in_flight) {
-        wfail(w, "shoal_ps_finish with a push-pull in flight");
-        rc = -EBUSY;
-    }
+    int rc = ready_idle(w, "shoal_ps_finish");
     if (rc == 0) {
         struct ps_msg bye = {.type = PS_BYE};
         for (int s = 0; s < w->S; s++)

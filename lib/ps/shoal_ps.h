@@ -345,7 +345,8 @@ int shoal_ps_push_pull_at(shoal_ps_t *ps, uint32_t k);
  * otherwise only as fresh as the keeper's last look (it notices a lost
  * server within fail_timeout_ms): call this before a decision that a
  * stale iteration would make wrong, such as skipping a push because the
- * iteration is already past it.  Not while a push-pull is in flight.
+ * iteration is already past it.  Not while a push-pull is in flight
+ * (-EBUSY).
  */
 int shoal_ps_refresh(shoal_ps_t *ps);
 
